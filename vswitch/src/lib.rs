@@ -1,1 +1,4 @@
+//! vfabric's switch: the pure core (`core`), the topology model (`topology`) and the data
+//! plane that joins vhost-user ports to the core (`dataplane`).
 
+pub mod core;
