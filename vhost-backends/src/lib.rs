@@ -1,1 +1,9 @@
+//! Everything of vfabric that touches vhost-user and guest memory: the virtio-net device,
+//! its rings and the per-port connection loop. No switching logic: the switch plugs in
+//! through `net::FrameSwitch`.
 
+pub mod counters;
+pub mod frame;
+pub mod net;
+pub mod relay;
+pub mod server;

@@ -1,0 +1,75 @@
+//! Per-port counters of the virtio-net device, named from the switch's side: `rx` is what
+//! the switch received from the guest (the guest's TX ring), `tx` what it delivered to the
+//! guest (its RX ring). Every drop has its reason.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident / $snap:ident { $($(#[$fm:meta])* $f:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name { $($(#[$fm])* pub $f: AtomicU64,)* }
+
+        /// A point-in-time copy of the counters.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $snap { $($(#[$fm])* pub $f: u64,)* }
+
+        impl $name {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> $snap {
+                $snap { $($f: self.$f.load(Relaxed),)* }
+            }
+        }
+
+        impl $snap {
+            /// (name, value) pairs, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($f), self.$f),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Counters of one virtio-net port.
+    NetCounters / NetCountersSnapshot {
+        /// Frames taken from the guest's TX ring and handed to the switch.
+        rx_frames,
+        /// Bytes of those frames (Ethernet, without the virtio-net header).
+        rx_bytes,
+        /// Guest TX chains with a descriptor outside guest memory or of the wrong direction.
+        rx_drop_bad_descriptor,
+        /// Guest TX chains shorter than the virtio-net header.
+        rx_drop_missing_header,
+        /// Frames shorter than an Ethernet header.
+        rx_drop_runt,
+        /// Frames longer than 64 KiB + headers.
+        rx_drop_oversize,
+        /// Frames spread over too many pieces of guest memory.
+        rx_drop_too_fragmented,
+        /// Frames asking for an offload that was not negotiated.
+        rx_drop_bad_offload,
+        /// Frames delivered into the guest's RX ring.
+        tx_frames,
+        /// Bytes of those frames.
+        tx_bytes,
+        /// Frames dropped because the guest had posted no (or too few) RX buffers.
+        tx_drop_no_buffer,
+        /// Frames dropped because no guest was connected or its RX ring was not running.
+        tx_drop_link_down,
+        /// Frames dropped because the guest's RX chain was malformed (returned with length 0).
+        tx_drop_bad_descriptor,
+        /// Times the guest was interrupted for its RX ring.
+        tx_notifications,
+        /// Times the guest was interrupted for its TX ring.
+        rx_notifications,
+    }
+}
+
+impl NetCounters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        if n != 0 {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Frames in guest memory: reading a guest's TX descriptor chain into a `TxFrame` (a header
+//! copy plus the frame's place in guest memory), and scatter-copying a frame into another
+//! guest's RX buffers. No switching logic here.
+//!
+//! Guest memory is hostile. Every descriptor is resolved through `vm-memory`, which checks
+//! the address range against the guest's regions; a chain that points outside, mixes
+//! directions, lacks the virtio-net header or is too long is an error, never a panic.
+//! Decisions are made on `TxFrame::head()`, a copy: the guest can rewrite its buffers while
+//! we forward them, so the bytes that were checked are the bytes that are delivered.
+
+use arrayvec::ArrayVec;
+use virtio_queue::DescriptorChain;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+
+/// The virtio-net header of a VERSION_1 device: 12 bytes, with or without MRG_RXBUF.
+pub const VNET_HDR_LEN: usize = 12;
+/// How many bytes of a frame are copied out for the forwarding decision.
+pub const HEAD_COPY: usize = 128;
+/// The largest Ethernet frame accepted from a guest: a 64 KiB IP packet plus Ethernet and
+/// two VLAN tags. Anything longer is dropped.
+pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
+/// Guest memory pieces one TX frame may span (Linux uses at most 19 per chain).
+pub const MAX_TX_SEGS: usize = 64;
+/// Guest memory pieces the RX buffers of one frame may span.
+pub const MAX_RX_SEGS: usize = 64;
+/// RX chains one frame may span with MRG_RXBUF.
+pub const MAX_RX_CHAINS: usize = 64;
+
+/// Why a guest's TX chain was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxError {
+    /// A descriptor outside guest memory, or a device-writable descriptor in a TX chain.
+    BadDescriptor,
+    /// Fewer bytes than the 12-byte virtio-net header.
+    MissingHeader,
+    /// Fewer than 14 bytes of Ethernet frame after the header.
+    Runt,
+    /// Longer than `MAX_FRAME_LEN`.
+    Oversize,
+    /// Spread over more than `MAX_TX_SEGS` pieces of guest memory.
+    TooFragmented,
+    /// Offload fields (GSO, checksum) the device did not negotiate.
+    BadOffload,
+}
+
+/// A frame a guest transmitted, still in its memory, with a copy of its first bytes.
+pub struct TxFrame<'a> {
+    vnet: [u8; VNET_HDR_LEN],
+    head: [u8; HEAD_COPY],
+    head_len: usize,
+    len: usize,
+    segs: ArrayVec<VolatileSlice<'a>, MAX_TX_SEGS>,
+}
+
+impl<'a> TxFrame<'a> {
+    /// The first `min(len, 128)` bytes of the Ethernet frame, copied out of guest memory.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    /// The Ethernet frame's length (without the virtio-net header).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Frames are never empty (at least 14 bytes); provided for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The virtio-net header the guest sent (copied).
+    pub fn vnet_header(&self) -> &[u8; VNET_HDR_LEN] {
+        &self.vnet
+    }
+
+    /// The frame as owned bytes: the checked head, then the rest from guest memory.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        v[..self.head_len].copy_from_slice(self.head());
+        let mut off = self.head_len;
+        self.for_each_tail_piece(|s| {
+            let n = s.copy_to(&mut v[off..]);
+            off += n;
+        });
+        v
+    }
+
+    /// Calls `f` with the pieces of guest memory holding the frame past `head()`.
+    fn for_each_tail_piece(&self, mut f: impl FnMut(VolatileSlice<'a>)) {
+        let mut skip = self.head_len;
+        for s in &self.segs {
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            // In range by the check above; offset() cannot fail.
+            if let Ok(rest) = s.offset(skip) {
+                f(rest);
+            }
+            skip = 0;
+        }
+    }
+}
+
+/// Reads a guest's TX chain. `offloads_ok` says whether checksum/GSO offloads were
+/// negotiated; without them a header asking for one is a `BadOffload`.
+pub fn parse_tx_chain<'a>(
+    mem: &'a GuestMemoryMmap,
+    chain: DescriptorChain<&'a GuestMemoryMmap>,
+    offloads_ok: bool,
+) -> Result<TxFrame<'a>, TxError> {
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    let mut vnet_got = 0usize;
+    let mut total = 0usize;
+    let mut segs = ArrayVec::<VolatileSlice<'a>, MAX_TX_SEGS>::new();
+    for desc in chain {
+        if desc.is_write_only() {
+            return Err(TxError::BadDescriptor);
+        }
+        let len = desc.len() as usize;
+        total += len;
+        if total > MAX_FRAME_LEN + VNET_HDR_LEN {
+            return Err(TxError::Oversize);
+        }
+        for piece in mem.get_slices(desc.addr(), len) {
+            let mut piece = piece.map_err(|_| TxError::BadDescriptor)?;
+            if vnet_got < VNET_HDR_LEN {
+                let n = (VNET_HDR_LEN - vnet_got).min(piece.len());
+                let (h, rest) = piece.split_at(n).map_err(|_| TxError::BadDescriptor)?;
+                h.copy_to(&mut vnet[vnet_got..vnet_got + n]);
+                vnet_got += n;
+                piece = rest;
+            }
+            if piece.is_empty() {
+                continue;
+            }
+            segs.try_push(piece).map_err(|_| TxError::TooFragmented)?;
+        }
+    }
+    if vnet_got < VNET_HDR_LEN {
+        return Err(TxError::MissingHeader);
+    }
+    let len = total - VNET_HDR_LEN;
+    if len < 14 {
+        return Err(TxError::Runt);
+    }
+    // flags (NEEDS_CSUM) and gso_type must be clear unless offloads were negotiated.
+    if !offloads_ok && (vnet[0] & 1 != 0 || vnet[1] != 0) {
+        return Err(TxError::BadOffload);
+    }
+    let mut head = [0u8; HEAD_COPY];
+    let mut head_len = 0;
+    for s in &segs {
+        if head_len == HEAD_COPY {
+            break;
+        }
+        head_len += s.copy_to(&mut head[head_len..]);
+    }
+    Ok(TxFrame {
+        vnet,
+        head,
+        head_len,
+        len,
+        segs,
+    })
+}
+
+/// A destination made of guest memory pieces, written front to back.
+pub struct ScatterWriter<'s, 'a> {
+    dst: &'s [VolatileSlice<'a>],
+    idx: usize,
+    off: usize,
+    written: usize,
+}
+
+impl<'s, 'a> ScatterWriter<'s, 'a> {
+    /// A writer over `dst`, starting at its first byte.
+    pub fn new(dst: &'s [VolatileSlice<'a>]) -> Self {
+        ScatterWriter {
+            dst,
+            idx: 0,
+            off: 0,
+            written: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    fn current(&mut self) -> Option<VolatileSlice<'a>> {
+        while let Some(d) = self.dst.get(self.idx) {
+            if self.off < d.len() {
+                return d.offset(self.off).ok();
+            }
+            self.idx += 1;
+            self.off = 0;
+        }
+        None
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.off += n;
+        self.written += n;
+    }
+
+    /// Writes `src`; returns false if the destination ran out of room.
+    pub fn write_bytes(&mut self, mut src: &[u8]) -> bool {
+        while !src.is_empty() {
+            let Some(d) = self.current() else {
+                return false;
+            };
+            let n = d.len().min(src.len());
+            d.copy_from(&src[..n]);
+            self.advance(n);
+            src = &src[n..];
+        }
+        true
+    }
+
+    /// Copies `src` (guest memory, possibly another guest's); false if out of room.
+    pub fn write_slice(&mut self, mut src: VolatileSlice<'_>) -> bool {
+        while !src.is_empty() {
+            let Some(d) = self.current() else {
+                return false;
+            };
+            let n = d.len().min(src.len());
+            let (Ok(part), Ok(rest)) = (src.subslice(0, n), src.offset(n)) else {
+                return false;
+            };
+            part.copy_to_volatile_slice(d);
+            self.advance(n);
+            src = rest;
+        }
+        true
+    }
+
+    /// Writes a whole frame: the checked head copy, then the rest from guest memory.
+    pub fn write_frame(&mut self, frame: &TxFrame<'_>) -> bool {
+        if !self.write_bytes(frame.head()) {
+            return false;
+        }
+        let mut ok = true;
+        frame.for_each_tail_piece(|s| ok = ok && self.write_slice(s));
+        ok
+    }
+}

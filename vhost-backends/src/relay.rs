@@ -1,0 +1,381 @@
+//! A vhost-user message relay between the VMM and the `vhost` crate's request handler.
+//!
+//! QEMU (7.2 and 10.0 alike) sends `SET_VRING_ENABLE` for virtio-net *before*
+//! `SET_FEATURES`, as soon as `VHOST_USER_F_PROTOCOL_FEATURES` was *offered*; the `vhost`
+//! crate's dispatcher and `vhost-user-backend`'s handler only accept it once that feature
+//! was *acked* by `SET_FEATURES`, and drop the connection otherwise
+//! (`../shared/VM-NOTES.md`). Dropping the early enables instead leaves every ring disabled.
+//!
+//! The relay sits between the VMM's socket and a private socket served by the `vhost`
+//! crate. It forwards every message unchanged (file descriptors included), except that a
+//! `SET_VRING_ENABLE` arriving while the backend has not acked `PROTOCOL_FEATURES` is
+//! remembered (ring -> on/off, last value wins), acknowledged to the VMM when it asked for a
+//! reply, and replayed to the backend right after the `SET_FEATURES` that acks the feature.
+//! A reset (`RESET_OWNER`, `RESET_DEVICE`) forgets what was remembered, as the backend
+//! forgets its acked features then. Only control messages cross the relay: rings, kicks and
+//! interrupts go straight between the VMM and the data path through the shared eventfds.
+
+use std::collections::BTreeMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use vhost::vhost_user::message::{FrontendReq, VhostUserHeaderFlag, VhostUserVirtioFeatures};
+
+/// Size of a vhost-user message header: request, flags, size (3 x u32, little endian).
+const HDR_LEN: usize = 12;
+/// Larger payloads than this are a protocol violation (the spec's messages are all smaller).
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// At most this many file descriptors ride on one message (the `vhost` crate's own limit).
+const MAX_FDS: usize = 32;
+
+/// One vhost-user message with the descriptors that came with it.
+#[derive(Debug)]
+struct Message {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Message {
+    fn request(&self) -> u32 {
+        u32::from_le_bytes(self.bytes[0..4].try_into().unwrap_or_default())
+    }
+
+    fn flags(&self) -> u32 {
+        u32::from_le_bytes(self.bytes[4..8].try_into().unwrap_or_default())
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.bytes[HDR_LEN..]
+    }
+
+    fn payload_u64(&self) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            self.payload().get(..8)?.try_into().ok()?,
+        ))
+    }
+
+    /// (index, num) of a `VhostUserVringState` payload.
+    fn vring_state(&self) -> Option<(u32, u32)> {
+        let p = self.payload();
+        Some((
+            u32::from_le_bytes(p.get(0..4)?.try_into().ok()?),
+            u32::from_le_bytes(p.get(4..8)?.try_into().ok()?),
+        ))
+    }
+
+    fn new(request: FrontendReq, flags: u32, payload: &[u8]) -> Message {
+        let mut bytes = Vec::with_capacity(HDR_LEN + payload.len());
+        bytes.extend_from_slice(&(request as u32).to_le_bytes());
+        bytes.extend_from_slice(&flags.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        Message {
+            bytes,
+            fds: Vec::new(),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, collecting any descriptors that arrive with them.
+/// `Ok(false)` on a clean end of stream before the first byte.
+fn read_exact_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut buf[got..])];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let n = msg.bytes;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel just installed `fd` in our table for this message
+                    // (SCM_RIGHTS); nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if n == 0 {
+            if got == 0 {
+                return Ok(false);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "vhost-user peer closed mid-message",
+            ));
+        }
+        got += n;
+    }
+    Ok(true)
+}
+
+/// Reads one whole message; `None` when the peer closed the connection.
+fn read_message(sock: &UnixStream) -> io::Result<Option<Message>> {
+    let mut bytes = vec![0u8; HDR_LEN];
+    let mut fds = Vec::new();
+    if !read_exact_fds(sock, &mut bytes, &mut fds)? {
+        return Ok(None);
+    }
+    let size = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    if size > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("vhost-user message with a {size}-byte payload"),
+        ));
+    }
+    bytes.resize(HDR_LEN + size, 0);
+    if size > 0 && !read_exact_fds(sock, &mut bytes[HDR_LEN..], &mut fds)? {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "vhost-user peer closed mid-message",
+        ));
+    }
+    Ok(Some(Message { bytes, fds }))
+}
+
+/// Writes one message, its descriptors riding on the first byte.
+fn write_message(sock: &UnixStream, msg: &Message) -> io::Result<()> {
+    let raw: Vec<RawFd> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut sent = 0;
+    while sent < msg.bytes.len() {
+        let iov = [IoSlice::new(&msg.bytes[sent..])];
+        let cmsgs: &[ControlMessage] = if sent == 0 && !raw.is_empty() {
+            &[ControlMessage::ScmRights(&raw)]
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The relay's decisions, separate from its I/O so they can be tested message by message.
+#[derive(Debug, Default)]
+pub struct EarlyEnableFilter {
+    /// Whether the backend has acked `VHOST_USER_F_PROTOCOL_FEATURES` (mirrors its check).
+    protocol_acked: bool,
+    /// Enables received before that, by ring index.
+    pending: BTreeMap<u32, u32>,
+    /// How many early enables were absorbed, over the connection's life.
+    pub absorbed: u64,
+}
+
+/// What to do with one message from the VMM.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Forward it, then send these (ring, enable) states to the backend.
+    Forward { then_enable: Vec<(u32, u32)> },
+    /// Keep it; answer the VMM with a success reply if it asked for one.
+    Absorb { reply: bool },
+}
+
+impl EarlyEnableFilter {
+    /// Decides what happens to one message from the VMM (`request`, `flags`, `payload`).
+    pub fn on_frontend_message(&mut self, request: u32, flags: u32, payload: &[u8]) -> Action {
+        let need_reply = flags & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+        let forward = Action::Forward {
+            then_enable: Vec::new(),
+        };
+        if request == FrontendReq::SET_VRING_ENABLE as u32 && !self.protocol_acked {
+            if let (Some(idx), Some(num)) = (
+                payload
+                    .get(0..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes),
+                payload
+                    .get(4..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes),
+            ) {
+                self.pending.insert(idx, num);
+                self.absorbed += 1;
+                return Action::Absorb { reply: need_reply };
+            }
+            // Malformed: let the backend reject it with its own error.
+            return forward;
+        }
+        if request == FrontendReq::SET_FEATURES as u32 {
+            let Some(bytes) = payload.get(0..8).and_then(|b| b.try_into().ok()) else {
+                return forward;
+            };
+            let features = u64::from_le_bytes(bytes);
+            self.protocol_acked = features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0;
+            if self.protocol_acked {
+                return Action::Forward {
+                    then_enable: std::mem::take(&mut self.pending).into_iter().collect(),
+                };
+            }
+            return forward;
+        }
+        if request == FrontendReq::RESET_OWNER as u32 || request == FrontendReq::RESET_DEVICE as u32
+        {
+            self.protocol_acked = false;
+            self.pending.clear();
+        }
+        forward
+    }
+}
+
+/// Relays messages between `frontend` (the VMM) and `backend` (the `vhost` crate's handler)
+/// until either side closes. Returns the filter, for its counters.
+pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<EarlyEnableFilter> {
+    let mut filter = EarlyEnableFilter::default();
+    let version = 0x1;
+    loop {
+        let (f_ready, b_ready) = {
+            let mut fds = [
+                PollFd::new(frontend.as_fd(), PollFlags::POLLIN),
+                PollFd::new(backend.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if b_ready {
+            let Some(msg) = read_message(&backend)? else {
+                return Ok(filter);
+            };
+            write_message(&frontend, &msg)?;
+        }
+        if f_ready {
+            let Some(msg) = read_message(&frontend)? else {
+                return Ok(filter);
+            };
+            match filter.on_frontend_message(msg.request(), msg.flags(), msg.payload()) {
+                Action::Absorb { reply } => {
+                    if let Some((idx, num)) = msg.vring_state() {
+                        log::debug!(
+                            "early SET_VRING_ENABLE ring {idx} = {num}: kept until SET_FEATURES"
+                        );
+                    }
+                    if reply {
+                        let flags = version | VhostUserHeaderFlag::REPLY.bits();
+                        let ack =
+                            Message::new(FrontendReq::SET_VRING_ENABLE, flags, &0u64.to_le_bytes());
+                        write_message(&frontend, &ack)?;
+                    }
+                }
+                Action::Forward { then_enable } => {
+                    if msg.request() == FrontendReq::SET_FEATURES as u32 {
+                        log::debug!("SET_FEATURES {:#x}", msg.payload_u64().unwrap_or(0));
+                    }
+                    write_message(&backend, &msg)?;
+                    for (idx, num) in then_enable {
+                        let mut p = [0u8; 8];
+                        p[0..4].copy_from_slice(&idx.to_le_bytes());
+                        p[4..8].copy_from_slice(&num.to_le_bytes());
+                        write_message(
+                            &backend,
+                            &Message::new(FrontendReq::SET_VRING_ENABLE, version, &p),
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEED_REPLY: u32 = 0x8 | 0x1;
+    const PROTO: u64 = 1 << 30;
+
+    fn vring(idx: u32, num: u32) -> Vec<u8> {
+        [idx.to_le_bytes(), num.to_le_bytes()].concat()
+    }
+
+    fn enable() -> u32 {
+        FrontendReq::SET_VRING_ENABLE as u32
+    }
+
+    fn features() -> u32 {
+        FrontendReq::SET_FEATURES as u32
+    }
+
+    #[test]
+    fn early_enables_are_kept_and_replayed_after_set_features() {
+        let mut f = EarlyEnableFilter::default();
+        assert_eq!(
+            f.on_frontend_message(enable(), NEED_REPLY, &vring(0, 1)),
+            Action::Absorb { reply: true }
+        );
+        assert_eq!(
+            f.on_frontend_message(enable(), 1, &vring(1, 1)),
+            Action::Absorb { reply: false }
+        );
+        // Explicit disable and last-value-wins.
+        f.on_frontend_message(enable(), 1, &vring(3, 1));
+        f.on_frontend_message(enable(), 1, &vring(3, 0));
+        // SET_FEATURES without PROTOCOL_FEATURES: nothing replayed (the backend then enables
+        // every ring by itself).
+        assert_eq!(
+            f.on_frontend_message(features(), 1, &0u64.to_le_bytes()),
+            Action::Forward {
+                then_enable: vec![]
+            }
+        );
+        assert_eq!(
+            f.on_frontend_message(features(), 1, &PROTO.to_le_bytes()),
+            Action::Forward {
+                then_enable: vec![(0, 1), (1, 1), (3, 0)]
+            }
+        );
+        // Once acked, enables pass through.
+        assert_eq!(
+            f.on_frontend_message(enable(), NEED_REPLY, &vring(2, 1)),
+            Action::Forward {
+                then_enable: vec![]
+            }
+        );
+        assert_eq!(f.absorbed, 4);
+    }
+
+    #[test]
+    fn reset_forgets_the_acked_state() {
+        let mut f = EarlyEnableFilter::default();
+        f.on_frontend_message(features(), 1, &PROTO.to_le_bytes());
+        f.on_frontend_message(FrontendReq::RESET_OWNER as u32, 1, &[]);
+        assert_eq!(
+            f.on_frontend_message(enable(), 1, &vring(0, 1)),
+            Action::Absorb { reply: false }
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_left_to_the_backend() {
+        let mut f = EarlyEnableFilter::default();
+        assert_eq!(
+            f.on_frontend_message(enable(), 1, &[1, 2]),
+            Action::Forward {
+                then_enable: vec![]
+            }
+        );
+        assert_eq!(
+            f.on_frontend_message(features(), 1, &[]),
+            Action::Forward {
+                then_enable: vec![]
+            }
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The life of one vhost-user port: wait for a VMM (or dial it), serve the connection until
+//! it ends, then wait again — forever, so a restarted guest or a restarted vfabric (the VMM
+//! reconnects) resumes without anyone touching the other side.
+//!
+//! Each connection gets a fresh `VhostUserDaemon` and backend (fresh rings, fresh exit
+//! eventfds). The VMM's socket is not handed to the `vhost` crate directly: it goes through
+//! `relay`, which absorbs QEMU's early ring enables. The daemon reaches the relay over a
+//! private socket whose name is removed as soon as the daemon connected, and whose peer is
+//! checked to be this very process.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::net::{FrameSwitch, NetBackend, NetPort};
+use crate::relay;
+
+/// How a port meets its VMM.
+pub enum Role {
+    /// vfabric listens on this socket; the VMM connects (QEMU `reconnect=1`).
+    Server(UnixListener),
+    /// The VMM listens; vfabric connects to this path, retrying until it can.
+    Client(PathBuf),
+}
+
+/// Creates the listening socket at `path`. A stale socket file (nobody listening) is
+/// replaced; a live one, or a file that is not a socket, is an error.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another process", path.display()),
+                ));
+            }
+            fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves `port` forever in the calling thread.
+pub fn run_port(port: Arc<NetPort>, switch: Arc<dyn FrameSwitch>, role: Role) -> ! {
+    loop {
+        let stream = match &role {
+            Role::Server(listener) => match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    log::warn!("port {}: accept: {e}", port.name());
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+            Role::Client(path) => connect_with_retry(path),
+        };
+        log::info!("port {}: VMM connected", port.name());
+        match serve_connection(&port, &switch, stream) {
+            Ok(()) => log::info!("port {}: VMM disconnected", port.name()),
+            Err(e) => log::warn!("port {}: connection ended: {e}", port.name()),
+        }
+    }
+}
+
+/// Dials the VMM's socket until it answers (100 ms, growing to 1 s between tries).
+fn connect_with_retry(path: &Path) -> UnixStream {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return s,
+            Err(_) => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!(
+        ".vfabric-{}-{}-{nanos:08x}.sock",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let l = UnixListener::bind(&path)?;
+    Ok((path, l))
+}
+
+/// Accepts the daemon's connection, refusing any peer that is not this process.
+fn accept_own(listener: &UnixListener) -> io::Result<UnixStream> {
+    loop {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(5000u16))? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "backend did not connect to the relay",
+            ));
+        }
+        let (s, _) = listener.accept()?;
+        let cred = getsockopt(&s, PeerCredentials)?;
+        if cred.pid() == std::process::id() as i32 {
+            return Ok(s);
+        }
+        log::warn!("relay socket: refused a connection from pid {}", cred.pid());
+    }
+}
+
+/// Serves one VMM connection until it ends.
+pub fn serve_connection(
+    port: &Arc<NetPort>,
+    switch: &Arc<dyn FrameSwitch>,
+    stream: UnixStream,
+) -> io::Result<()> {
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend = NetBackend::new(port.clone(), switch.clone(), mem.clone())?;
+    let mut daemon = VhostUserDaemon::new(format!("vf-{}", port.name()), backend.clone(), mem)
+        .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
+    let handlers = daemon.get_epoll_handlers();
+    for (i, h) in handlers.iter().enumerate() {
+        let fd = backend
+            .attach_fd(i)
+            .ok_or_else(|| io::Error::other("worker without attach eventfd"))?;
+        h.register_listener(fd.as_raw_fd(), EventSet::IN, backend.attach_event())?;
+        fd.write(1)?;
+    }
+    let (inner_path, inner_listener) = private_listener()?;
+    let started = daemon.start_client(&inner_path.to_string_lossy());
+    let _ = fs::remove_file(&inner_path);
+    started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
+    let relayed = accept_own(&inner_listener).and_then(|inner| relay::run(stream, inner));
+    // Both relay sockets are closed now: the daemon's request loop ends.
+    let waited = daemon.wait();
+    for h in &handlers {
+        h.send_exit_event();
+    }
+    backend.unpublish();
+    drop(handlers);
+    drop(daemon);
+    let filter = relayed?;
+    log::debug!(
+        "port {}: {} early ring enables absorbed",
+        port.name(),
+        filter.absorbed
+    );
+    if let Err(e) = waited {
+        log::debug!("port {}: vhost-user handler ended: {e}", port.name());
+    }
+    Ok(())
+}
