@@ -1,1 +1,236 @@
-fn main() {}
+//! `vfabric`: run, check and inspect a virtual switch fabric described by a topology file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+use vhost_backends::net::FrameSwitch;
+use vhost_backends::server::{Role, bind_socket, run_port};
+use vswitch::dataplane::Fabric;
+use vswitch::topology::{self, PortKind, Topology};
+
+#[derive(Parser)]
+#[command(name = "vfabric", version, about = "A vhost-user virtual switch fabric for VMs")]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every port of a topology until SIGINT/SIGTERM (SIGUSR1 prints counters as JSON).
+    Run {
+        /// The topology file (TOML).
+        topology: PathBuf,
+    },
+    /// Validate a topology file without starting anything; exit 1 on errors.
+    Check {
+        /// The topology file (TOML).
+        topology: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { topology } => match load(&topology) {
+            Some(t) => {
+                let ports: usize = t.switches.iter().map(|s| s.ports.len()).sum();
+                println!("{}: ok ({} switches, {ports} ports)", topology.display(), t.switches.len());
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        },
+        Command::Run { topology } => match load(&topology) {
+            Some(t) => run(&topology, t),
+            None => ExitCode::FAILURE,
+        },
+    }
+}
+
+fn load(path: &Path) -> Option<Topology> {
+    match topology::load(path) {
+        Ok(t) => Some(t),
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!("{}: {} error(s); nothing started", path.display(), errs.0.len());
+            None
+        }
+    }
+}
+
+fn run(path: &Path, topo: Topology) -> ExitCode {
+    let fabric = Fabric::new(&topo);
+    // Create every listening socket before serving any: all or nothing.
+    let mut roles = Vec::new();
+    let mut bound: Vec<PathBuf> = Vec::new();
+    for (sw_cfg, sw) in topo.switches.iter().zip(fabric.switches()) {
+        for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
+            let PortKind::VhostUserNet(v) = &p.kind;
+            if v.client {
+                roles.push((port.clone(), Role::Client(v.socket.clone())));
+                continue;
+            }
+            match bind_socket(&v.socket) {
+                Ok(l) => {
+                    bound.push(v.socket.clone());
+                    roles.push((port.clone(), Role::Server(l)));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "{}: switch \"{}\" port \"{}\": socket {}: {e}; nothing started",
+                        path.display(),
+                        sw_cfg.name,
+                        p.name,
+                        v.socket.display()
+                    );
+                    for b in &bound {
+                        let _ = std::fs::remove_file(b);
+                    }
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    // Signals are taken synchronously by this thread; block them before any thread exists.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let switch: Arc<dyn FrameSwitch> = fabric.clone();
+    for (port, role) in roles {
+        let sw = switch.clone();
+        let name = format!("port-{}", port.name());
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run_port(port, sw, role))
+        {
+            eprintln!("cannot start a port thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    {
+        let fabric = fabric.clone();
+        let _ = std::thread::Builder::new().name("fdb-aging".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Fabric::EXPIRE_INTERVAL);
+                fabric.expire();
+            }
+        });
+    }
+    print_ready(&topo);
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGUSR1) => print_stats(&fabric),
+            Ok(sig) => {
+                tracing::info!("{sig}: shutting down");
+                for b in &bound {
+                    let _ = std::fs::remove_file(b);
+                }
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                tracing::error!("sigwait: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+fn print_ready(topo: &Topology) {
+    let mut out = std::io::stdout().lock();
+    for sw in &topo.switches {
+        for p in &sw.ports {
+            let PortKind::VhostUserNet(v) = &p.kind;
+            let sock = v.socket.display();
+            let (chardev, role) = if v.client {
+                (format!("-chardev socket,id={n},path={sock},server=on,wait=off", n = p.name), "vfabric dials")
+            } else {
+                (format!("-chardev socket,id={n},path={sock},reconnect-ms=1000", n = p.name), "listening")
+            };
+            let mq = if v.queues > 1 {
+                format!(",mq=on,vectors={}", 2 * v.queues + 2)
+            } else {
+                String::new()
+            };
+            let mac = v.mac.map(|m| format!(",mac={m}")).unwrap_or_default();
+            let _ = writeln!(out, "port {} (switch {}): vhost-user-net {sock} ({role}, up to {} queue pairs)", p.name, sw.name, v.queues);
+            let _ = writeln!(
+                out,
+                "  qemu: -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem {chardev} -netdev vhost-user,id={n},chardev={n},queues={q} -device virtio-net-pci,netdev={n}{mac}{mq}",
+                n = p.name,
+                q = v.queues
+            );
+            let _ = writeln!(
+                out,
+                "  cloud-hypervisor: --memory size=1G,shared=on --net vhost_user=true,socket={sock},num_queues={}{}",
+                2 * v.queues,
+                if v.client { ",vhost_mode=server" } else { ",vhost_mode=client" }
+            );
+        }
+    }
+    let _ = writeln!(out, "vfabric ready");
+    let _ = out.flush();
+}
+
+fn print_stats(fabric: &Fabric) {
+    let mut out = std::io::stdout().lock();
+    for sw in fabric.switches() {
+        let core = sw.core();
+        for (i, port) in sw.ports().iter().enumerate() {
+            let mut counters = serde_json::Map::new();
+            for (k, v) in port.counters().fields() {
+                counters.insert(k.into(), v.into());
+            }
+            if let Some(s) = core.port_stats(vswitch::core::PortId(i as u32)) {
+                for (k, v) in [
+                    ("switch_unicast", s.unicast),
+                    ("switch_flooded", s.flooded),
+                    ("drop_runt", s.drop_runt),
+                    ("drop_invalid_source", s.drop_invalid_source),
+                    ("drop_same_port", s.drop_same_port),
+                    ("mac_moves_in", s.mac_moves_in),
+                ] {
+                    counters.insert(k.into(), v.into());
+                }
+            }
+            let line = serde_json::json!({
+                "switch": core.name(),
+                "port": port.name(),
+                "connected": port.is_connected(),
+                "connections": port.connections(),
+                "counters": counters,
+            });
+            let _ = writeln!(out, "{line}");
+        }
+        let f = core.fdb_stats();
+        let line = serde_json::json!({
+            "switch": core.name(),
+            "fdb_entries": core.fdb().len(),
+            "fdb_learned": f.learned, "fdb_moves": f.moves, "fdb_aged_out": f.aged_out, "fdb_table_full": f.table_full,
+        });
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}

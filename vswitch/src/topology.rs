@@ -1,0 +1,439 @@
+//! The topology file: parsing, validation, and the validated model the daemon runs.
+//!
+//! Every error names the file, line and column, and the field:
+//! `lab.toml:12:10: switch "lab" port "vm1": socket: ...`. `parse` collects every semantic
+//! error it finds rather than stopping at the first, so `vfabric check` shows them all.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::core::MacAddr;
+
+/// Queue pairs a vhost-user-net port offers when the topology does not say.
+pub const DEFAULT_QUEUES: u16 = 8;
+
+/// One problem in a topology file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Where in the topology, e.g. `switch "lab" port "vm1": socket`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// All the problems found in one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated topology.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Topology {
+    pub switches: Vec<SwitchConfig>,
+}
+
+/// One switch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwitchConfig {
+    pub name: String,
+    pub mac_aging: Duration,
+    pub ports: Vec<PortConfig>,
+}
+
+/// One port of a switch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortConfig {
+    pub name: String,
+    pub kind: PortKind,
+}
+
+/// What a port connects to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PortKind {
+    /// A VM's virtio-net device over vhost-user.
+    VhostUserNet(VhostUserNet),
+}
+
+/// A vhost-user-net port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VhostUserNet {
+    /// The unix socket (absolute; relative paths in the file are relative to the file).
+    pub socket: PathBuf,
+    /// false: vfabric listens and the VMM connects; true: the VMM listens, vfabric dials.
+    pub client: bool,
+    /// MAC offered in the device's config space.
+    pub mac: Option<MacAddr>,
+    /// Addresses pinned to this port in the forwarding table.
+    pub static_macs: Vec<MacAddr>,
+    /// Queue pairs offered to the VMM.
+    pub queues: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    #[serde(default)]
+    switch: Vec<Spanned<RawSwitch>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    name: Spanned<String>,
+    mac_aging: Option<Spanned<String>>,
+    #[serde(default)]
+    port: Vec<Spanned<RawPort>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    socket: Option<Spanned<String>>,
+    client: Option<Spanned<bool>>,
+    mac: Option<Spanned<String>>,
+    static_macs: Option<Spanned<Vec<Spanned<String>>>>,
+    queues: Option<Spanned<i64>>,
+}
+
+/// Parses a duration like `300s`, `5m`, `1h`, `1500ms` or `2d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.src[..offset.min(self.src.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        (line, col)
+    }
+
+    fn error(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = self.position(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads and validates a topology file.
+pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: "file".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(path, &src)
+}
+
+/// Validates topology text; `file` names it in errors and anchors relative socket paths.
+pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
+    let mut cx = Ctx {
+        file,
+        src,
+        errors: Vec::new(),
+    };
+    let raw: RawTopology = match toml::from_str(src) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().to_string();
+            cx.error(span, "parse", msg);
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut switches = Vec::new();
+    let mut switch_names: HashMap<String, usize> = HashMap::new();
+    let mut port_names: HashMap<String, String> = HashMap::new();
+    let mut sockets: HashMap<PathBuf, String> = HashMap::new();
+    if raw.switch.is_empty() {
+        cx.error(0..0, "switch", "the topology has no [[switch]]");
+    }
+    for sw in raw.switch {
+        let sw = sw.into_inner();
+        let name = sw.name.get_ref().clone();
+        let here = format!("switch \"{name}\"");
+        if !valid_name(&name) {
+            cx.error(sw.name.span(), format!("{here}: name"), "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'");
+        }
+        if switch_names.insert(name.clone(), 0).is_some() {
+            cx.error(sw.name.span(), format!("{here}: name"), "duplicate switch name");
+        }
+        let mac_aging = match &sw.mac_aging {
+            None => crate::core::fdb::DEFAULT_AGING,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400 * 7) => d,
+                _ => {
+                    cx.error(s.span(), format!("{here}: mac_aging"), format!("`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")", s.get_ref()));
+                    crate::core::fdb::DEFAULT_AGING
+                }
+            },
+        };
+        let mut ports = Vec::new();
+        let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
+        for p in sw.port {
+            let p = p.into_inner();
+            let pname = p.name.get_ref().clone();
+            let here = format!("switch \"{name}\" port \"{pname}\"");
+            if !valid_name(&pname) {
+                cx.error(p.name.span(), format!("{here}: name"), "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'");
+            }
+            if let Some(other) = port_names.insert(pname.clone(), name.clone()) {
+                cx.error(p.name.span(), format!("{here}: name"), format!("duplicate port name (also on switch \"{other}\")"));
+            }
+            match p.kind.get_ref().as_str() {
+                "vhost-user-net" => {}
+                other => {
+                    cx.error(p.kind.span(), format!("{here}: type"), format!("unknown port type `{other}` (supported: vhost-user-net)"));
+                    continue;
+                }
+            }
+            let socket = match &p.socket {
+                Some(s) if !s.get_ref().is_empty() => {
+                    let path = base.join(s.get_ref());
+                    if let Some(other) = sockets.insert(path.clone(), pname.clone()) {
+                        cx.error(s.span(), format!("{here}: socket"), format!("{} is already the socket of port \"{other}\"", path.display()));
+                    }
+                    path
+                }
+                Some(s) => {
+                    cx.error(s.span(), format!("{here}: socket"), "empty socket path");
+                    PathBuf::new()
+                }
+                None => {
+                    cx.error(p.name.span(), format!("{here}: socket"), "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)");
+                    PathBuf::new()
+                }
+            };
+            let mac = p.mac.as_ref().and_then(|m| unicast_mac(&mut cx, m, &format!("{here}: mac")));
+            let mut static_macs = Vec::new();
+            for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
+                if let Some(mac) = unicast_mac(&mut cx, m, &format!("{here}: static_macs")) {
+                    if let Some(other) = static_seen.insert(mac, pname.clone()) {
+                        cx.error(m.span(), format!("{here}: static_macs"), format!("{mac} is already static on port \"{other}\""));
+                    }
+                    static_macs.push(mac);
+                }
+            }
+            let queues = match &p.queues {
+                None => DEFAULT_QUEUES,
+                Some(q) if (1..=i64::from(vhost_backends::net::MAX_QUEUE_PAIRS)).contains(q.get_ref()) => *q.get_ref() as u16,
+                Some(q) => {
+                    cx.error(q.span(), format!("{here}: queues"), format!("{} queue pairs: must be 1-{}", q.get_ref(), vhost_backends::net::MAX_QUEUE_PAIRS));
+                    1
+                }
+            };
+            ports.push(PortConfig {
+                name: pname,
+                kind: PortKind::VhostUserNet(VhostUserNet {
+                    socket,
+                    client: p.client.map(|c| *c.get_ref()).unwrap_or(false),
+                    mac,
+                    static_macs,
+                    queues,
+                }),
+            });
+        }
+        switches.push(SwitchConfig {
+            name,
+            mac_aging,
+            ports,
+        });
+    }
+    if cx.errors.is_empty() {
+        Ok(Topology { switches })
+    } else {
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn unicast_mac(cx: &mut Ctx<'_>, m: &Spanned<String>, field: &str) -> Option<MacAddr> {
+    match m.get_ref().parse::<MacAddr>() {
+        Ok(mac) if mac.is_valid_source() => Some(mac),
+        Ok(mac) => {
+            cx.error(m.span(), field, format!("{mac} is a group or zero address; a port's address must be unicast"));
+            None
+        }
+        Err(e) => {
+            cx.error(m.span(), field, e.to_string());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        match parse(Path::new("/etc/t.toml"), src) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+[[switch]]
+name = "lab"
+mac_aging = "5m"
+
+[[switch.port]]
+name = "vm1"
+type = "vhost-user-net"
+socket = "/run/vfabric/vm1.sock"
+mac = "52:54:00:00:00:01"
+static_macs = ["52:54:00:00:00:01"]
+
+[[switch.port]]
+name = "vm2"
+type = "vhost-user-net"
+socket = "vm2.sock"
+client = true
+queues = 2
+"#;
+
+    #[test]
+    fn a_good_file() {
+        let t = parse(Path::new("/etc/vf/t.toml"), GOOD).unwrap();
+        let sw = &t.switches[0];
+        assert_eq!(sw.name, "lab");
+        assert_eq!(sw.mac_aging, Duration::from_secs(300));
+        let PortKind::VhostUserNet(p1) = &sw.ports[0].kind;
+        assert_eq!(p1.socket, PathBuf::from("/run/vfabric/vm1.sock"));
+        assert_eq!(p1.mac, Some("52:54:00:00:00:01".parse().unwrap()));
+        assert_eq!((p1.client, p1.queues), (false, DEFAULT_QUEUES));
+        let PortKind::VhostUserNet(p2) = &sw.ports[1].kind;
+        assert_eq!(p2.socket, PathBuf::from("/etc/vf/vm2.sock"), "relative to the file");
+        assert_eq!((p2.client, p2.queues), (true, 2));
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let table: &[(&str, &str)] = &[
+            // unknown key
+            ("[[switch]]\nname = \"s\"\nflavour = 1\n", "/etc/t.toml:3:1: parse: unknown field `flavour`"),
+            // bad type
+            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"hub\"\n", "/etc/t.toml:5:8: switch \"s\" port \"p\": type: unknown port type `hub`"),
+            // missing socket
+            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\n", "/etc/t.toml:4:8: switch \"s\" port \"p\": socket: missing"),
+            // bad mac
+            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nmac = \"01:00:5e:00:00:01\"\n", "/etc/t.toml:7:7: switch \"s\" port \"p\": mac: 01:00:5e:00:00:01 is a group"),
+            // bad aging
+            ("[[switch]]\nname = \"s\"\nmac_aging = \"soon\"\n", "/etc/t.toml:3:13: switch \"s\": mac_aging: `soon` is not a duration"),
+            // queues
+            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nqueues = 0\n", "/etc/t.toml:7:10: switch \"s\" port \"p\": queues: 0 queue pairs"),
+            // wrong value type
+            ("[[switch]]\nname = 5\n", "/etc/t.toml:2:8: parse: invalid type: integer `5`, expected a string"),
+            // empty
+            ("", "/etc/t.toml:1:1: switch: the topology has no [[switch]]"),
+        ];
+        for (src, want) in table {
+            let got = errors(src);
+            assert!(got.iter().any(|g| g.starts_with(want)), "want {want:?}\n got {got:?}");
+        }
+    }
+
+    #[test]
+    fn all_semantic_errors_are_reported_together() {
+        let src = r#"
+[[switch]]
+name = "a"
+[[switch.port]]
+name = "p"
+type = "vhost-user-net"
+socket = "/x.sock"
+[[switch]]
+name = "a"
+[[switch.port]]
+name = "p"
+type = "vhost-user-net"
+socket = "/x.sock"
+static_macs = ["zz"]
+"#;
+        let got = errors(src);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].contains("9:8: switch \"a\": name: duplicate switch name"));
+        assert!(got[1].contains("11:8: switch \"a\" port \"p\": name: duplicate port name"));
+        assert!(got[2].contains("13:10: switch \"a\" port \"p\": socket: /x.sock is already the socket of port \"p\""));
+        assert!(got[3].contains("14:16: switch \"a\" port \"p\": static_macs: `zz` is not a MAC address"));
+    }
+
+    #[test]
+    fn durations() {
+        for (s, ms) in [("300s", 300_000), ("5m", 300_000), ("1h", 3_600_000), ("250ms", 250), ("2d", 172_800_000)] {
+            assert_eq!(parse_duration(s), Some(Duration::from_millis(ms)), "{s}");
+        }
+        for s in ["", "s", "10", "10x", "-1s", "1.5s"] {
+            assert_eq!(parse_duration(s), None, "{s}");
+        }
+    }
+}
