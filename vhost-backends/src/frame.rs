@@ -113,7 +113,13 @@ pub fn parse_tx_chain<'a>(
     let mut vnet_got = 0usize;
     let mut total = 0usize;
     let mut segs = ArrayVec::<VolatileSlice<'a>, MAX_TX_SEGS>::new();
+    // The chain iterator stops quietly at a loop (after queue-size descriptors), a `next`
+    // past the table or a bad indirect table: a last descriptor that still says "next"
+    // means the chain was cut short.
+    let mut cut_short = false;
+    let mut too_fragmented = false;
     for desc in chain {
+        cut_short = desc.has_next();
         if desc.is_write_only() {
             return Err(TxError::BadDescriptor);
         }
@@ -134,8 +140,15 @@ pub fn parse_tx_chain<'a>(
             if piece.is_empty() {
                 continue;
             }
-            segs.try_push(piece).map_err(|_| TxError::TooFragmented)?;
+            // Keep walking a chain that is too fragmented: a loop is the better diagnosis.
+            too_fragmented |= segs.try_push(piece).is_err();
         }
+    }
+    if cut_short {
+        return Err(TxError::BadDescriptor);
+    }
+    if too_fragmented {
+        return Err(TxError::TooFragmented);
     }
     if vnet_got < VNET_HDR_LEN {
         return Err(TxError::MissingHeader);

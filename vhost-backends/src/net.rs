@@ -224,7 +224,9 @@ fn write_rx(
             };
             let head = chain.head_index();
             let mut c = 0usize;
+            let mut cut_short = false;
             for desc in chain {
+                cut_short = desc.has_next();
                 if !desc.is_write_only() {
                     bad = true;
                     break;
@@ -245,8 +247,8 @@ fn write_rx(
                     break;
                 }
             }
-            // A chain without room is as useless as a malformed one.
-            bad |= c == 0;
+            // A chain cut short (loop, bad `next`) or without room is malformed.
+            bad |= cut_short || c == 0;
             chains.push((head, c));
             if bad {
                 break;

@@ -61,7 +61,11 @@ impl Fabric {
         let start = Instant::now();
         let mut switches = Vec::new();
         for (si, sw) in topo.switches.iter().enumerate() {
-            let mut core = Switch::new(&sw.name, sw.mac_aging, crate::core::fdb::DEFAULT_MAX_ENTRIES);
+            let mut core = Switch::new(
+                &sw.name,
+                sw.mac_aging,
+                crate::core::fdb::DEFAULT_MAX_ENTRIES,
+            );
             let mut ports = Vec::new();
             for p in &sw.ports {
                 let id = core.add_port(&p.name);

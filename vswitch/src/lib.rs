@@ -2,5 +2,5 @@
 //! plane that joins vhost-user ports to the core (`dataplane`).
 
 pub mod core;
-pub mod topology;
 pub mod dataplane;
+pub mod topology;

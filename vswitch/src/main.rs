@@ -13,7 +13,11 @@ use vswitch::dataplane::Fabric;
 use vswitch::topology::{self, PortKind, Topology};
 
 #[derive(Parser)]
-#[command(name = "vfabric", version, about = "A vhost-user virtual switch fabric for VMs")]
+#[command(
+    name = "vfabric",
+    version,
+    about = "A vhost-user virtual switch fabric for VMs"
+)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -53,7 +57,11 @@ fn main() -> ExitCode {
         Command::Check { topology } => match load(&topology) {
             Some(t) => {
                 let ports: usize = t.switches.iter().map(|s| s.ports.len()).sum();
-                println!("{}: ok ({} switches, {ports} ports)", topology.display(), t.switches.len());
+                println!(
+                    "{}: ok ({} switches, {ports} ports)",
+                    topology.display(),
+                    t.switches.len()
+                );
                 ExitCode::SUCCESS
             }
             None => ExitCode::FAILURE,
@@ -70,7 +78,11 @@ fn load(path: &Path) -> Option<Topology> {
         Ok(t) => Some(t),
         Err(errs) => {
             eprintln!("{errs}");
-            eprintln!("{}: {} error(s); nothing started", path.display(), errs.0.len());
+            eprintln!(
+                "{}: {} error(s); nothing started",
+                path.display(),
+                errs.0.len()
+            );
             None
         }
     }
@@ -132,12 +144,14 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     }
     {
         let fabric = fabric.clone();
-        let _ = std::thread::Builder::new().name("fdb-aging".into()).spawn(move || {
-            loop {
-                std::thread::sleep(Fabric::EXPIRE_INTERVAL);
-                fabric.expire();
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("fdb-aging".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Fabric::EXPIRE_INTERVAL);
+                    fabric.expire();
+                }
+            });
     }
     print_ready(&topo);
     loop {
@@ -165,9 +179,21 @@ fn print_ready(topo: &Topology) {
             let PortKind::VhostUserNet(v) = &p.kind;
             let sock = v.socket.display();
             let (chardev, role) = if v.client {
-                (format!("-chardev socket,id={n},path={sock},server=on,wait=off", n = p.name), "vfabric dials")
+                (
+                    format!(
+                        "-chardev socket,id={n},path={sock},server=on,wait=off",
+                        n = p.name
+                    ),
+                    "vfabric dials",
+                )
             } else {
-                (format!("-chardev socket,id={n},path={sock},reconnect-ms=1000", n = p.name), "listening")
+                (
+                    format!(
+                        "-chardev socket,id={n},path={sock},reconnect-ms=1000",
+                        n = p.name
+                    ),
+                    "listening",
+                )
             };
             let mq = if v.queues > 1 {
                 format!(",mq=on,vectors={}", 2 * v.queues + 2)
@@ -175,7 +201,11 @@ fn print_ready(topo: &Topology) {
                 String::new()
             };
             let mac = v.mac.map(|m| format!(",mac={m}")).unwrap_or_default();
-            let _ = writeln!(out, "port {} (switch {}): vhost-user-net {sock} ({role}, up to {} queue pairs)", p.name, sw.name, v.queues);
+            let _ = writeln!(
+                out,
+                "port {} (switch {}): vhost-user-net {sock} ({role}, up to {} queue pairs)",
+                p.name, sw.name, v.queues
+            );
             let _ = writeln!(
                 out,
                 "  qemu: -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem {chardev} -netdev vhost-user,id={n},chardev={n},queues={q} -device virtio-net-pci,netdev={n}{mac}{mq}",
@@ -186,7 +216,11 @@ fn print_ready(topo: &Topology) {
                 out,
                 "  cloud-hypervisor: --memory size=1G,shared=on --net vhost_user=true,socket={sock},num_queues={}{}",
                 2 * v.queues,
-                if v.client { ",vhost_mode=server" } else { ",vhost_mode=client" }
+                if v.client {
+                    ",vhost_mode=server"
+                } else {
+                    ",vhost_mode=client"
+                }
             );
         }
     }

@@ -160,7 +160,10 @@ impl Ctx<'_> {
     fn position(&self, offset: usize) -> (usize, usize) {
         let before = &self.src[..offset.min(self.src.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        let col = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
         (line, col)
     }
 
@@ -219,17 +222,32 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
         let name = sw.name.get_ref().clone();
         let here = format!("switch \"{name}\"");
         if !valid_name(&name) {
-            cx.error(sw.name.span(), format!("{here}: name"), "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'");
+            cx.error(
+                sw.name.span(),
+                format!("{here}: name"),
+                "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
+            );
         }
         if switch_names.insert(name.clone(), 0).is_some() {
-            cx.error(sw.name.span(), format!("{here}: name"), "duplicate switch name");
+            cx.error(
+                sw.name.span(),
+                format!("{here}: name"),
+                "duplicate switch name",
+            );
         }
         let mac_aging = match &sw.mac_aging {
             None => crate::core::fdb::DEFAULT_AGING,
             Some(s) => match parse_duration(s.get_ref()) {
                 Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400 * 7) => d,
                 _ => {
-                    cx.error(s.span(), format!("{here}: mac_aging"), format!("`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")", s.get_ref()));
+                    cx.error(
+                        s.span(),
+                        format!("{here}: mac_aging"),
+                        format!(
+                            "`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")",
+                            s.get_ref()
+                        ),
+                    );
                     crate::core::fdb::DEFAULT_AGING
                 }
             },
@@ -241,15 +259,27 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
             let pname = p.name.get_ref().clone();
             let here = format!("switch \"{name}\" port \"{pname}\"");
             if !valid_name(&pname) {
-                cx.error(p.name.span(), format!("{here}: name"), "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'");
+                cx.error(
+                    p.name.span(),
+                    format!("{here}: name"),
+                    "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
+                );
             }
             if let Some(other) = port_names.insert(pname.clone(), name.clone()) {
-                cx.error(p.name.span(), format!("{here}: name"), format!("duplicate port name (also on switch \"{other}\")"));
+                cx.error(
+                    p.name.span(),
+                    format!("{here}: name"),
+                    format!("duplicate port name (also on switch \"{other}\")"),
+                );
             }
             match p.kind.get_ref().as_str() {
                 "vhost-user-net" => {}
                 other => {
-                    cx.error(p.kind.span(), format!("{here}: type"), format!("unknown port type `{other}` (supported: vhost-user-net)"));
+                    cx.error(
+                        p.kind.span(),
+                        format!("{here}: type"),
+                        format!("unknown port type `{other}` (supported: vhost-user-net)"),
+                    );
                     continue;
                 }
             }
@@ -257,7 +287,14 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
                 Some(s) if !s.get_ref().is_empty() => {
                     let path = base.join(s.get_ref());
                     if let Some(other) = sockets.insert(path.clone(), pname.clone()) {
-                        cx.error(s.span(), format!("{here}: socket"), format!("{} is already the socket of port \"{other}\"", path.display()));
+                        cx.error(
+                            s.span(),
+                            format!("{here}: socket"),
+                            format!(
+                                "{} is already the socket of port \"{other}\"",
+                                path.display()
+                            ),
+                        );
                     }
                     path
                 }
@@ -266,25 +303,49 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
                     PathBuf::new()
                 }
                 None => {
-                    cx.error(p.name.span(), format!("{here}: socket"), "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)");
+                    cx.error(
+                        p.name.span(),
+                        format!("{here}: socket"),
+                        "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)",
+                    );
                     PathBuf::new()
                 }
             };
-            let mac = p.mac.as_ref().and_then(|m| unicast_mac(&mut cx, m, &format!("{here}: mac")));
+            let mac = p
+                .mac
+                .as_ref()
+                .and_then(|m| unicast_mac(&mut cx, m, &format!("{here}: mac")));
             let mut static_macs = Vec::new();
             for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
                 if let Some(mac) = unicast_mac(&mut cx, m, &format!("{here}: static_macs")) {
                     if let Some(other) = static_seen.insert(mac, pname.clone()) {
-                        cx.error(m.span(), format!("{here}: static_macs"), format!("{mac} is already static on port \"{other}\""));
+                        cx.error(
+                            m.span(),
+                            format!("{here}: static_macs"),
+                            format!("{mac} is already static on port \"{other}\""),
+                        );
                     }
                     static_macs.push(mac);
                 }
             }
             let queues = match &p.queues {
                 None => DEFAULT_QUEUES,
-                Some(q) if (1..=i64::from(vhost_backends::net::MAX_QUEUE_PAIRS)).contains(q.get_ref()) => *q.get_ref() as u16,
+                Some(q)
+                    if (1..=i64::from(vhost_backends::net::MAX_QUEUE_PAIRS))
+                        .contains(q.get_ref()) =>
+                {
+                    *q.get_ref() as u16
+                }
                 Some(q) => {
-                    cx.error(q.span(), format!("{here}: queues"), format!("{} queue pairs: must be 1-{}", q.get_ref(), vhost_backends::net::MAX_QUEUE_PAIRS));
+                    cx.error(
+                        q.span(),
+                        format!("{here}: queues"),
+                        format!(
+                            "{} queue pairs: must be 1-{}",
+                            q.get_ref(),
+                            vhost_backends::net::MAX_QUEUE_PAIRS
+                        ),
+                    );
                     1
                 }
             };
@@ -313,14 +374,20 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
 }
 
 fn valid_name(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    (1..=32).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn unicast_mac(cx: &mut Ctx<'_>, m: &Spanned<String>, field: &str) -> Option<MacAddr> {
     match m.get_ref().parse::<MacAddr>() {
         Ok(mac) if mac.is_valid_source() => Some(mac),
         Ok(mac) => {
-            cx.error(m.span(), field, format!("{mac} is a group or zero address; a port's address must be unicast"));
+            cx.error(
+                m.span(),
+                field,
+                format!("{mac} is a group or zero address; a port's address must be unicast"),
+            );
             None
         }
         Err(e) => {
@@ -372,7 +439,11 @@ queues = 2
         assert_eq!(p1.mac, Some("52:54:00:00:00:01".parse().unwrap()));
         assert_eq!((p1.client, p1.queues), (false, DEFAULT_QUEUES));
         let PortKind::VhostUserNet(p2) = &sw.ports[1].kind;
-        assert_eq!(p2.socket, PathBuf::from("/etc/vf/vm2.sock"), "relative to the file");
+        assert_eq!(
+            p2.socket,
+            PathBuf::from("/etc/vf/vm2.sock"),
+            "relative to the file"
+        );
         assert_eq!((p2.client, p2.queues), (true, 2));
     }
 
@@ -380,25 +451,52 @@ queues = 2
     fn errors_name_file_line_column_and_field() {
         let table: &[(&str, &str)] = &[
             // unknown key
-            ("[[switch]]\nname = \"s\"\nflavour = 1\n", "/etc/t.toml:3:1: parse: unknown field `flavour`"),
+            (
+                "[[switch]]\nname = \"s\"\nflavour = 1\n",
+                "/etc/t.toml:3:1: parse: unknown field `flavour`",
+            ),
             // bad type
-            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"hub\"\n", "/etc/t.toml:5:8: switch \"s\" port \"p\": type: unknown port type `hub`"),
+            (
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"hub\"\n",
+                "/etc/t.toml:5:8: switch \"s\" port \"p\": type: unknown port type `hub`",
+            ),
             // missing socket
-            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\n", "/etc/t.toml:4:8: switch \"s\" port \"p\": socket: missing"),
+            (
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\n",
+                "/etc/t.toml:4:8: switch \"s\" port \"p\": socket: missing",
+            ),
             // bad mac
-            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nmac = \"01:00:5e:00:00:01\"\n", "/etc/t.toml:7:7: switch \"s\" port \"p\": mac: 01:00:5e:00:00:01 is a group"),
+            (
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nmac = \"01:00:5e:00:00:01\"\n",
+                "/etc/t.toml:7:7: switch \"s\" port \"p\": mac: 01:00:5e:00:00:01 is a group",
+            ),
             // bad aging
-            ("[[switch]]\nname = \"s\"\nmac_aging = \"soon\"\n", "/etc/t.toml:3:13: switch \"s\": mac_aging: `soon` is not a duration"),
+            (
+                "[[switch]]\nname = \"s\"\nmac_aging = \"soon\"\n",
+                "/etc/t.toml:3:13: switch \"s\": mac_aging: `soon` is not a duration",
+            ),
             // queues
-            ("[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nqueues = 0\n", "/etc/t.toml:7:10: switch \"s\" port \"p\": queues: 0 queue pairs"),
+            (
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"/a\"\nqueues = 0\n",
+                "/etc/t.toml:7:10: switch \"s\" port \"p\": queues: 0 queue pairs",
+            ),
             // wrong value type
-            ("[[switch]]\nname = 5\n", "/etc/t.toml:2:8: parse: invalid type: integer `5`, expected a string"),
+            (
+                "[[switch]]\nname = 5\n",
+                "/etc/t.toml:2:8: parse: invalid type: integer `5`, expected a string",
+            ),
             // empty
-            ("", "/etc/t.toml:1:1: switch: the topology has no [[switch]]"),
+            (
+                "",
+                "/etc/t.toml:1:1: switch: the topology has no [[switch]]",
+            ),
         ];
         for (src, want) in table {
             let got = errors(src);
-            assert!(got.iter().any(|g| g.starts_with(want)), "want {want:?}\n got {got:?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "want {want:?}\n got {got:?}"
+            );
         }
     }
 
@@ -423,13 +521,24 @@ static_macs = ["zz"]
         assert_eq!(got.len(), 4, "{got:#?}");
         assert!(got[0].contains("9:8: switch \"a\": name: duplicate switch name"));
         assert!(got[1].contains("11:8: switch \"a\" port \"p\": name: duplicate port name"));
-        assert!(got[2].contains("13:10: switch \"a\" port \"p\": socket: /x.sock is already the socket of port \"p\""));
-        assert!(got[3].contains("14:16: switch \"a\" port \"p\": static_macs: `zz` is not a MAC address"));
+        assert!(got[2].contains(
+            "13:10: switch \"a\" port \"p\": socket: /x.sock is already the socket of port \"p\""
+        ));
+        assert!(
+            got[3]
+                .contains("14:16: switch \"a\" port \"p\": static_macs: `zz` is not a MAC address")
+        );
     }
 
     #[test]
     fn durations() {
-        for (s, ms) in [("300s", 300_000), ("5m", 300_000), ("1h", 3_600_000), ("250ms", 250), ("2d", 172_800_000)] {
+        for (s, ms) in [
+            ("300s", 300_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("250ms", 250),
+            ("2d", 172_800_000),
+        ] {
             assert_eq!(parse_duration(s), Some(Duration::from_millis(ms)), "{s}");
         }
         for s in ["", "s", "10", "10x", "-1s", "1.5s"] {

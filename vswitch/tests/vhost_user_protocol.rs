@@ -1,0 +1,289 @@
+//! The vhost-user virtio-net device and the switch, driven in-process by the `vhost` crate's
+//! frontend playing the VMM (no VM): the message orders of QEMU and cloud-hypervisor,
+//! frames through the switch, hostile descriptor chains, RX back-pressure, MRG_RXBUF and
+//! reconnects.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{BCAST, F_EVENT_IDX, F_MRG_RXBUF, Guest, Order, frame, mac};
+use vhost::vhost_user::VhostUserFrontend;
+use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost_backends::counters::NetCountersSnapshot;
+use vhost_backends::net::FrameSwitch;
+use vhost_backends::server::{Role, bind_socket, run_port};
+use vswitch::dataplane::Fabric;
+use vswitch::topology;
+
+const T: Duration = Duration::from_secs(5);
+
+struct Lab {
+    fabric: Arc<Fabric>,
+    sockets: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// A switch "lab" with ports p0..p(n-1); `extra` is appended to every port's table.
+    fn new(n: usize, extra: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = String::from("[[switch]]\nname = \"lab\"\n");
+        for i in 0..n {
+            src += &format!(
+                "[[switch.port]]\nname = \"p{i}\"\ntype = \"vhost-user-net\"\nsocket = \"p{i}.sock\"\nqueues = 2\n{extra}\n"
+            );
+        }
+        let topo = topology::parse(&dir.path().join("t.toml"), &src).unwrap();
+        let fabric = Fabric::new(&topo);
+        let mut sockets = Vec::new();
+        let sw: Arc<dyn FrameSwitch> = fabric.clone();
+        for (i, port) in fabric.switches()[0].ports().iter().enumerate() {
+            let path = dir.path().join(format!("p{i}.sock"));
+            let l = bind_socket(&path).unwrap();
+            let (port, sw) = (port.clone(), sw.clone());
+            std::thread::spawn(move || run_port(port, sw, Role::Server(l)));
+            sockets.push(path);
+        }
+        Lab {
+            fabric,
+            sockets,
+            _dir: dir,
+        }
+    }
+
+    fn guest(&self, i: usize, order: Order) -> Guest {
+        Guest::connect(&self.sockets[i], 1, order, 0)
+    }
+
+    fn counters(&self, i: usize) -> NetCountersSnapshot {
+        self.fabric.switches()[0].ports()[i].counters()
+    }
+
+    fn wait_connected(&self, i: usize, want: bool) {
+        let port = &self.fabric.switches()[0].ports()[i];
+        let deadline = Instant::now() + T;
+        while port.is_connected() != want {
+            assert!(
+                Instant::now() < deadline,
+                "port p{i} connected={want} never happened"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn qemu_order_guests_exchange_frames_through_the_switch() {
+    let lab = Lab::new(3, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let mut c = lab.guest(2, Order::Qemu);
+    for g in [&mut a, &mut b, &mut c] {
+        g.post_rx(0, 32, 2048);
+    }
+    // Broadcast from A reaches B and C, not A.
+    let hello = frame(BCAST, mac(1), b"who is there?");
+    a.send(0, &hello);
+    assert_eq!(b.recv(0, 1, T), vec![(1, hello.clone())]);
+    assert_eq!(c.recv(0, 1, T), vec![(1, hello.clone())]);
+    // B answers A by unicast: A learned -> only A gets it.
+    let reply = frame(mac(1), mac(2), &[7u8; 1000]);
+    b.send(0, &reply);
+    assert_eq!(a.recv(0, 1, T), vec![(1, reply.clone())]);
+    // A to B, now both known.
+    let data = frame(mac(2), mac(1), &[9u8; 1486]);
+    a.send(0, &data);
+    assert_eq!(b.recv(0, 1, T), vec![(1, data.clone())]);
+    // Nothing else arrived anywhere.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(a.used(0).is_empty() && b.used(0).is_empty() && c.used(0).is_empty());
+    // Every TX chain came back with used length 0.
+    assert_eq!(a.used(1), vec![(0, 0), (2, 0)]);
+    let (ca, cb, cc) = (lab.counters(0), lab.counters(1), lab.counters(2));
+    assert_eq!(
+        (ca.rx_frames, ca.rx_bytes),
+        (2, (hello.len() + data.len()) as u64)
+    );
+    assert_eq!((ca.tx_frames, ca.tx_bytes), (1, reply.len() as u64));
+    assert_eq!((cb.tx_frames, cb.rx_frames), (2, 1));
+    assert_eq!((cc.tx_frames, cc.rx_frames), (1, 0));
+    let core = lab.fabric.switches()[0].core();
+    assert_eq!(core.fdb().len(), 2);
+    assert_eq!(
+        core.port_stats(vswitch::core::PortId(0)).unwrap().flooded,
+        1
+    );
+}
+
+#[test]
+fn cloud_hypervisor_order_reads_config_and_uses_queue_pair_1() {
+    let lab = Lab::new(2, "mac = \"52:54:00:00:00:aa\"\n");
+    let mut a = Guest::connect(&lab.sockets[0], 2, Order::CloudHypervisor, 0);
+    let mut b = Guest::connect(&lab.sockets[1], 2, Order::CloudHypervisor, 0);
+    // virtio_net_config: mac, status (LINK_UP), max_virtqueue_pairs.
+    let (_, cfg) = a
+        .frontend
+        .get_config(0, 10, VhostUserConfigFlags::empty(), &[0u8; 10])
+        .unwrap();
+    assert_eq!(&cfg[0..6], &[0x52, 0x54, 0, 0, 0, 0xaa]);
+    assert_eq!(u16::from_le_bytes([cfg[6], cfg[7]]), 1, "link up");
+    assert_eq!(u16::from_le_bytes([cfg[8], cfg[9]]), 2, "queue pairs");
+    b.post_rx(0, 8, 2048);
+    b.post_rx(1, 8, 2048);
+    let f = frame(BCAST, mac(1), b"pair one");
+    a.send(1, &f);
+    // Delivered on B's pair 1 (the sender's pair), not pair 0.
+    assert_eq!(b.recv(1, 1, T), vec![(1, f)]);
+    assert!(b.used(0).is_empty());
+}
+
+#[test]
+fn hostile_tx_chains_are_dropped_counted_and_returned() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    b.post_rx(0, 16, 2048);
+    let hdr = a.put(&[0u8; 12]);
+    let good = frame(BCAST, mac(1), b"fine");
+    let good_addr = a.put(&good);
+    let runt = a.put(&[0u8; 12 + 10]);
+    let big = a.put(&vec![0u8; 70_000]);
+    let loopy = a.put(&[0u8; 100]);
+    let mut bad_gso = [0u8; 12];
+    bad_gso[1] = 1; // gso_type TCPV4 without HOST_TSO4
+    let bad_hdr = a.put(&bad_gso);
+    let chains: Vec<(Vec<(u64, u32, bool)>, bool)> = vec![
+        (vec![(0xdead_0000_0000, 64, false)], false), // outside guest memory
+        (vec![(hdr, 5, false)], false),               // no room for the header
+        (vec![(runt, 22, false)], false),             // 10-byte frame
+        (vec![(big, 70_000, false)], false),          // over 64 KiB
+        (vec![(loopy, 100, false)], true),            // descriptor loop
+        (vec![(hdr, 12, false), (good_addr, 20, true)], false), // device-writable in TX
+        (
+            vec![(bad_hdr, 12, false), (good_addr, good.len() as u32, false)],
+            false,
+        ), // GSO not negotiated
+        (
+            vec![(hdr, 12, false), (good_addr, good.len() as u32, false)],
+            false,
+        ), // the good one
+    ];
+    for (descs, looped) in &chains {
+        a.add_chain(1, descs, *looped);
+    }
+    a.kick(1);
+    assert_eq!(b.recv(0, 1, T), vec![(1, good)]);
+    let used = a.wait_used(1, chains.len(), T);
+    assert_eq!(used.len(), chains.len(), "every chain returned");
+    assert!(used.iter().all(|&(_, len)| len == 0));
+    let c = lab.counters(0);
+    assert_eq!(c.rx_frames, 1);
+    assert_eq!(
+        c.rx_drop_bad_descriptor, 3,
+        "outside memory, loop, writable: {c:?}"
+    );
+    assert_eq!(c.rx_drop_missing_header, 1);
+    assert_eq!(c.rx_drop_runt, 1);
+    assert_eq!(c.rx_drop_oversize, 1);
+    assert_eq!(c.rx_drop_bad_offload, 1);
+    // The port still works.
+    let again = frame(BCAST, mac(1), b"still here");
+    a.send(0, &again);
+    assert_eq!(b.recv(0, 1, T), vec![(1, again)]);
+}
+
+#[test]
+fn receiver_without_buffers_drops_and_counts_then_recovers() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    for i in 0..5u8 {
+        a.send(0, &frame(BCAST, mac(1), &[i; 50]));
+    }
+    let deadline = Instant::now() + T;
+    while lab.counters(1).tx_drop_no_buffer < 5 {
+        assert!(Instant::now() < deadline, "{:?}", lab.counters(1));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(lab.counters(1).tx_frames, 0);
+    b.post_rx(0, 4, 2048);
+    let f = frame(BCAST, mac(1), b"after");
+    a.send(0, &f);
+    assert_eq!(b.recv(0, 1, T), vec![(1, f)]);
+}
+
+#[test]
+fn mergeable_rx_buffers_carry_a_frame_across_several() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    assert_ne!(b.acked & F_MRG_RXBUF, 0);
+    b.post_rx(0, 8, 256);
+    let f = frame(
+        BCAST,
+        mac(1),
+        &(0..1000u32).map(|i| i as u8).collect::<Vec<_>>(),
+    );
+    a.send(0, &f);
+    let got = b.recv(0, 5, T);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, 5, "(1014 + 12) bytes in 256-byte buffers");
+    assert_eq!(got[0].1, f);
+}
+
+#[test]
+fn without_mrg_rxbuf_a_frame_must_fit_one_buffer() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = Guest::connect(&lab.sockets[1], 1, Order::Qemu, F_MRG_RXBUF | F_EVENT_IDX);
+    b.post_rx(0, 4, 256);
+    a.send(0, &frame(BCAST, mac(1), &[1u8; 1000]));
+    let small = frame(BCAST, mac(1), &[2u8; 100]);
+    a.send(0, &small);
+    assert_eq!(b.recv(0, 1, T), vec![(1, small)]);
+    assert_eq!(lab.counters(1).tx_drop_no_buffer, 1);
+}
+
+#[test]
+fn malformed_rx_chain_is_returned_empty_and_counted() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let buf = b.put(&[0u8; 2048]);
+    b.add_chain(0, &[(buf, 2048, false)], false); // device-readable: wrong direction
+    b.kick(0);
+    a.send(0, &frame(BCAST, mac(1), b"x"));
+    assert_eq!(b.wait_used(0, 1, T), vec![(0, 0)]);
+    assert_eq!(lab.counters(1).tx_drop_bad_descriptor, 1);
+    b.post_rx(0, 2, 2048);
+    let f = frame(BCAST, mac(1), b"y");
+    a.send(0, &f);
+    assert_eq!(b.recv(0, 1, T), vec![(1, f)]);
+}
+
+#[test]
+fn a_guest_that_reconnects_resumes_traffic_and_relearns() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    a.post_rx(0, 8, 2048);
+    b.post_rx(0, 8, 2048);
+    b.send(0, &frame(BCAST, mac(2), b"b is here"));
+    assert_eq!(a.recv(0, 1, T).len(), 1);
+    assert_eq!(lab.fabric.switches()[0].core().fdb().len(), 1);
+    // B goes away: its learned address is forgotten.
+    drop(b);
+    lab.wait_connected(1, false);
+    assert_eq!(lab.fabric.switches()[0].core().fdb().len(), 0);
+    // And comes back (a VMM reconnect replays the whole setup).
+    let mut b = lab.guest(1, Order::Qemu);
+    lab.wait_connected(1, true);
+    b.post_rx(0, 8, 2048);
+    let f = frame(mac(2), mac(1), b"welcome back");
+    a.send(0, &f);
+    assert_eq!(b.recv(0, 1, T), vec![(1, f)]);
+    assert_eq!(lab.fabric.switches()[0].ports()[1].connections(), 2);
+}
