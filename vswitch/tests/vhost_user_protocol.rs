@@ -155,7 +155,8 @@ fn hostile_tx_chains_are_dropped_counted_and_returned() {
     let mut bad_gso = [0u8; 12];
     bad_gso[1] = 1; // gso_type TCPV4 without HOST_TSO4
     let bad_hdr = a.put(&bad_gso);
-    let chains: Vec<(Vec<(u64, u32, bool)>, bool)> = vec![
+    type Chain = (Vec<(u64, u32, bool)>, bool);
+    let chains: Vec<Chain> = vec![
         (vec![(0xdead_0000_0000, 64, false)], false), // outside guest memory
         (vec![(hdr, 5, false)], false),               // no room for the header
         (vec![(runt, 22, false)], false),             // 10-byte frame

@@ -145,9 +145,9 @@ impl Guest {
         let acked = offered & !drop_features;
 
         if order == Order::Qemu {
-            for q in 0..nq {
-                frontend.set_vring_call(q, &calls[q]).unwrap();
-                frontend.set_vring_err(q, &calls[q]).unwrap();
+            for (q, call) in calls.iter().enumerate() {
+                frontend.set_vring_call(q, call).unwrap();
+                frontend.set_vring_err(q, call).unwrap();
             }
             for q in 0..nq {
                 raw_enable(&mut raw, q as u32, true);
