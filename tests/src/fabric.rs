@@ -1,0 +1,239 @@
+//! Runs the real `vfabric` binary for tests: writes a topology, starts `vfabric run`, waits
+//! for its "vfabric ready" line, reads counters (SIGUSR1 prints them as JSON lines), and
+//! kills or restarts it like a crash would.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The `vfabric` binary: `$VFABRIC_BIN`, or built once with cargo (debug profile).
+pub fn vfabric_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("VFABRIC_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "vswitch",
+                "--bin",
+                "vfabric",
+                "--message-format=json",
+            ])
+            .current_dir(crate::guest_image::workspace_root())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !out.status.success() {
+            return Err("cargo build --bin vfabric failed".into());
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+            .next_back()
+            .ok_or_else(|| "cargo build did not report the vfabric executable".into())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// One vhost-user-net port of a test topology.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    pub name: String,
+    /// Extra TOML lines for the port's table (e.g. `queues = 2`).
+    pub extra: String,
+}
+
+impl PortSpec {
+    pub fn new(name: &str) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A running (or stopped) vfabric with one switch "lab".
+pub struct Fabric {
+    dir: PathBuf,
+    topology: PathBuf,
+    child: Option<Child>,
+    lines: Option<Receiver<String>>,
+    log: PathBuf,
+    ports: Vec<PortSpec>,
+}
+
+impl Fabric {
+    /// Writes the topology for `ports` into `dir` (sockets `dir/<port>.sock`) and starts vfabric.
+    pub fn start(dir: &Path, ports: &[PortSpec]) -> Result<Fabric> {
+        fs::create_dir_all(dir)?;
+        let mut toml = String::from("[[switch]]\nname = \"lab\"\n");
+        for p in ports {
+            toml += &format!(
+                "\n[[switch.port]]\nname = \"{n}\"\ntype = \"vhost-user-net\"\nsocket = \"{n}.sock\"\n{e}\n",
+                n = p.name,
+                e = p.extra
+            );
+        }
+        let topology = dir.join("topology.toml");
+        fs::write(&topology, toml)?;
+        let mut f = Fabric {
+            dir: dir.to_path_buf(),
+            topology,
+            child: None,
+            lines: None,
+            log: dir.join("vfabric.log"),
+            ports: ports.to_vec(),
+        };
+        f.launch()?;
+        Ok(f)
+    }
+
+    /// The socket of a port.
+    pub fn socket(&self, port: &str) -> PathBuf {
+        self.dir.join(format!("{port}.sock"))
+    }
+
+    /// The ports it was started with.
+    pub fn ports(&self) -> &[PortSpec] {
+        &self.ports
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child = Command::new(vfabric_bin()?)
+            .arg("-v")
+            .arg("run")
+            .arg(&self.topology)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting vfabric")?;
+        let stdout = child.stdout.take().context("vfabric stdout")?;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.lines = Some(rx);
+        self.wait_line(|l| l == "vfabric ready", Duration::from_secs(20))
+            .with_context(|| format!("vfabric did not get ready; log:\n{}", self.log_tail()))?;
+        Ok(())
+    }
+
+    fn wait_line(
+        &mut self,
+        mut pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let rx = self.lines.as_ref().context("vfabric is not running")?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if pred(&l) => return Ok(l),
+                Ok(_) => continue,
+                Err(_) => bail!("timed out after {timeout:?} waiting for vfabric output"),
+            }
+        }
+    }
+
+    /// vfabric's pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would; sockets stay behind as stale files.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.lines = None;
+    }
+
+    /// Starts vfabric again with the same topology (stale sockets are replaced).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.launch()
+    }
+
+    /// SIGTERM and wait: a clean shutdown. Returns the exit status code.
+    pub fn terminate(&mut self) -> Result<Option<i32>> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(None);
+        };
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let st = c.wait()?;
+        self.lines = None;
+        Ok(st.code())
+    }
+
+    /// Per-port counters (and the switch's `fdb_*` figures under the key "lab").
+    pub fn stats(&mut self) -> Result<HashMap<String, serde_json::Value>> {
+        let pid = self.pid().context("vfabric is not running")?;
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _g = ONE_AT_A_TIME.lock();
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+        let mut out = HashMap::new();
+        let want = self.ports.len();
+        let mut ports_seen = 0;
+        while ports_seen < want || !out.contains_key("lab") {
+            let l = self.wait_line(|l| l.starts_with('{'), Duration::from_secs(10))?;
+            let v: serde_json::Value = serde_json::from_str(&l)?;
+            if let Some(p) = v.get("port").and_then(|p| p.as_str()) {
+                out.insert(p.to_string(), v["counters"].clone());
+                ports_seen += 1;
+            } else if let Some(s) = v.get("switch").and_then(|p| p.as_str()) {
+                out.insert(s.to_string(), v.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// One counter of one port.
+    pub fn counter(&mut self, port: &str, name: &str) -> Result<u64> {
+        let s = self.stats()?;
+        s.get(port)
+            .and_then(|c| c.get(name))
+            .and_then(|v| v.as_u64())
+            .with_context(|| format!("no counter {name} for port {port}"))
+    }
+
+    /// The last lines of vfabric's log.
+    pub fn log_tail(&self) -> String {
+        let s = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

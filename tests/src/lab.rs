@@ -1,0 +1,155 @@
+//! A test network: one vfabric switch and N guests on it, guest i (1-based) named `vmI` with
+//! MAC 52:54:00:00:00:0I and address 10.0.0.I/24 on eth0.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::fabric::{Fabric, PortSpec};
+use crate::qemu::{NetDev, Qemu, Vm, VmConfig};
+
+/// How long a guest may take to boot under TCG on a busy 2-core machine.
+pub const BOOT: Duration = Duration::from_secs(120);
+/// How long an ordinary guest command may take.
+pub const CMD: Duration = Duration::from_secs(60);
+
+/// Options for the guests of a lab.
+#[derive(Clone, Debug)]
+pub struct GuestOpts {
+    pub queues: u16,
+    pub cpus: u32,
+    pub mem_mb: u32,
+    pub extra_cmdline: String,
+}
+
+impl Default for GuestOpts {
+    fn default() -> Self {
+        GuestOpts {
+            queues: 1,
+            cpus: 1,
+            mem_mb: 256,
+            extra_cmdline: String::new(),
+        }
+    }
+}
+
+pub struct NetLab {
+    pub fabric: Fabric,
+    pub vms: Vec<Vm>,
+    dir: tempfile::TempDir,
+    opts: GuestOpts,
+}
+
+/// Guest `i`'s (1-based) address.
+pub fn ip(i: usize) -> String {
+    format!("10.0.0.{i}")
+}
+
+/// Guest `i`'s (1-based) MAC.
+pub fn mac(i: usize) -> String {
+    format!("52:54:00:00:00:{i:02x}")
+}
+
+impl NetLab {
+    /// Starts vfabric with ports vm1..vmN and boots one guest per port with `qemu[i % len]`.
+    pub fn start(n: usize, qemus: &[Qemu], opts: GuestOpts) -> Result<NetLab> {
+        let dir = tempfile::Builder::new().prefix("vf").tempdir_in("/tmp")?;
+        let ports: Vec<PortSpec> = (1..=n)
+            .map(|i| PortSpec {
+                name: format!("vm{i}"),
+                extra: format!("queues = {}", opts.queues.max(1)),
+            })
+            .collect();
+        let fabric = Fabric::start(dir.path(), &ports)?;
+        let mut lab = NetLab {
+            fabric,
+            vms: Vec::new(),
+            dir,
+            opts,
+        };
+        for i in 1..=n {
+            let vm = lab.boot(i, qemus[(i - 1) % qemus.len()].clone())?;
+            lab.vms.push(vm);
+        }
+        for vm in &mut lab.vms {
+            vm.wait_ready(BOOT)?;
+        }
+        Ok(lab)
+    }
+
+    /// The lab's directory (sockets, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts guest `i` (1-based) without waiting for it.
+    pub fn boot(&self, i: usize, qemu: Qemu) -> Result<Vm> {
+        let name = format!("vm{i}");
+        let mut cfg = VmConfig::new(&name, qemu);
+        cfg.cpus = self.opts.cpus;
+        cfg.mem_mb = self.opts.mem_mb;
+        cfg.nics.push(NetDev {
+            socket: self.fabric.socket(&name),
+            mac: mac(i),
+            queues: self.opts.queues.max(1),
+            qemu_is_server: false,
+        });
+        cfg.ips.push(("eth0".into(), format!("{}/24", ip(i))));
+        cfg.extra_cmdline = self.opts.extra_cmdline.clone();
+        static BOOTS: AtomicUsize = AtomicUsize::new(0);
+        let workdir: PathBuf = self
+            .dir
+            .path()
+            .join(format!("{name}-{}", BOOTS.fetch_add(1, Ordering::Relaxed)));
+        Vm::start(cfg, &workdir)
+    }
+
+    /// Guest `i` (1-based).
+    pub fn vm(&mut self, i: usize) -> &mut Vm {
+        &mut self.vms[i - 1]
+    }
+
+    /// Pings from guest `from` to guest `to` `count` times; error unless every reply came.
+    pub fn ping(&mut self, from: usize, to: usize, count: u32) -> Result<String> {
+        let out = self
+            .vm(from)
+            .run_ok(&format!("ping -c {count} -W 5 {}", ip(to)), CMD)?;
+        if !out.contains(&format!("{count} packets received")) {
+            bail!("vm{from} -> vm{to}: not every ping came back:\n{out}");
+        }
+        Ok(out)
+    }
+
+    /// Pings once a second from `from` to `to` until one reply comes, for at most `timeout`.
+    pub fn wait_reachable(&mut self, from: usize, to: usize, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let out = self
+                .vm(from)
+                .run(&format!("ping -c 1 -W 1 {}", ip(to)), CMD)?;
+            if out.code == 0 {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "vm{to} not reachable from vm{from} within {timeout:?}; vfabric log:\n{}",
+                    self.fabric.log_tail()
+                );
+            }
+        }
+    }
+
+    /// A guest's interface counters (`tx_packets`, `rx_packets`, ...) for eth0.
+    pub fn guest_counters(&mut self, i: usize) -> Result<(u64, u64)> {
+        let out = self.vm(i).run_ok(
+            "cat /sys/class/net/eth0/statistics/tx_packets /sys/class/net/eth0/statistics/rx_packets",
+            CMD,
+        )?;
+        let mut it = out.split_whitespace().map(|s| s.parse::<u64>());
+        let tx = it.next().context("tx_packets")??;
+        let rx = it.next().context("rx_packets")??;
+        Ok((tx, rx))
+    }
+}
