@@ -240,7 +240,7 @@ pub struct VmConfig {
     /// is brought up. `eth0.100` works when `extra_cmdline` has `vf.vlan=eth0:100`.
     pub ips: Vec<(String, String)>,
     /// Appended to the kernel command line. Guest options /init understands: `vf.vlan=PARENT:VID`,
-    /// `vf.mtu=IFACE:MTU`, `vf.route=IFACE:DEST:VIA` (see tests/guest/init).
+    /// `vf.mtu=IFACE:MTU`, `vf.route=IFACE:DEST[:VIA]` (see tests/guest/init).
     pub extra_cmdline: String,
 }
 

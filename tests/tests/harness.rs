@@ -45,7 +45,9 @@ fn boots_and_runs_commands_with_every_qemu() -> anyhow::Result<()> {
         // No NIC: exercise the network options on loopback and a VLAN on a dummy interface.
         cfg.ips.push(("lo".into(), "10.9.9.9/32".into()));
         cfg.ips.push(("dummy0.7".into(), "10.7.0.1/24".into()));
-        cfg.extra_cmdline = "vf.modprobe=dummy vf.vlan=dummy0:7 vf.mtu=dummy0:9000".into();
+        cfg.extra_cmdline = "vf.modprobe=dummy vf.vlan=dummy0:7 vf.mtu=dummy0:9000 \
+            vf.route=dummy0.7:224.0.0.0/4 vf.route=dummy0.7:10.8.0.0/16:10.7.0.254"
+            .into();
         let mut vm = Vm::start(cfg, dir.path())?;
         vm.wait_ready(BOOT_TIMEOUT)?;
         let boot = vm.boot_time().expect("ready");
@@ -97,7 +99,7 @@ fn boots_and_runs_commands_with_every_qemu() -> anyhow::Result<()> {
         let v = vm.run_ok("iperf3 --version", CMD_TIMEOUT)?;
         assert!(v.contains("iperf 3"), "{label}: {v}");
         let addrs = vm.run_ok(
-            "ip -o addr; ip -o link; cat /proc/net/vlan/config",
+            "ip -o addr; ip -o link; cat /proc/net/vlan/config; ip route",
             CMD_TIMEOUT,
         )?;
         for want in [
@@ -105,6 +107,8 @@ fn boots_and_runs_commands_with_every_qemu() -> anyhow::Result<()> {
             "inet 10.7.0.1/24 scope global dummy0.7",
             "mtu 9000",
             "dummy0.7       | 7  | dummy0",
+            "224.0.0.0/4 dev dummy0.7",
+            "10.8.0.0/16 via 10.7.0.254 dev dummy0.7",
         ] {
             assert!(addrs.contains(want), "{label}: no {want:?} in\n{addrs}");
         }
