@@ -123,7 +123,12 @@ impl NetLab {
     }
 
     /// Pings once a second from `from` to `to` until one reply comes, for at most `timeout`.
-    pub fn wait_reachable(&mut self, from: usize, to: usize, timeout: Duration) -> Result<Duration> {
+    pub fn wait_reachable(
+        &mut self,
+        from: usize,
+        to: usize,
+        timeout: Duration,
+    ) -> Result<Duration> {
         let start = Instant::now();
         loop {
             let out = self

@@ -3,5 +3,5 @@
 
 pub mod fabric;
 pub mod guest_image;
-pub mod qemu;
 pub mod lab;
+pub mod qemu;

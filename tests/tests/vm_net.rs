@@ -42,16 +42,29 @@ fn two_guests_ping_both_ways_udp_tcp_and_counters_agree() -> Result<()> {
     lab.ping(1, 2, 5)?;
     lab.ping(2, 1, 5)?;
     // Full-size frames at the default MTU (1472 + 8 + 20 = 1500-byte IP packets).
-    lab.vm(1).run_ok(&format!("ping -c 3 -W 5 -s 1472 {}", ip(2)), CMD)?;
+    lab.vm(1)
+        .run_ok(&format!("ping -c 3 -W 5 -s 1472 {}", ip(2)), CMD)?;
     // UDP: 200 KB of 1400-byte datagrams at a gentle 2 Mbit/s; the receiver reports what it
     // got ("lost/total") and nothing may be missing.
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
-    let out = lab.vm(1).run_ok(&format!("sleep 0.5; iperf3 -u -c {} -b 2M -l 1400 -n 200K", ip(2)), CMD)?;
-    let receiver = out.lines().find(|l| l.contains("receiver")).unwrap_or_default();
-    assert!(receiver.contains(" 0/") && receiver.contains("(0%)"), "UDP loss:\n{out}");
+    let out = lab.vm(1).run_ok(
+        &format!("sleep 0.5; iperf3 -u -c {} -b 2M -l 1400 -n 200K", ip(2)),
+        CMD,
+    )?;
+    let receiver = out
+        .lines()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or_default();
+    assert!(
+        receiver.contains(" 0/") && receiver.contains("(0%)"),
+        "UDP loss:\n{out}"
+    );
     // TCP: a page from a web server in the other guest.
     lab.vm(1).run_ok("mkdir -p /tmp/www && echo served-by-vm1 > /tmp/www/index.html && httpd -p 8080 -h /tmp/www", CMD)?;
-    let page = lab.vm(2).run_ok(&format!("wget -q -O - http://{}:8080/index.html", ip(1)), CMD)?;
+    let page = lab.vm(2).run_ok(
+        &format!("wget -q -O - http://{}:8080/index.html", ip(1)),
+        CMD,
+    )?;
     assert_eq!(page.trim(), "served-by-vm1");
     counters_agree(&mut lab, 1)?;
     counters_agree(&mut lab, 2)?;
@@ -95,14 +108,23 @@ fn four_guests_all_reach_each_other_with_broadcast_and_multicast() -> Result<()>
         }
     }
     for i in 1..=4 {
-        lab.vm(i).run_ok("echo 0 > /proc/sys/net/ipv4/icmp_echo_ignore_broadcasts", CMD)?;
+        lab.vm(i).run_ok(
+            "echo 0 > /proc/sys/net/ipv4/icmp_echo_ignore_broadcasts",
+            CMD,
+        )?;
     }
     // Broadcast and multicast echo requests reach every other guest, and each answers.
     lab.vm(1).run_ok("ip route add 224.0.0.0/4 dev eth0", CMD)?;
     for target in ["10.0.0.255", "224.0.0.1"] {
-        let out = lab.vm(1).run(&format!("ping -c 3 -W 3 {target}"), CMD)?.output;
+        let out = lab
+            .vm(1)
+            .run(&format!("ping -c 3 -W 3 {target}"), CMD)?
+            .output;
         for other in 2..=4 {
-            assert!(out.contains(&format!("from {}", ip(other))), "{target}: no reply from vm{other}:\n{out}");
+            assert!(
+                out.contains(&format!("from {}", ip(other))),
+                "{target}: no reply from vm{other}:\n{out}"
+            );
         }
     }
     let s = lab.fabric.stats()?;
@@ -117,8 +139,10 @@ fn jumbo_frames_cross_in_merged_buffers() -> Result<()> {
         ..GuestOpts::default()
     };
     let mut lab = NetLab::start(2, &[qemu()], opts)?;
-    lab.vm(1).run_ok(&format!("ping -c 3 -W 5 -s 8972 {}", ip(2)), CMD)?;
-    lab.vm(2).run_ok(&format!("ping -c 3 -W 5 -s 8972 {}", ip(1)), CMD)?;
+    lab.vm(1)
+        .run_ok(&format!("ping -c 3 -W 5 -s 8972 {}", ip(2)), CMD)?;
+    lab.vm(2)
+        .run_ok(&format!("ping -c 3 -W 5 -s 8972 {}", ip(1)), CMD)?;
     let s = lab.fabric.stats()?;
     assert!(s["vm2"]["tx_bytes"].as_u64().unwrap() > 3 * 9000);
     Ok(())
@@ -132,11 +156,15 @@ fn multiqueue_guests_use_several_queue_pairs() -> Result<()> {
         ..GuestOpts::default()
     };
     let mut lab = NetLab::start(2, &[qemu()], opts)?;
-    let q = lab.vm(1).run_ok("ls /sys/class/net/eth0/queues/ | sort | tr '\\n' ' '", CMD)?;
+    let q = lab
+        .vm(1)
+        .run_ok("ls /sys/class/net/eth0/queues/ | sort | tr '\\n' ' '", CMD)?;
     assert_eq!(q.trim(), "rx-0 rx-1 tx-0 tx-1");
     lab.ping(1, 2, 3)?;
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
-    let out = lab.vm(1).run_ok(&format!("sleep 0.5; iperf3 -c {} -P 4 -t 2", ip(2)), CMD)?;
+    let out = lab
+        .vm(1)
+        .run_ok(&format!("sleep 0.5; iperf3 -c {} -P 4 -t 2", ip(2)), CMD)?;
     assert!(out.contains("[SUM]"), "{out}");
     Ok(())
 }
@@ -152,7 +180,12 @@ fn a_restarted_guest_resumes_traffic() -> Result<()> {
     lab.wait_reachable(1, 2, Duration::from_secs(30))?;
     lab.ping(2, 1, 3)?;
     let s = lab.fabric.stats()?;
-    assert_eq!(s["vm2"].get("tx_drop_bad_descriptor").and_then(|v| v.as_u64()), Some(0));
+    assert_eq!(
+        s["vm2"]
+            .get("tx_drop_bad_descriptor")
+            .and_then(|v| v.as_u64()),
+        Some(0)
+    );
     Ok(())
 }
 
@@ -178,8 +211,16 @@ fn qemu_7_2_and_10_guests_talk_through_vfabric() -> Result<()> {
     lab.ping(2, 3, 3)?;
     lab.ping(3, 1, 3)?;
     lab.vm(1).run_ok("mkdir -p /tmp/www && head -c 1048576 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www", CMD)?;
-    let a = lab.vm(1).run_ok("sha256sum /tmp/www/d | cut -d' ' -f1", CMD)?;
-    let b = lab.vm(3).run_ok(&format!("wget -q -O - http://{}:8080/d | sha256sum | cut -d' ' -f1", ip(1)), CMD)?;
+    let a = lab
+        .vm(1)
+        .run_ok("sha256sum /tmp/www/d | cut -d' ' -f1", CMD)?;
+    let b = lab.vm(3).run_ok(
+        &format!(
+            "wget -q -O - http://{}:8080/d | sha256sum | cut -d' ' -f1",
+            ip(1)
+        ),
+        CMD,
+    )?;
     assert_eq!(a.trim(), b.trim());
     Ok(())
 }

@@ -38,7 +38,10 @@ fn main() -> Result<()> {
 
     println!("\n-- ping vm1 -> vm2 --");
     let out = lab.ping(1, 2, 5)?;
-    for l in out.lines().filter(|l| l.contains("bytes from") || l.contains("round-trip") || l.contains("packets")) {
+    for l in out
+        .lines()
+        .filter(|l| l.contains("bytes from") || l.contains("round-trip") || l.contains("packets"))
+    {
         println!("  {l}");
     }
     println!("-- ping vm2 -> vm1 --");
@@ -54,19 +57,31 @@ fn main() -> Result<()> {
     )?;
     let t = Instant::now();
     let got = lab.vm(2).run_ok(
-        &format!("wget -q -O - http://{}:8080/blob | sha256sum | cut -d' ' -f1", ip(1)),
+        &format!(
+            "wget -q -O - http://{}:8080/blob | sha256sum | cut -d' ' -f1",
+            ip(1)
+        ),
         Duration::from_secs(300),
     )?;
     let secs = t.elapsed().as_secs_f64();
     println!("  sent     {}", sent.trim());
-    println!("  received {}  ({:.1} MB/s incl. wget and sha256sum in the guest)", got.trim(), 20.0 / secs);
+    println!(
+        "  received {}  ({:.1} MB/s incl. wget and sha256sum in the guest)",
+        got.trim(),
+        20.0 / secs
+    );
     anyhow::ensure!(sent.trim() == got.trim(), "checksums differ");
     println!("  identical");
 
     println!("\n-- iperf3 TCP vm1 -> vm2, 5 s --");
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
-    let out = lab.vm(1).run_ok(&format!("sleep 0.5; iperf3 -c {} -t 5", ip(2)), CMD)?;
-    for l in out.lines().filter(|l| l.contains("sender") || l.contains("receiver")) {
+    let out = lab
+        .vm(1)
+        .run_ok(&format!("sleep 0.5; iperf3 -c {} -t 5", ip(2)), CMD)?;
+    for l in out
+        .lines()
+        .filter(|l| l.contains("sender") || l.contains("receiver"))
+    {
         println!("  {l}");
     }
 
@@ -76,15 +91,26 @@ fn main() -> Result<()> {
         let c = &s[p];
         let drops: u64 = c
             .as_object()
-            .map(|o| o.iter().filter(|(k, _)| k.contains("drop")).filter_map(|(_, v)| v.as_u64()).sum())
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.contains("drop"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
             .unwrap_or(0);
         println!(
             "  {p}: rx {} frames / {} bytes, tx {} frames / {} bytes, drops {drops}",
             c["rx_frames"], c["rx_bytes"], c["tx_frames"], c["tx_bytes"]
         );
     }
-    println!("  switch: {} MAC addresses learned", s["lab"]["fdb_entries"]);
+    println!(
+        "  switch: {} MAC addresses learned",
+        s["lab"]["fdb_entries"]
+    );
     lab.fabric.terminate()?;
-    println!("\ndemo finished in {:.0?}: vfabric stopped, guests shut down.", t0.elapsed());
+    println!(
+        "\ndemo finished in {:.0?}: vfabric stopped, guests shut down.",
+        t0.elapsed()
+    );
     Ok(())
 }

@@ -1,0 +1,202 @@
+//! Guest benchmark: ping RTT and iperf3 TCP between two guests through vfabric, next to the
+//! same figures through `dpdk-testpmd` in io forwarding mode (a plain two-port wire, DPDK's
+//! vhost PMD), in one run with the contenders alternating round by round. Prints medians and
+//! ratios. Run with `benches/guests.sh` (installs DPDK, sets up hugepages, builds release).
+//!
+//! Usage: bench-guests [ROUNDS] (default 3)
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use vfabric_tests::fabric::{Fabric, PortSpec};
+use vfabric_tests::lab::{BOOT, CMD};
+use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contender {
+    Vfabric,
+    Testpmd,
+}
+
+struct Round {
+    who: Contender,
+    rtt_ms: f64,
+    gbps: f64,
+}
+
+enum Backend {
+    /// Held for its lifetime: dropping it stops vfabric.
+    Vfabric {
+        _fabric: Fabric,
+    },
+    Testpmd(Child),
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Testpmd(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_testpmd(dir: &Path) -> Result<(Backend, [PathBuf; 2])> {
+    let socks = [dir.join("tp0.sock"), dir.join("tp1.sock")];
+    let log = std::fs::File::create(dir.join("testpmd.log"))?;
+    let child = Command::new("dpdk-testpmd")
+        .args(["-l", "0,1", "-n", "1", "--no-pci", "--file-prefix"])
+        .arg(format!("vfbench{}", std::process::id()))
+        .arg("--vdev")
+        .arg(format!("net_vhost0,iface={}", socks[0].display()))
+        .arg("--vdev")
+        .arg(format!("net_vhost1,iface={}", socks[1].display()))
+        .args([
+            "--",
+            "--forward-mode=io",
+            "--auto-start",
+            "--stats-period",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("dpdk-testpmd (install dpdk-dev; see benches/guests.sh)")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socks.iter().all(|s| s.exists()) {
+        if Instant::now() > deadline {
+            bail!(
+                "testpmd did not create its sockets; see {}",
+                dir.join("testpmd.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((Backend::Testpmd(child), socks))
+}
+
+fn guest(name: &str, i: usize, sock: &Path, qemu: &Qemu, dir: &Path) -> Result<Vm> {
+    let mut cfg = VmConfig::new(name, qemu.clone());
+    cfg.nics.push(NetDev {
+        socket: sock.to_path_buf(),
+        mac: format!("52:54:00:00:00:{i:02x}"),
+        queues: 1,
+        qemu_is_server: false,
+    });
+    cfg.ips.push(("eth0".into(), format!("10.0.0.{i}/24")));
+    Vm::start(cfg, &dir.join(name))
+}
+
+fn parse_avg_rtt(out: &str) -> Option<f64> {
+    // "round-trip min/avg/max = 0.314/0.420/0.912 ms"
+    let l = out.lines().find(|l| l.contains("round-trip"))?;
+    l.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok()
+}
+
+fn parse_gbps(out: &str) -> Option<f64> {
+    // "[  5]   0.00-5.00   sec   187 MBytes   314 Mbits/sec    receiver"
+    let l = out.lines().find(|l| l.contains("receiver"))?;
+    let w: Vec<&str> = l.split_whitespace().collect();
+    let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
+    let v: f64 = w[i - 1].parse().ok()?;
+    Some(match w[i] {
+        "Gbits/sec" => v,
+        "Mbits/sec" => v / 1e3,
+        "Kbits/sec" => v / 1e6,
+        _ => return None,
+    })
+}
+
+fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
+    let dir = tempfile::Builder::new().prefix("vfb").tempdir_in("/tmp")?;
+    let (_backend, socks) = match who {
+        Contender::Vfabric => {
+            let f = Fabric::start(dir.path(), &[PortSpec::new("vm1"), PortSpec::new("vm2")])?;
+            let s = [f.socket("vm1"), f.socket("vm2")];
+            (Backend::Vfabric { _fabric: f }, s)
+        }
+        Contender::Testpmd => start_testpmd(dir.path())?,
+    };
+    let mut a = guest("vm1", 1, &socks[0], qemu, dir.path())?;
+    let mut b = guest("vm2", 2, &socks[1], qemu, dir.path())?;
+    a.wait_ready(BOOT)?;
+    b.wait_ready(BOOT)?;
+    // Warm up ARP and the path, then measure.
+    a.run_ok("ping -c 2 -W 5 10.0.0.2", CMD)?;
+    let ping = a.run_ok("ping -c 20 -i 0.2 -W 5 10.0.0.2", CMD)?;
+    b.run_ok("iperf3 -s -D", CMD)?;
+    let ip = a.run_ok("sleep 0.5; iperf3 -c 10.0.0.2 -t 5", CMD)?;
+    Ok(Round {
+        who,
+        rtt_ms: parse_avg_rtt(&ping).with_context(|| format!("ping output:\n{ping}"))?,
+        gbps: parse_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() -> Result<()> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3);
+    let qemu = Qemu::system()?;
+    println!(
+        "guests: 1 vCPU, 256 MiB, QEMU {}.{}.{}, accel {:?}; {rounds} rounds per contender, alternating",
+        qemu.version.0,
+        qemu.version.1,
+        qemu.version.2,
+        vfabric_tests::qemu::accel()
+    );
+    let mut results = Vec::new();
+    for r in 0..rounds {
+        for who in [Contender::Vfabric, Contender::Testpmd] {
+            let res = round(who, &qemu)?;
+            println!(
+                "round {r} {:<8} ping avg {:>7.3} ms   iperf3 {:>6.3} Gbit/s",
+                format!("{who:?}"),
+                res.rtt_ms,
+                res.gbps
+            );
+            results.push(res);
+        }
+    }
+    let pick = |who, f: fn(&Round) -> f64| {
+        median(results.iter().filter(|r| r.who == who).map(f).collect())
+    };
+    let (vr, tr) = (
+        pick(Contender::Vfabric, |r| r.rtt_ms),
+        pick(Contender::Testpmd, |r| r.rtt_ms),
+    );
+    let (vg, tg) = (
+        pick(Contender::Vfabric, |r| r.gbps),
+        pick(Contender::Testpmd, |r| r.gbps),
+    );
+    println!();
+    println!("| median            | vfabric | testpmd io | vfabric/testpmd |");
+    println!("|-------------------|---------|------------|-----------------|");
+    println!(
+        "| ping RTT (ms)     | {vr:>7.3} | {tr:>10.3} | {:>15.2} |",
+        vr / tr
+    );
+    println!(
+        "| iperf3 TCP Gbit/s | {vg:>7.3} | {tg:>10.3} | {:>15.2} |",
+        vg / tg
+    );
+    Ok(())
+}
