@@ -22,6 +22,8 @@ pub struct GuestOpts {
     pub cpus: u32,
     pub mem_mb: u32,
     pub extra_cmdline: String,
+    /// QEMU listens on the sockets (`server=on`) and vfabric dials them (`client = true`).
+    pub qemu_is_server: bool,
 }
 
 impl Default for GuestOpts {
@@ -31,6 +33,7 @@ impl Default for GuestOpts {
             cpus: 1,
             mem_mb: 256,
             extra_cmdline: String::new(),
+            qemu_is_server: false,
         }
     }
 }
@@ -59,7 +62,11 @@ impl NetLab {
         let ports: Vec<PortSpec> = (1..=n)
             .map(|i| PortSpec {
                 name: format!("vm{i}"),
-                extra: format!("queues = {}", opts.queues.max(1)),
+                extra: format!(
+                    "queues = {}\nclient = {}",
+                    opts.queues.max(1),
+                    opts.qemu_is_server
+                ),
             })
             .collect();
         let fabric = Fabric::start(dir.path(), &ports)?;
@@ -94,7 +101,7 @@ impl NetLab {
             socket: self.fabric.socket(&name),
             mac: mac(i),
             queues: self.opts.queues.max(1),
-            qemu_is_server: false,
+            qemu_is_server: self.opts.qemu_is_server,
         });
         cfg.ips.push(("eth0".into(), format!("{}/24", ip(i))));
         cfg.extra_cmdline = self.opts.extra_cmdline.clone();

@@ -224,3 +224,15 @@ fn qemu_7_2_and_10_guests_talk_through_vfabric() -> Result<()> {
     assert_eq!(a.trim(), b.trim());
     Ok(())
 }
+
+#[test]
+fn qemu_as_socket_server_with_vfabric_dialing() -> Result<()> {
+    let opts = GuestOpts {
+        qemu_is_server: true,
+        ..GuestOpts::default()
+    };
+    let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    lab.wait_reachable(1, 2, Duration::from_secs(30))?;
+    lab.ping(2, 1, 3)?;
+    Ok(())
+}

@@ -300,7 +300,6 @@ pub struct NetBackend {
     switch: Arc<dyn FrameSwitch>,
     conn: Arc<Connection>,
     event_idx: AtomicBool,
-    acked: AtomicU64,
     masks: Vec<u64>,
     attach: Vec<EventFd>,
     attached_vrings: Mutex<Vec<Option<VringRwLock>>>,
@@ -334,7 +333,6 @@ impl NetBackend {
             port,
             switch,
             event_idx: AtomicBool::new(false),
-            acked: AtomicU64::new(0),
             masks,
             attach,
             attached_vrings: Mutex::new(vec![None; 2 * pairs]),
@@ -501,7 +499,6 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn acked_features(&self, features: u64) {
-        self.acked.store(features, Ordering::Relaxed);
         self.conn.features.store(features, Ordering::Relaxed);
     }
 

@@ -50,9 +50,17 @@ fn unkey(k: usize) -> (usize, usize) {
     (k >> 16, k & 0xffff)
 }
 
-thread_local! {
+/// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
+#[derive(Default)]
+struct Scratch {
     /// Ports delivered to during the current batch (to interrupt each once).
-    static TOUCHED: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
+    touched: Vec<bool>,
+    /// Where flooded frames of the current batch go, as decided by the core.
+    flood: Vec<PortId>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl Fabric {
@@ -123,32 +131,31 @@ impl FrameSwitch for Fabric {
         };
         let in_port = PortId(pi as u32);
         let now = self.now();
-        let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
-        {
-            let mut core = sw.core();
-            for f in frames.iter().take(TX_BATCH) {
-                verdicts.push(core.forward(now, in_port, f.head()));
+        SCRATCH.with_borrow_mut(|Scratch { touched, flood }| {
+            // One lock for the whole batch: decide every frame, and note the flood set.
+            let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
+            {
+                let mut core = sw.core();
+                for f in frames.iter().take(TX_BATCH) {
+                    verdicts.push(core.forward(now, in_port, f.head()));
+                }
+                flood.clear();
+                if verdicts.contains(&Verdict::Flood) {
+                    flood.extend(core.flood_targets(in_port));
+                }
             }
-        }
-        TOUCHED.with_borrow_mut(|touched| {
             touched.clear();
             touched.resize(sw.ports.len(), false);
+            let mut deliver = |p: PortId, f: &TxFrame<'_>| {
+                if let Some(dst) = sw.ports.get(p.index()) {
+                    let _ = dst.deliver(f, queue_pair);
+                    touched[p.index()] = true;
+                }
+            };
             for (f, v) in frames.iter().zip(&verdicts) {
                 match *v {
-                    Verdict::Unicast(p) => {
-                        if let Some(dst) = sw.ports.get(p.index()) {
-                            let _ = dst.deliver(f, queue_pair);
-                            touched[p.index()] = true;
-                        }
-                    }
-                    Verdict::Flood => {
-                        for (i, dst) in sw.ports.iter().enumerate() {
-                            if i != pi {
-                                let _ = dst.deliver(f, queue_pair);
-                                touched[i] = true;
-                            }
-                        }
-                    }
+                    Verdict::Unicast(p) => deliver(p, f),
+                    Verdict::Flood => flood.iter().for_each(|&p| deliver(p, f)),
                     Verdict::Drop(_) => {}
                 }
             }

@@ -288,3 +288,38 @@ fn a_guest_that_reconnects_resumes_traffic_and_relearns() {
     assert_eq!(b.recv(0, 1, T), vec![(1, f)]);
     assert_eq!(lab.fabric.switches()[0].ports()[1].connections(), 2);
 }
+
+#[test]
+fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "[[switch]]\nname = \"lab\"\n\
+               [[switch.port]]\nname = \"srv\"\ntype = \"vhost-user-net\"\nsocket = \"srv.sock\"\n\
+               [[switch.port]]\nname = \"cli\"\ntype = \"vhost-user-net\"\nsocket = \"vmm.sock\"\nclient = true\n";
+    let topo = topology::parse(&dir.path().join("t.toml"), src).unwrap();
+    let fabric = Fabric::new(&topo);
+    let sw: Arc<dyn FrameSwitch> = fabric.clone();
+    let ports = fabric.switches()[0].ports().to_vec();
+    let srv_path = dir.path().join("srv.sock");
+    let vmm_path = dir.path().join("vmm.sock");
+    // The VMM listens (QEMU server=on); vfabric dials it, retrying until it exists.
+    let l = bind_socket(&srv_path).unwrap();
+    let (p0, sw0) = (ports[0].clone(), sw.clone());
+    std::thread::spawn(move || run_port(p0, sw0, Role::Server(l)));
+    let (p1, sw1, path1) = (ports[1].clone(), sw.clone(), vmm_path.clone());
+    std::thread::spawn(move || run_port(p1, sw1, Role::Client(path1)));
+    std::thread::sleep(Duration::from_millis(150)); // vfabric is retrying by now
+    let vmm = std::os::unix::net::UnixListener::bind(&vmm_path).unwrap();
+    let mut a = Guest::connect(&srv_path, 1, Order::Qemu, 0);
+    a.post_rx(0, 8, 2048);
+    for round in 0..2u8 {
+        let (stream, _) = vmm.accept().unwrap();
+        let mut b = Guest::setup(stream, 1, Order::Qemu, 0);
+        b.post_rx(0, 8, 2048);
+        let f = frame(BCAST, mac(9), &[round; 64]);
+        b.send(0, &f);
+        assert_eq!(a.recv(0, 1, T), vec![(1, f)], "round {round}");
+        // The VMM goes away; vfabric dials again.
+        drop(b);
+    }
+    assert_eq!(ports[1].connections(), 2);
+}

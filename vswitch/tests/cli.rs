@@ -1,0 +1,126 @@
+//! The `vfabric` binary: `check` and `run` refuse bad input with file:line:column errors and
+//! exit 1, start nothing on error (all or nothing), replace stale sockets, and remove their
+//! sockets on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vfabric");
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn two_ports(a: &str, b: &str) -> String {
+    format!(
+        "[[switch]]\nname = \"lab\"\n[[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"{a}\"\n\
+         [[switch.port]]\nname = \"b\"\ntype = \"vhost-user-net\"\nsocket = \"{b}\"\n"
+    )
+}
+
+#[test]
+fn check_reports_errors_with_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[switch]]\nname = \"lab\"\nspeed = 10\n",
+    );
+    let out = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: parse: unknown field `speed`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    let good = write(dir.path(), "good.toml", &two_ports("a.sock", "b.sock"));
+    let out = Command::new(BIN).arg("check").arg(&good).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("a.sock").exists(), "check starts nothing");
+    let missing = Command::new(BIN)
+        .arg("check")
+        .arg(dir.path().join("nope.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn run_refuses_a_bad_file_before_creating_any_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "t.toml",
+        &(two_ports("a.sock", "b.sock") + "mac = \"ff:ff:ff:ff:ff:ff\"\n"),
+    );
+    let out = Command::new(BIN).arg("run").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t.toml:11:7: switch \"lab\" port \"b\": mac:"),
+        "{err}"
+    );
+    assert!(!dir.path().join("a.sock").exists() && !dir.path().join("b.sock").exists());
+}
+
+#[test]
+fn run_is_all_or_nothing_when_a_socket_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let _busy = UnixListener::bind(dir.path().join("b.sock")).unwrap();
+    let f = write(dir.path(), "t.toml", &two_ports("a.sock", "b.sock"));
+    let out = Command::new(BIN).arg("run").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("port \"b\"") && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("a.sock").exists(),
+        "the socket made before the failure is removed"
+    );
+}
+
+#[test]
+fn run_replaces_stale_sockets_and_cleans_up_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // A socket file nobody listens on, as a SIGKILLed vfabric leaves behind.
+    drop(UnixListener::bind(dir.path().join("a.sock")).unwrap());
+    assert!(dir.path().join("a.sock").exists());
+    let f = write(dir.path(), "t.toml", &two_ports("a.sock", "b.sock"));
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if l == "vfabric ready" {
+            break;
+        }
+        seen.push(l);
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("-netdev vhost-user,id=a,chardev=a"), "{text}");
+    assert!(std::os::unix::net::UnixStream::connect(dir.path().join("a.sock")).is_ok());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!dir.path().join("a.sock").exists() && !dir.path().join("b.sock").exists());
+}
