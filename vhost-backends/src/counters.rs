@@ -59,6 +59,10 @@ counters! {
         tx_drop_link_down,
         /// Frames dropped because the guest's RX chain was malformed (returned with length 0).
         tx_drop_bad_descriptor,
+        /// Offloaded frames checksummed in software for a guest without GUEST_CSUM.
+        tx_sw_checksummed,
+        /// TCP super-frames cut into segments in software for a guest without GUEST_TSO.
+        tx_sw_segmented,
         /// Times the guest was interrupted for its RX ring.
         tx_notifications,
         /// Times the guest was interrupted for its TX ring.
@@ -71,5 +75,17 @@ impl NetCounters {
         if n != 0 {
             c.fetch_add(n, Relaxed);
         }
+    }
+
+    pub(crate) fn count_drop(&self, e: crate::net::RxDrop) {
+        use crate::net::RxDrop;
+        Self::add(
+            match e {
+                RxDrop::LinkDown => &self.tx_drop_link_down,
+                RxDrop::NoBuffer => &self.tx_drop_no_buffer,
+                RxDrop::BadDescriptor => &self.tx_drop_bad_descriptor,
+            },
+            1,
+        );
     }
 }

@@ -12,10 +12,13 @@ use arrayvec::ArrayVec;
 use virtio_queue::DescriptorChain;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
+use crate::offload::{OffloadMeta, Offloads};
+
 /// The virtio-net header of a VERSION_1 device: 12 bytes, with or without MRG_RXBUF.
 pub const VNET_HDR_LEN: usize = 12;
-/// How many bytes of a frame are copied out for the forwarding decision.
-pub const HEAD_COPY: usize = 128;
+/// How many bytes of a frame are copied out for the forwarding decision (and to check the
+/// headers of a segmentation offload: Ethernet + VLAN tags + IP + TCP with options).
+pub const HEAD_COPY: usize = 256;
 /// The largest Ethernet frame accepted from a guest: a 64 KiB IP packet plus Ethernet and
 /// two VLAN tags. Anything longer is dropped.
 pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
@@ -46,6 +49,8 @@ pub enum TxError {
 /// A frame a guest transmitted, still in its memory, with a copy of its first bytes.
 pub struct TxFrame<'a> {
     vnet: [u8; VNET_HDR_LEN],
+    /// The validated offloads of the frame (partial checksum, TCP segmentation).
+    pub meta: OffloadMeta,
     head: [u8; HEAD_COPY],
     head_len: usize,
     len: usize,
@@ -75,14 +80,21 @@ impl<'a> TxFrame<'a> {
 
     /// The frame as owned bytes: the checked head, then the rest from guest memory.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len];
+        let mut v = Vec::new();
+        self.copy_into(&mut v);
+        v
+    }
+
+    /// Replaces the contents of `v` with the frame (reusing its allocation).
+    pub fn copy_into(&self, v: &mut Vec<u8>) {
+        v.clear();
+        v.resize(self.len, 0);
         v[..self.head_len].copy_from_slice(self.head());
         let mut off = self.head_len;
         self.for_each_tail_piece(|s| {
             let n = s.copy_to(&mut v[off..]);
             off += n;
         });
-        v
     }
 
     /// Calls `f` with the pieces of guest memory holding the frame past `head()`.
@@ -102,12 +114,12 @@ impl<'a> TxFrame<'a> {
     }
 }
 
-/// Reads a guest's TX chain. `offloads_ok` says whether checksum/GSO offloads were
-/// negotiated; without them a header asking for one is a `BadOffload`.
+/// Reads a guest's TX chain. `offloads` are the checksum/GSO offloads the guest negotiated;
+/// a header asking for another one, or not matching the frame, is a `BadOffload`.
 pub fn parse_tx_chain<'a>(
     mem: &'a GuestMemoryMmap,
     chain: DescriptorChain<&'a GuestMemoryMmap>,
-    offloads_ok: bool,
+    offloads: Offloads,
 ) -> Result<TxFrame<'a>, TxError> {
     let mut vnet = [0u8; VNET_HDR_LEN];
     let mut vnet_got = 0usize;
@@ -157,10 +169,6 @@ pub fn parse_tx_chain<'a>(
     if len < 14 {
         return Err(TxError::Runt);
     }
-    // flags (NEEDS_CSUM) and gso_type must be clear unless offloads were negotiated.
-    if !offloads_ok && (vnet[0] & 1 != 0 || vnet[1] != 0) {
-        return Err(TxError::BadOffload);
-    }
     let mut head = [0u8; HEAD_COPY];
     let mut head_len = 0;
     for s in &segs {
@@ -169,8 +177,11 @@ pub fn parse_tx_chain<'a>(
         }
         head_len += s.copy_to(&mut head[head_len..]);
     }
+    let meta = OffloadMeta::from_tx_header(&vnet, &head[..head_len], len, offloads)
+        .map_err(|_| TxError::BadOffload)?;
     Ok(TxFrame {
         vnet,
+        meta,
         head,
         head_len,
         len,

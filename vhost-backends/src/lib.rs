@@ -5,5 +5,6 @@
 pub mod counters;
 pub mod frame;
 pub mod net;
+pub mod offload;
 pub mod relay;
 pub mod server;

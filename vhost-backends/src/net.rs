@@ -13,6 +13,8 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
@@ -31,6 +33,7 @@ use crate::counters::{NetCounters, NetCountersSnapshot};
 use crate::frame::{
     MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, TxError, TxFrame, VNET_HDR_LEN, parse_tx_chain,
 };
+use crate::offload::{self, Gso, Offloads};
 
 /// Guest TX chains taken per batch: one switch decision lock and one notification per batch.
 pub const TX_BATCH: usize = 32;
@@ -52,6 +55,8 @@ pub struct NetPortConfig {
     pub threads: u16,
     /// MTU offered in config space (VIRTIO_NET_F_MTU), if set.
     pub mtu: Option<u16>,
+    /// Offer checksum and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6/ECN).
+    pub offloads: bool,
 }
 
 /// The switch's side of the data path.
@@ -124,20 +129,13 @@ impl NetPort {
     /// counting the outcome. The guest is not interrupted until `notify`.
     pub fn deliver(&self, frame: &TxFrame<'_>, hint: u16) -> Result<(), RxDrop> {
         let c = &self.counters;
-        let res = match &*self.conn.load() {
-            Some(conn) => conn.deliver(frame, hint),
-            None => Err(RxDrop::LinkDown),
-        };
-        match res {
-            Ok(()) => {
-                NetCounters::add(&c.tx_frames, 1);
-                NetCounters::add(&c.tx_bytes, frame.len() as u64);
+        match &*self.conn.load() {
+            Some(conn) => conn.deliver(frame, hint, c),
+            None => {
+                c.count_drop(RxDrop::LinkDown);
+                Err(RxDrop::LinkDown)
             }
-            Err(RxDrop::LinkDown) => NetCounters::add(&c.tx_drop_link_down, 1),
-            Err(RxDrop::NoBuffer) => NetCounters::add(&c.tx_drop_no_buffer, 1),
-            Err(RxDrop::BadDescriptor) => NetCounters::add(&c.tx_drop_bad_descriptor, 1),
         }
-        res
     }
 
     /// Interrupts the guest for every RX ring that got frames since the last call (and
@@ -159,15 +157,19 @@ struct Connection {
 }
 
 impl Connection {
-    fn mrg_rxbuf(&self) -> bool {
-        self.features.load(Ordering::Relaxed) & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0
-    }
-
-    fn deliver(&self, frame: &TxFrame<'_>, hint: u16) -> Result<(), RxDrop> {
-        let vrings = self.vrings.get().ok_or(RxDrop::LinkDown)?;
+    /// Delivers `frame` (or, for a receiver that cannot take its offloads, the frame completed
+    /// in software: checksummed, or cut into TCP segments), counting what was delivered and
+    /// what was dropped.
+    fn deliver(&self, frame: &TxFrame<'_>, hint: u16, c: &NetCounters) -> Result<(), RxDrop> {
+        let Some(vrings) = self.vrings.get() else {
+            c.count_drop(RxDrop::LinkDown);
+            return Err(RxDrop::LinkDown);
+        };
         let pairs = vrings.len() / 2;
         let mem = self.mem.memory();
-        let mrg = self.mrg_rxbuf();
+        let features = self.features.load(Ordering::Relaxed);
+        let mrg = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let rx_offloads = Offloads::for_guest_rx(features);
         for i in 0..pairs {
             let q = (hint as usize + i) % pairs;
             let vring = &vrings[2 * q];
@@ -175,13 +177,58 @@ impl Connection {
             if !st.is_enabled() || !st.get_queue().ready() {
                 continue;
             }
-            let res = write_rx(&mut st, &mem, frame, mrg);
+            let mut delivered = 0u64;
+            let res = if frame.meta.fits(rx_offloads) {
+                let r = write_rx(
+                    &mut st,
+                    &mem,
+                    Source::Guest(frame),
+                    frame.meta.rx_header(),
+                    mrg,
+                );
+                match r {
+                    Ok(()) => {
+                        delivered = 1;
+                        NetCounters::add(&c.tx_bytes, frame.len() as u64);
+                    }
+                    Err(e) => c.count_drop(e),
+                }
+                r
+            } else {
+                SCRATCH.with_borrow_mut(|(whole, seg)| {
+                    frame.copy_into(whole);
+                    complete_in_software(
+                        whole,
+                        seg,
+                        frame,
+                        |bytes| {
+                            let r = write_rx(
+                                &mut st,
+                                &mem,
+                                Source::Bytes(bytes),
+                                [0; VNET_HDR_LEN],
+                                mrg,
+                            );
+                            if r.is_ok() {
+                                delivered += 1;
+                                NetCounters::add(&c.tx_bytes, bytes.len() as u64);
+                            } else if let Err(e) = r {
+                                c.count_drop(e);
+                            }
+                            r
+                        },
+                        c,
+                    )
+                })
+            };
             drop(st);
-            if res.is_ok() || res == Err(RxDrop::BadDescriptor) {
+            NetCounters::add(&c.tx_frames, delivered);
+            if delivered > 0 || res == Err(RxDrop::BadDescriptor) {
                 self.rx_pending[q].store(true, Ordering::Relaxed);
             }
-            return res;
+            return if delivered > 0 { Ok(()) } else { res };
         }
+        c.count_drop(RxDrop::LinkDown);
         Err(RxDrop::LinkDown)
     }
 
@@ -203,11 +250,64 @@ impl Connection {
     }
 }
 
-/// Places one frame in a guest's RX ring (the ring's lock is held by the caller).
+thread_local! {
+    /// Buffers for completing offloads in software: the whole frame, and one segment.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Completes `whole` (a copy of `frame`) for a receiver without offloads and hands each
+/// resulting frame to `put`. Returns the last error if nothing could be delivered.
+fn complete_in_software(
+    whole: &mut [u8],
+    seg: &mut Vec<u8>,
+    frame: &TxFrame<'_>,
+    mut put: impl FnMut(&[u8]) -> Result<(), RxDrop>,
+    c: &NetCounters,
+) -> Result<(), RxDrop> {
+    let meta = frame.meta;
+    if meta.gso != Gso::None {
+        let mut last = Ok(());
+        let res = offload::segment_tcp(whole, &meta, seg, |s| {
+            let r = put(s);
+            if r.is_err() {
+                last = r;
+            }
+        });
+        NetCounters::add(&c.tx_sw_segmented, 1);
+        return res.map_err(|_| RxDrop::BadDescriptor).and(last);
+    }
+    if let Some((start, off)) = meta.csum {
+        NetCounters::add(&c.tx_sw_checksummed, 1);
+        if offload::complete_checksum(whole, start, off).is_err() {
+            return Err(RxDrop::BadDescriptor);
+        }
+    }
+    put(whole)
+}
+
+/// What is written into an RX ring: a guest's frame, or bytes built here.
+#[derive(Clone, Copy)]
+enum Source<'f, 'a> {
+    Guest(&'f TxFrame<'a>),
+    Bytes(&'f [u8]),
+}
+
+impl Source<'_, '_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Guest(f) => f.len(),
+            Source::Bytes(b) => b.len(),
+        }
+    }
+}
+
+/// Places one frame in a guest's RX ring (the ring's lock is held by the caller), behind the
+/// virtio-net header `hdr` (whose num_buffers is filled in here).
 fn write_rx(
     st: &mut vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
     mem: &GuestMemoryMmap,
-    frame: &TxFrame<'_>,
+    frame: Source<'_, '_>,
+    mut hdr: [u8; VNET_HDR_LEN],
     mrg: bool,
 ) -> Result<(), RxDrop> {
     let need = VNET_HDR_LEN + frame.len();
@@ -273,10 +373,14 @@ fn write_rx(
         }
         return Err(RxDrop::BadDescriptor);
     }
-    let mut hdr = [0u8; VNET_HDR_LEN];
     hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
     let mut w = ScatterWriter::new(&slices);
-    if !(w.write_bytes(&hdr) && w.write_frame(frame)) {
+    let written = w.write_bytes(&hdr)
+        && match frame {
+            Source::Guest(f) => w.write_frame(f),
+            Source::Bytes(b) => w.write_bytes(b),
+        };
+    if !written {
         for &(head, _) in &chains {
             let _ = st.add_used(head, 0);
         }
@@ -400,7 +504,7 @@ impl NetBackend {
     fn process_tx(&self, pair: u16, vring: &VringRwLock) -> io::Result<()> {
         let mem = self.conn.mem.memory();
         let event_idx = self.event_idx.load(Ordering::Relaxed);
-        let offloads_ok = false;
+        let offloads = Offloads::from_guest_tx(self.conn.features.load(Ordering::Relaxed));
         let c = &self.port.counters;
         loop {
             if event_idx {
@@ -420,7 +524,7 @@ impl NetBackend {
                             break;
                         };
                         heads.push(chain.head_index());
-                        match parse_tx_chain(&mem, chain, offloads_ok) {
+                        match parse_tx_chain(&mem, chain, offloads) {
                             Ok(f) => {
                                 bytes += f.len() as u64;
                                 frames.push(f);
@@ -486,6 +590,22 @@ impl VhostUserBackend for NetBackend {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_NET_F_STATUS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if self.port.config.offloads {
+            // Checksum and TCP segmentation offloads both ways: a guest's TSO frame reaches a
+            // guest that takes it as is, and is completed in software for one that does not.
+            for b in [
+                VIRTIO_NET_F_CSUM,
+                VIRTIO_NET_F_GUEST_CSUM,
+                VIRTIO_NET_F_HOST_TSO4,
+                VIRTIO_NET_F_HOST_TSO6,
+                VIRTIO_NET_F_HOST_ECN,
+                VIRTIO_NET_F_GUEST_TSO4,
+                VIRTIO_NET_F_GUEST_TSO6,
+                VIRTIO_NET_F_GUEST_ECN,
+            ] {
+                f |= 1 << b;
+            }
+        }
         if self.conn.rx_pending.len() > 1 {
             f |= 1 << VIRTIO_NET_F_MQ;
         }

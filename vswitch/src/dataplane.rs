@@ -88,6 +88,7 @@ impl Fabric {
                         queue_pairs: v.queues,
                         threads: 1,
                         mtu: None,
+                        offloads: v.offloads,
                     },
                     key(si, id.index()),
                 ));

@@ -102,6 +102,8 @@ pub struct VhostUserNet {
     pub static_macs: Vec<MacAddr>,
     /// Queue pairs offered to the VMM.
     pub queues: u16,
+    /// Offer checksum/TCP segmentation offloads to the guest (default true).
+    pub offloads: bool,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +133,7 @@ struct RawPort {
     mac: Option<Spanned<String>>,
     static_macs: Option<Spanned<Vec<Spanned<String>>>>,
     queues: Option<Spanned<i64>>,
+    offloads: Option<Spanned<bool>>,
 }
 
 /// Parses a duration like `300s`, `5m`, `1h`, `1500ms` or `2d`.
@@ -357,6 +360,7 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
                     mac,
                     static_macs,
                     queues,
+                    offloads: p.offloads.map(|o| *o.get_ref()).unwrap_or(true),
                 }),
             });
         }

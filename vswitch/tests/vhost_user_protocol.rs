@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{BCAST, F_EVENT_IDX, F_MRG_RXBUF, Guest, Order, frame, mac};
+use support::{
+    BCAST, F_EVENT_IDX, F_GUEST_CSUM, F_GUEST_ECN, F_GUEST_TSO4, F_GUEST_TSO6, F_MRG_RXBUF, Guest,
+    Order, frame, mac,
+};
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::vhost_user::message::VhostUserConfigFlags;
 use vhost_backends::counters::NetCountersSnapshot;
@@ -322,4 +325,96 @@ fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
         drop(b);
     }
     assert_eq!(ports[1].connections(), 2);
+}
+
+/// An IPv4 TCP frame as a guest hands it with TSO: partial checksum (the pseudo-header sum)
+/// in the TCP checksum field, and its virtio-net header (gso_size 1000).
+fn tso_frame(payload: &[u8]) -> ([u8; 12], Vec<u8>) {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 5201, 7, 512)
+        .ack(1)
+        .write(&mut f, payload)
+        .unwrap();
+    let tcp_len = (f.len() - 34) as u16;
+    let pseudo = etherparse::checksum::Sum16BitWords::new()
+        .add_4bytes([10, 0, 0, 1])
+        .add_4bytes([10, 0, 0, 2])
+        .add_2bytes([0, 6])
+        .add_2bytes(tcp_len.to_be_bytes())
+        .ones_complement()
+        .to_be();
+    f[50..52].copy_from_slice(&(!pseudo).to_be_bytes());
+    let mut h = [0u8; 12];
+    h[0] = 1; // NEEDS_CSUM
+    h[1] = 1; // TCPV4
+    h[2..4].copy_from_slice(&54u16.to_le_bytes());
+    h[4..6].copy_from_slice(&1000u16.to_le_bytes());
+    h[6..8].copy_from_slice(&34u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    (h, f)
+}
+
+fn tcp_checksum_ok(f: &[u8]) -> bool {
+    let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+    let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(t))) =
+        (p.net, p.transport)
+    else {
+        return false;
+    };
+    t.checksum()
+        == t.to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), t.payload())
+            .unwrap()
+}
+
+#[test]
+fn tso_frames_cross_whole_to_a_guest_that_takes_them() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    b.post_rx(0, 16, 4096);
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let (h, f) = tso_frame(&payload);
+    a.send_with_header(0, h, &f);
+    let got = b.recv_full(0, 1, T);
+    assert_eq!(got.len(), 1, "one super-frame");
+    let (rh, rf) = &got[0];
+    assert_eq!(rf, &f, "bytes unchanged (checksum still partial)");
+    assert_eq!(rh[..10], h[..10], "offload fields passed through");
+    assert_eq!(lab.counters(1).tx_sw_segmented, 0);
+}
+
+#[test]
+fn tso_frames_are_segmented_for_a_guest_without_offloads() {
+    let lab = Lab::new(2, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let no_offloads = F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6 | F_GUEST_ECN;
+    let mut b = Guest::connect(&lab.sockets[1], 1, Order::Qemu, no_offloads);
+    b.post_rx(0, 16, 2048);
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let (h, f) = tso_frame(&payload);
+    a.send_with_header(0, h, &f);
+    let got = b.recv_full(0, 3, T);
+    assert_eq!(got.len(), 3, "3000 bytes in 1000-byte segments");
+    let mut joined = Vec::new();
+    for (rh, seg) in &got {
+        assert_eq!(rh[..10], [0u8; 10], "plain frames");
+        assert!(seg.len() <= 14 + 20 + 20 + 1000);
+        assert!(tcp_checksum_ok(seg), "checksum completed");
+        joined.extend_from_slice(&seg[54..]);
+    }
+    assert_eq!(joined, payload);
+    let c = lab.counters(1);
+    assert_eq!((c.tx_sw_segmented, c.tx_frames), (1, 3));
+
+    // A frame with only a partial checksum gets it completed.
+    let (mut h, f) = tso_frame(&payload[..500]);
+    h[1] = 0;
+    h[2..6].fill(0);
+    a.send_with_header(0, h, &f);
+    let got = b.recv_full(0, 1, T);
+    assert!(tcp_checksum_ok(&got[0].1));
+    assert_eq!(lab.counters(1).tx_sw_checksummed, 1);
 }

@@ -30,6 +30,10 @@ pub const F_PROTOCOL: u64 = 1 << 30;
 pub const F_MAC: u64 = 1 << 5;
 pub const F_MQ: u64 = 1 << 22;
 pub const F_VERSION_1: u64 = 1 << 32;
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+pub const F_GUEST_TSO6: u64 = 1 << 8;
+pub const F_GUEST_ECN: u64 = 1 << 9;
 
 /// Message order of a VMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,8 +275,13 @@ impl Guest {
 
     /// Sends one frame on pair `pair`'s TX ring (header and frame in separate descriptors).
     pub fn send(&mut self, pair: usize, frame: &[u8]) {
+        self.send_with_header(pair, [0u8; 12], frame)
+    }
+
+    /// Sends one frame behind the virtio-net header `hdr` (offload fields).
+    pub fn send_with_header(&mut self, pair: usize, hdr: [u8; 12], frame: &[u8]) {
         let h = self.alloc(12);
-        self.mem.write_slice(&[0u8; 12], GuestAddress(h)).unwrap();
+        self.mem.write_slice(&hdr, GuestAddress(h)).unwrap();
         let f = self.alloc(frame.len() as u32);
         self.mem.write_slice(frame, GuestAddress(f)).unwrap();
         let q = 2 * pair + 1;
@@ -326,6 +335,19 @@ impl Guest {
 
     /// Receives `n` frames on pair `pair` (each: header num_buffers, frame bytes).
     pub fn recv(&mut self, pair: usize, n: usize, timeout: Duration) -> Vec<(u16, Vec<u8>)> {
+        self.recv_full(pair, n, timeout)
+            .into_iter()
+            .map(|(h, f)| (u16::from_le_bytes([h[10], h[11]]), f))
+            .collect()
+    }
+
+    /// Receives `n` used buffers' worth of frames on pair `pair`: (virtio-net header, frame).
+    pub fn recv_full(
+        &mut self,
+        pair: usize,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<([u8; 12], Vec<u8>)> {
         let q = 2 * pair;
         let used = self.wait_used(q, n, timeout);
         let mut frames = Vec::new();
@@ -335,6 +357,7 @@ impl Guest {
             let mut data = vec![0u8; len as usize];
             self.mem.read_slice(&mut data, GuestAddress(addr)).unwrap();
             let nb = u16::from_le_bytes([data[10], data[11]]);
+            let hdr: [u8; 12] = data[..12].try_into().unwrap();
             let mut frame = data[12..].to_vec();
             for _ in 1..nb {
                 let (id, len) = it.next().expect("merged buffers");
@@ -343,7 +366,7 @@ impl Guest {
                 self.mem.read_slice(&mut more, GuestAddress(addr)).unwrap();
                 frame.extend_from_slice(&more);
             }
-            frames.push((nb, frame));
+            frames.push((hdr, frame));
         }
         frames
     }
