@@ -24,6 +24,8 @@ pub struct GuestOpts {
     pub extra_cmdline: String,
     /// QEMU listens on the sockets (`server=on`) and vfabric dials them (`client = true`).
     pub qemu_is_server: bool,
+    /// Extra topology lines for single ports: (guest number, TOML lines).
+    pub port_extra: Vec<(usize, String)>,
 }
 
 impl Default for GuestOpts {
@@ -34,6 +36,7 @@ impl Default for GuestOpts {
             mem_mb: 256,
             extra_cmdline: String::new(),
             qemu_is_server: false,
+            port_extra: Vec::new(),
         }
     }
 }
@@ -63,9 +66,15 @@ impl NetLab {
             .map(|i| PortSpec {
                 name: format!("vm{i}"),
                 extra: format!(
-                    "queues = {}\nclient = {}",
+                    "queues = {}\nclient = {}\n{}",
                     opts.queues.max(1),
-                    opts.qemu_is_server
+                    opts.qemu_is_server,
+                    opts.port_extra
+                        .iter()
+                        .filter(|(g, _)| *g == i)
+                        .map(|(_, e)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 ),
             })
             .collect();

@@ -236,3 +236,47 @@ fn qemu_as_socket_server_with_vfabric_dialing() -> Result<()> {
     lab.ping(2, 1, 3)?;
     Ok(())
 }
+
+#[test]
+fn tso_from_one_guest_is_segmented_for_a_guest_without_offloads() -> Result<()> {
+    // vm1 offers and uses checksum/TSO offloads; vm2's port offers none, so vfabric completes
+    // vm1's super-frames in software on their way to vm2 (and vm2 sends plain frames).
+    let opts = GuestOpts {
+        port_extra: vec![(2, "offloads = false".into())],
+        ..GuestOpts::default()
+    };
+    let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    let feats = lab
+        .vm(2)
+        .run_ok("cat /sys/class/net/eth0/device/features", CMD)?;
+    assert_eq!(
+        feats.as_bytes().get(7),
+        Some(&b'0'),
+        "vm2 has no GUEST_TSO4: {feats}"
+    );
+    for (from, to) in [(1, 2), (2, 1)] {
+        let sum = lab.vm(from).run_ok(
+            "mkdir -p /tmp/www && head -c 10485760 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
+            CMD,
+        )?;
+        let got = lab.vm(to).run_ok(
+            &format!(
+                "wget -q -O - http://{}:8080/d | sha256sum | cut -d' ' -f1",
+                ip(from)
+            ),
+            Duration::from_secs(300),
+        )?;
+        assert_eq!(got.trim(), sum.trim(), "vm{from} -> vm{to}");
+    }
+    let s = lab.fabric.stats()?;
+    assert!(
+        s["vm2"]["tx_sw_segmented"].as_u64().unwrap() > 0,
+        "{:?}",
+        s["vm2"]
+    );
+    assert_eq!(s["vm1"]["tx_sw_segmented"].as_u64(), Some(0));
+    for p in ["vm1", "vm2"] {
+        assert_eq!(s[p]["rx_drop_bad_offload"].as_u64(), Some(0));
+    }
+    Ok(())
+}
