@@ -16,14 +16,18 @@ use crate::offload::{OffloadMeta, Offloads};
 
 /// The virtio-net header of a VERSION_1 device: 12 bytes, with or without MRG_RXBUF.
 pub const VNET_HDR_LEN: usize = 12;
-/// How many bytes of a frame are copied out for the forwarding decision (and to check the
-/// headers of a segmentation offload: Ethernet + VLAN tags + IP + TCP with options).
-pub const HEAD_COPY: usize = 256;
+/// How many bytes of a frame are copied out for the forwarding decision: Ethernet, VLAN
+/// tags, and the IP or ARP header behind them.
+pub const HEAD_COPY: usize = 64;
+/// How many bytes are copied to check the headers of a segmentation offload (Ethernet +
+/// VLAN tags + IP + TCP with options).
+pub const GSO_HEAD_COPY: usize = 160;
 /// The largest Ethernet frame accepted from a guest: a 64 KiB IP packet plus Ethernet and
 /// two VLAN tags. Anything longer is dropped.
 pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
-/// Guest memory pieces one TX frame may span (Linux uses at most 19 per chain).
-pub const MAX_TX_SEGS: usize = 64;
+/// Guest memory pieces one TX frame may span (Linux uses at most MAX_SKB_FRAGS + 2 = 19 per
+/// chain; kept small because frames are built on the stack in batches).
+pub const MAX_TX_SEGS: usize = 24;
 /// Guest memory pieces the RX buffers of one frame may span.
 pub const MAX_RX_SEGS: usize = 64;
 /// RX chains one frame may span with MRG_RXBUF.
@@ -46,36 +50,66 @@ pub enum TxError {
     BadOffload,
 }
 
-/// A frame a guest transmitted, still in its memory, with a copy of its first bytes.
-pub struct TxFrame<'a> {
+/// What is known of one guest frame after its chain was read: small, so batches of them are
+/// cheap to build (the pieces of guest memory live in the batch's shared `SegStore`).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameInfo {
     vnet: [u8; VNET_HDR_LEN],
-    /// The validated offloads of the frame (partial checksum, TCP segmentation).
-    pub meta: OffloadMeta,
+    meta: OffloadMeta,
     head: [u8; HEAD_COPY],
-    head_len: usize,
-    len: usize,
-    segs: ArrayVec<VolatileSlice<'a>, MAX_TX_SEGS>,
+    head_len: u16,
+    len: u32,
+    seg_start: u16,
+    seg_count: u16,
+}
+
+/// The pieces of guest memory of a batch of frames.
+pub type SegStore<'a> = ArrayVec<VolatileSlice<'a>, SEG_STORE>;
+
+/// Pieces of guest memory one batch of TX frames may span in all.
+pub const SEG_STORE: usize = 32 * MAX_TX_SEGS;
+
+/// A frame a guest transmitted, still in its memory, with a copy of its first bytes.
+#[derive(Clone, Copy)]
+pub struct TxFrame<'a> {
+    info: &'a FrameInfo,
+    segs: &'a [VolatileSlice<'a>],
 }
 
 impl<'a> TxFrame<'a> {
-    /// The first `min(len, 128)` bytes of the Ethernet frame, copied out of guest memory.
-    pub fn head(&self) -> &[u8] {
-        &self.head[..self.head_len]
+    /// The frame described by `info`, whose pieces are in `store`.
+    pub fn new(info: &'a FrameInfo, store: &'a [VolatileSlice<'a>]) -> TxFrame<'a> {
+        let (s, n) = (usize::from(info.seg_start), usize::from(info.seg_count));
+        TxFrame {
+            info,
+            segs: store.get(s..s + n).unwrap_or(&[]),
+        }
+    }
+
+    /// The first `min(len, HEAD_COPY)` bytes of the Ethernet frame, copied out of guest
+    /// memory: what forwarding decisions are made on.
+    pub fn head(&self) -> &'a [u8] {
+        &self.info.head[..usize::from(self.info.head_len)]
+    }
+
+    /// The validated offloads of the frame (partial checksum, TCP segmentation).
+    pub fn meta(&self) -> &'a OffloadMeta {
+        &self.info.meta
     }
 
     /// The Ethernet frame's length (without the virtio-net header).
     pub fn len(&self) -> usize {
-        self.len
+        self.info.len as usize
     }
 
     /// Frames are never empty (at least 14 bytes); provided for API symmetry.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.info.len == 0
     }
 
     /// The virtio-net header the guest sent (copied).
-    pub fn vnet_header(&self) -> &[u8; VNET_HDR_LEN] {
-        &self.vnet
+    pub fn vnet_header(&self) -> &'a [u8; VNET_HDR_LEN] {
+        &self.info.vnet
     }
 
     /// The frame as owned bytes: the checked head, then the rest from guest memory.
@@ -88,9 +122,10 @@ impl<'a> TxFrame<'a> {
     /// Replaces the contents of `v` with the frame (reusing its allocation).
     pub fn copy_into(&self, v: &mut Vec<u8>) {
         v.clear();
-        v.resize(self.len, 0);
-        v[..self.head_len].copy_from_slice(self.head());
-        let mut off = self.head_len;
+        v.resize(self.len(), 0);
+        let h = self.head();
+        v[..h.len()].copy_from_slice(h);
+        let mut off = h.len();
         self.for_each_tail_piece(|s| {
             let n = s.copy_to(&mut v[off..]);
             off += n;
@@ -99,8 +134,8 @@ impl<'a> TxFrame<'a> {
 
     /// Calls `f` with the pieces of guest memory holding the frame past `head()`.
     fn for_each_tail_piece(&self, mut f: impl FnMut(VolatileSlice<'a>)) {
-        let mut skip = self.head_len;
-        for s in &self.segs {
+        let mut skip = usize::from(self.info.head_len);
+        for s in self.segs {
             if skip >= s.len() {
                 skip -= s.len();
                 continue;
@@ -114,17 +149,33 @@ impl<'a> TxFrame<'a> {
     }
 }
 
-/// Reads a guest's TX chain. `offloads` are the checksum/GSO offloads the guest negotiated;
-/// a header asking for another one, or not matching the frame, is a `BadOffload`.
+/// Reads a guest's TX chain, appending its pieces of guest memory to `store`. `offloads`
+/// are the checksum/GSO offloads the guest negotiated; a header asking for another one, or
+/// not matching the frame, is a `BadOffload`. On error `store` is left as it was.
 pub fn parse_tx_chain<'a>(
     mem: &'a GuestMemoryMmap,
     chain: DescriptorChain<&'a GuestMemoryMmap>,
     offloads: Offloads,
-) -> Result<TxFrame<'a>, TxError> {
+    store: &mut SegStore<'a>,
+) -> Result<FrameInfo, TxError> {
+    let start = store.len();
+    let res = parse_into(mem, chain, offloads, store, start);
+    if res.is_err() {
+        store.truncate(start);
+    }
+    res
+}
+
+fn parse_into<'a>(
+    mem: &'a GuestMemoryMmap,
+    chain: DescriptorChain<&'a GuestMemoryMmap>,
+    offloads: Offloads,
+    store: &mut SegStore<'a>,
+    start: usize,
+) -> Result<FrameInfo, TxError> {
     let mut vnet = [0u8; VNET_HDR_LEN];
     let mut vnet_got = 0usize;
     let mut total = 0usize;
-    let mut segs = ArrayVec::<VolatileSlice<'a>, MAX_TX_SEGS>::new();
     // The chain iterator stops quietly at a loop (after queue-size descriptors), a `next`
     // past the table or a bad indirect table: a last descriptor that still says "next"
     // means the chain was cut short.
@@ -153,7 +204,7 @@ pub fn parse_tx_chain<'a>(
                 continue;
             }
             // Keep walking a chain that is too fragmented: a loop is the better diagnosis.
-            too_fragmented |= segs.try_push(piece).is_err();
+            too_fragmented |= store.len() - start >= MAX_TX_SEGS || store.try_push(piece).is_err();
         }
     }
     if cut_short {
@@ -169,24 +220,39 @@ pub fn parse_tx_chain<'a>(
     if len < 14 {
         return Err(TxError::Runt);
     }
+    let segs = &store[start..];
     let mut head = [0u8; HEAD_COPY];
-    let mut head_len = 0;
-    for s in &segs {
-        if head_len == HEAD_COPY {
-            break;
-        }
-        head_len += s.copy_to(&mut head[head_len..]);
+    let head_len = gather(segs, &mut head);
+    // A segmentation offload's headers (up to ~140 bytes) are checked on a longer copy.
+    let meta = if vnet[1] != 0 {
+        let mut hdrs = [0u8; GSO_HEAD_COPY];
+        let n = gather(segs, &mut hdrs);
+        OffloadMeta::from_tx_header(&vnet, &hdrs[..n], len, offloads)
+    } else {
+        OffloadMeta::from_tx_header(&vnet, &head[..head_len], len, offloads)
     }
-    let meta = OffloadMeta::from_tx_header(&vnet, &head[..head_len], len, offloads)
-        .map_err(|_| TxError::BadOffload)?;
-    Ok(TxFrame {
+    .map_err(|_| TxError::BadOffload)?;
+    Ok(FrameInfo {
         vnet,
         meta,
         head,
-        head_len,
-        len,
-        segs,
+        head_len: head_len as u16,
+        len: len as u32,
+        seg_start: start as u16,
+        seg_count: (store.len() - start) as u16,
     })
+}
+
+/// Copies the start of `segs` into `buf`; returns the bytes copied.
+fn gather(segs: &[VolatileSlice<'_>], buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    for s in segs {
+        if n == buf.len() {
+            break;
+        }
+        n += s.copy_to(&mut buf[n..]);
+    }
+    n
 }
 
 /// A destination made of guest memory pieces, written front to back.

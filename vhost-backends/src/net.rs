@@ -18,10 +18,13 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT,
+};
+use virtio_queue::{AvailIter, QueueOwnedT, QueueT};
 use vm_memory::{
-    GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice,
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    VolatileSlice,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -31,7 +34,8 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::counters::{NetCounters, NetCountersSnapshot};
 use crate::frame::{
-    MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, TxError, TxFrame, VNET_HDR_LEN, parse_tx_chain,
+    FrameInfo, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, SegStore, TxError, TxFrame, VNET_HDR_LEN,
+    parse_tx_chain,
 };
 use crate::offload::{self, Gso, Offloads};
 
@@ -57,6 +61,8 @@ pub struct NetPortConfig {
     pub mtu: Option<u16>,
     /// Offer checksum and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6/ECN).
     pub offloads: bool,
+    /// Busy-poll mode: the switch's poll thread drains this port's TX rings; kicks only wake it.
+    pub poller: Option<Arc<Poller>>,
 }
 
 /// The switch's side of the data path.
@@ -128,12 +134,28 @@ impl NetPort {
     /// Copies `frame` into this port's guest's RX ring (queue pair chosen from `hint`),
     /// counting the outcome. The guest is not interrupted until `notify`.
     pub fn deliver(&self, frame: &TxFrame<'_>, hint: u16) -> Result<(), RxDrop> {
+        let mut res = Ok(());
+        self.deliver_batch(std::iter::once(frame), hint, |r| res = r);
+        res
+    }
+
+    /// Copies `frames`, in order, into this port's guest's RX ring under one lock of the
+    /// ring (queue pair chosen from `hint`), counting each outcome and reporting it to
+    /// `outcome`. The guest is not interrupted until `notify`.
+    pub fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = &'f TxFrame<'a>>,
+        hint: u16,
+        mut outcome: impl FnMut(Result<(), RxDrop>),
+    ) {
         let c = &self.counters;
         match &*self.conn.load() {
-            Some(conn) => conn.deliver(frame, hint, c),
+            Some(conn) => conn.deliver_batch(frames, hint, c, outcome),
             None => {
-                c.count_drop(RxDrop::LinkDown);
-                Err(RxDrop::LinkDown)
+                for _ in frames {
+                    c.count_drop(RxDrop::LinkDown);
+                    outcome(Err(RxDrop::LinkDown));
+                }
             }
         }
     }
@@ -152,18 +174,34 @@ impl NetPort {
 struct Connection {
     mem: GuestMemoryAtomic<GuestMemoryMmap>,
     features: AtomicU64,
+    event_idx: AtomicBool,
+    /// Busy-poll mode: whether the guest's TX kicks are currently on.
+    tx_kicks: AtomicBool,
     vrings: OnceLock<Vec<VringRwLock>>,
     rx_pending: Vec<AtomicBool>,
 }
 
 impl Connection {
-    /// Delivers `frame` (or, for a receiver that cannot take its offloads, the frame completed
-    /// in software: checksummed, or cut into TCP segments), counting what was delivered and
-    /// what was dropped.
-    fn deliver(&self, frame: &TxFrame<'_>, hint: u16, c: &NetCounters) -> Result<(), RxDrop> {
+    /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame
+    /// completed in software: checksummed, or cut into TCP segments), counting what was
+    /// delivered and what was dropped. One ring lock and one read of the avail index for the
+    /// whole batch; the used entries are written after all the copies.
+    fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        mut frames: impl Iterator<Item = &'f TxFrame<'a>>,
+        hint: u16,
+        c: &NetCounters,
+        mut outcome: impl FnMut(Result<(), RxDrop>),
+    ) {
+        let link_down = |frames: &mut dyn Iterator<Item = &'f TxFrame<'a>>,
+                         outcome: &mut dyn FnMut(Result<(), RxDrop>)| {
+            for _ in frames {
+                c.count_drop(RxDrop::LinkDown);
+                outcome(Err(RxDrop::LinkDown));
+            }
+        };
         let Some(vrings) = self.vrings.get() else {
-            c.count_drop(RxDrop::LinkDown);
-            return Err(RxDrop::LinkDown);
+            return link_down(&mut frames, &mut outcome);
         };
         let pairs = vrings.len() / 2;
         let mem = self.mem.memory();
@@ -177,59 +215,77 @@ impl Connection {
             if !st.is_enabled() || !st.get_queue().ready() {
                 continue;
             }
-            let mut delivered = 0u64;
-            let res = if frame.meta.fits(rx_offloads) {
-                let r = write_rx(
-                    &mut st,
-                    &mem,
-                    Source::Guest(frame),
-                    frame.meta.rx_header(),
-                    mrg,
-                );
-                match r {
-                    Ok(()) => {
-                        delivered = 1;
-                        NetCounters::add(&c.tx_bytes, frame.len() as u64);
-                    }
-                    Err(e) => c.count_drop(e),
-                }
-                r
-            } else {
-                SCRATCH.with_borrow_mut(|(whole, seg)| {
-                    frame.copy_into(whole);
-                    complete_in_software(
-                        whole,
-                        seg,
-                        frame,
-                        |bytes| {
-                            let r = write_rx(
-                                &mut st,
+            USED.with_borrow_mut(|used| {
+                used.clear();
+                let (mut frames_n, mut bytes_n) = (0u64, 0u64);
+                if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
+                    for frame in frames.by_ref() {
+                        let res = if frame.meta().fits(rx_offloads) {
+                            let r = place_rx(
+                                &mut avail,
                                 &mem,
-                                Source::Bytes(bytes),
-                                [0; VNET_HDR_LEN],
+                                Source::Guest(frame),
+                                frame.meta().rx_header(),
                                 mrg,
+                                used,
                             );
-                            if r.is_ok() {
-                                delivered += 1;
-                                NetCounters::add(&c.tx_bytes, bytes.len() as u64);
-                            } else if let Err(e) = r {
-                                c.count_drop(e);
+                            match r {
+                                Ok(()) => {
+                                    frames_n += 1;
+                                    bytes_n += frame.len() as u64;
+                                }
+                                Err(e) => c.count_drop(e),
                             }
                             r
-                        },
-                        c,
-                    )
-                })
-            };
-            drop(st);
-            NetCounters::add(&c.tx_frames, delivered);
-            if delivered > 0 || res == Err(RxDrop::BadDescriptor) {
-                self.rx_pending[q].store(true, Ordering::Relaxed);
-            }
-            return if delivered > 0 { Ok(()) } else { res };
+                        } else {
+                            let mut delivered = 0;
+                            let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
+                                frame.copy_into(whole);
+                                complete_in_software(
+                                    whole,
+                                    seg,
+                                    frame,
+                                    |bytes| {
+                                        let r = place_rx(
+                                            &mut avail,
+                                            &mem,
+                                            Source::Bytes(bytes),
+                                            [0; VNET_HDR_LEN],
+                                            mrg,
+                                            used,
+                                        );
+                                        match r {
+                                            Ok(()) => {
+                                                delivered += 1;
+                                                bytes_n += bytes.len() as u64;
+                                            }
+                                            Err(e) => c.count_drop(e),
+                                        }
+                                        r
+                                    },
+                                    c,
+                                )
+                            });
+                            frames_n += delivered;
+                            if delivered > 0 { Ok(()) } else { r }
+                        };
+                        outcome(res);
+                    }
+                } else {
+                    link_down(&mut frames, &mut outcome);
+                }
+                for &(head, len) in used.iter() {
+                    let _ = st.add_used(head, len);
+                }
+                if !used.is_empty() {
+                    self.rx_pending[q].store(true, Ordering::Relaxed);
+                }
+                NetCounters::add(&c.tx_frames, frames_n);
+                NetCounters::add(&c.tx_bytes, bytes_n);
+            });
+            return;
         }
-        c.count_drop(RxDrop::LinkDown);
-        Err(RxDrop::LinkDown)
+        link_down(&mut frames, &mut outcome)
     }
 
     /// Signals the RX rings with new used entries; returns how many interrupts were sent.
@@ -237,13 +293,14 @@ impl Connection {
         let Some(vrings) = self.vrings.get() else {
             return 0;
         };
+        let mem = self.mem.memory();
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
         let mut sent = 0;
         for (q, pending) in self.rx_pending.iter().enumerate() {
-            if pending.swap(false, Ordering::Relaxed) {
-                let vring = &vrings[2 * q];
-                if vring.needs_notification().unwrap_or(true) && vring.signal_used_queue().is_ok() {
-                    sent += 1;
-                }
+            if pending.swap(false, Ordering::Relaxed)
+                && interrupt_if_wanted(&vrings[2 * q], &mem, event_idx)
+            {
+                sent += 1;
             }
         }
         sent
@@ -251,6 +308,8 @@ impl Connection {
 }
 
 thread_local! {
+    /// Used entries (head, length) of the RX batch being delivered.
+    static USED: std::cell::RefCell<Vec<(u16, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Buffers for completing offloads in software: the whole frame, and one segment.
     static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -264,7 +323,7 @@ fn complete_in_software(
     mut put: impl FnMut(&[u8]) -> Result<(), RxDrop>,
     c: &NetCounters,
 ) -> Result<(), RxDrop> {
-    let meta = frame.meta;
+    let meta = *frame.meta();
     if meta.gso != Gso::None {
         let mut last = Ok(());
         let res = offload::segment_tcp(whole, &meta, seg, |s| {
@@ -301,14 +360,17 @@ impl Source<'_, '_> {
     }
 }
 
-/// Places one frame in a guest's RX ring (the ring's lock is held by the caller), behind the
-/// virtio-net header `hdr` (whose num_buffers is filled in here).
-fn write_rx(
-    st: &mut vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
+/// Places one frame in a guest's RX ring, behind the virtio-net header `hdr` (whose
+/// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
+/// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
+/// not fit are given back untouched; a malformed chain is returned with length 0.
+fn place_rx(
+    avail: &mut AvailIter<'_, &GuestMemoryMmap>,
     mem: &GuestMemoryMmap,
     frame: Source<'_, '_>,
     mut hdr: [u8; VNET_HDR_LEN],
     mrg: bool,
+    used: &mut Vec<(u16, u32)>,
 ) -> Result<(), RxDrop> {
     let need = VNET_HDR_LEN + frame.len();
     let mut slices = ArrayVec::<VolatileSlice<'_>, MAX_RX_SEGS>::new();
@@ -316,62 +378,57 @@ fn write_rx(
     let mut chains = ArrayVec::<(u16, usize), MAX_RX_CHAINS>::new();
     let mut cap = 0usize;
     let mut bad = false;
-    {
-        let queue = st.get_queue_mut();
-        while cap < need && !chains.is_full() {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+    while cap < need && !chains.is_full() {
+        let Some(chain) = avail.next() else {
+            break;
+        };
+        let head = chain.head_index();
+        let mut c = 0usize;
+        let mut cut_short = false;
+        for desc in chain {
+            cut_short = desc.has_next();
+            if !desc.is_write_only() {
+                bad = true;
                 break;
-            };
-            let head = chain.head_index();
-            let mut c = 0usize;
-            let mut cut_short = false;
-            for desc in chain {
-                cut_short = desc.has_next();
-                if !desc.is_write_only() {
-                    bad = true;
-                    break;
-                }
-                for piece in mem.get_slices(desc.addr(), desc.len() as usize) {
-                    match piece {
-                        Ok(s) if !s.is_empty() => {
-                            // Pieces past the limit are not used; the chain just holds less.
-                            if slices.try_push(s).is_ok() {
-                                c += s.len();
-                            }
+            }
+            for piece in mem.get_slices(desc.addr(), desc.len() as usize) {
+                match piece {
+                    Ok(s) if !s.is_empty() => {
+                        // Pieces past the limit are not used; the chain just holds less.
+                        if slices.try_push(s).is_ok() {
+                            c += s.len();
                         }
-                        Ok(_) => {}
-                        Err(_) => bad = true,
                     }
-                }
-                if bad {
-                    break;
+                    Ok(_) => {}
+                    Err(_) => bad = true,
                 }
             }
-            // A chain cut short (loop, bad `next`) or without room is malformed.
-            bad |= cut_short || c == 0;
-            chains.push((head, c));
             if bad {
                 break;
             }
-            cap += c;
-            if !mrg {
-                break;
-            }
         }
-        if !bad && cap < need {
-            // Not enough buffers: hand the chains back untouched for the next frame.
-            for _ in 0..chains.len() {
-                queue.go_to_previous_position();
-            }
-            return Err(RxDrop::NoBuffer);
+        // A chain cut short (loop, bad `next`) or without room is malformed.
+        bad |= cut_short || c == 0;
+        chains.push((head, c));
+        if bad {
+            break;
+        }
+        cap += c;
+        if !mrg {
+            break;
         }
     }
     if bad {
         // The guest broke the ring's rules: return what was taken, empty, and drop.
-        for &(head, _) in &chains {
-            let _ = st.add_used(head, 0);
-        }
+        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
         return Err(RxDrop::BadDescriptor);
+    }
+    if cap < need {
+        // Not enough buffers: hand the chains back untouched for the next frame.
+        for _ in 0..chains.len() {
+            avail.go_to_previous_position();
+        }
+        return Err(RxDrop::NoBuffer);
     }
     hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
     let mut w = ScatterWriter::new(&slices);
@@ -381,16 +438,14 @@ fn write_rx(
             Source::Bytes(b) => w.write_bytes(b),
         };
     if !written {
-        for &(head, _) in &chains {
-            let _ = st.add_used(head, 0);
-        }
+        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
         return Err(RxDrop::BadDescriptor);
     }
     let mut left = need;
     for &(head, c) in &chains {
         let n = c.min(left);
         left -= n;
-        let _ = st.add_used(head, n as u32);
+        used.push((head, n as u32));
     }
     Ok(())
 }
@@ -403,7 +458,6 @@ pub struct NetBackend {
     port: Arc<NetPort>,
     switch: Arc<dyn FrameSwitch>,
     conn: Arc<Connection>,
-    event_idx: AtomicBool,
     masks: Vec<u64>,
     attach: Vec<EventFd>,
     attached_vrings: Mutex<Vec<Option<VringRwLock>>>,
@@ -431,12 +485,13 @@ impl NetBackend {
             conn: Arc::new(Connection {
                 mem,
                 features: AtomicU64::new(0),
+                event_idx: AtomicBool::new(false),
+                tx_kicks: AtomicBool::new(true),
                 vrings: OnceLock::new(),
                 rx_pending: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
             }),
             port,
             switch,
-            event_idx: AtomicBool::new(false),
             masks,
             attach,
             attached_vrings: Mutex::new(vec![None; 2 * pairs]),
@@ -500,74 +555,193 @@ impl NetBackend {
         Ok(())
     }
 
-    /// Drains a guest TX ring in batches, handing frames to the switch.
+    /// Drains a guest TX ring in batches, handing frames to the switch, until it is empty
+    /// with notifications re-enabled (EVENT_IDX) — or, in busy-poll mode, wakes the poller.
     fn process_tx(&self, pair: u16, vring: &VringRwLock) -> io::Result<()> {
-        let mem = self.conn.mem.memory();
-        let event_idx = self.event_idx.load(Ordering::Relaxed);
-        let offloads = Offloads::from_guest_tx(self.conn.features.load(Ordering::Relaxed));
-        let c = &self.port.counters;
+        if let Some(poller) = &self.port.config.poller {
+            poller.wake();
+            return Ok(());
+        }
+        // No kicks while draining (VRING_USED_F_NO_NOTIFY, or EVENT_IDX's avail_event left
+        // behind); on again when empty, and drain again if work raced in.
         loop {
-            if event_idx {
-                vring.disable_notification().map_err(io::Error::other)?;
-            }
-            loop {
-                let mut heads = ArrayVec::<u16, TX_BATCH>::new();
-                let mut frames = ArrayVec::<TxFrame<'_>, TX_BATCH>::new();
-                let mut bytes = 0u64;
-                {
-                    let mut st = vring.get_mut();
-                    if !st.is_enabled() || !st.get_queue().ready() {
-                        return Ok(());
-                    }
-                    while !heads.is_full() {
-                        let Some(chain) = st.get_queue_mut().pop_descriptor_chain(&*mem) else {
-                            break;
-                        };
-                        heads.push(chain.head_index());
-                        match parse_tx_chain(&mem, chain, offloads) {
-                            Ok(f) => {
-                                bytes += f.len() as u64;
-                                frames.push(f);
-                            }
-                            Err(e) => NetCounters::add(
-                                match e {
-                                    TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
-                                    TxError::MissingHeader => &c.rx_drop_missing_header,
-                                    TxError::Runt => &c.rx_drop_runt,
-                                    TxError::Oversize => &c.rx_drop_oversize,
-                                    TxError::TooFragmented => &c.rx_drop_too_fragmented,
-                                    TxError::BadOffload => &c.rx_drop_bad_offload,
-                                },
-                                1,
-                            ),
-                        }
-                    }
-                }
-                if heads.is_empty() {
-                    break;
-                }
-                NetCounters::add(&c.rx_frames, frames.len() as u64);
-                NetCounters::add(&c.rx_bytes, bytes);
-                if !frames.is_empty() {
-                    self.switch.tx_batch(&self.port, pair, &frames);
-                }
-                // The frames borrow guest buffers: done with them before handing them back.
-                drop(frames);
-                {
-                    let mut st = vring.get_mut();
-                    for h in heads {
-                        st.add_used(h, 0).map_err(io::Error::other)?;
-                    }
-                }
-                if vring.needs_notification().unwrap_or(true) {
-                    vring.signal_used_queue()?;
-                    NetCounters::add(&c.rx_notifications, 1);
-                }
-            }
-            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+            vring.disable_notification().map_err(io::Error::other)?;
+            while drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {}
+            if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Interrupts the guest for `vring` if it wants to be: under EVENT_IDX as its `used_event`
+/// says, otherwise unless it set VRING_AVAIL_F_NO_INTERRUPT (a polling driver does; the
+/// `virtio-queue` crate does not look at that flag). Returns whether it was interrupted.
+fn interrupt_if_wanted(vring: &VringRwLock, mem: &GuestMemoryMmap, event_idx: bool) -> bool {
+    let wanted = if event_idx {
+        vring.needs_notification().unwrap_or(true)
+    } else {
+        let avail = vring.get_ref().get_queue().avail_ring();
+        let flags: u16 = mem.read_obj(GuestAddress(avail)).unwrap_or(0);
+        flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+    };
+    wanted && vring.signal_used_queue().is_ok()
+}
+
+/// Takes up to `TX_BATCH` chains from a guest TX ring, hands the good frames to the switch,
+/// returns the chains to the guest and interrupts it if it asked. Returns how many chains
+/// were taken (0: the ring is empty or stopped).
+fn drain_tx_batch(
+    port: &NetPort,
+    conn: &Connection,
+    switch: &dyn FrameSwitch,
+    pair: u16,
+    vring: &VringRwLock,
+) -> io::Result<usize> {
+    let mem = conn.mem.memory();
+    let offloads = Offloads::from_guest_tx(conn.features.load(Ordering::Relaxed));
+    let c = &port.counters;
+    let mut heads = ArrayVec::<u16, TX_BATCH>::new();
+    let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
+    let mut store = SegStore::new();
+    {
+        let mut st = vring.get_mut();
+        if !st.is_enabled() || !st.get_queue().ready() {
+            return Ok(0);
+        }
+        // One read of the avail index for the whole batch.
+        let Ok(mut avail) = st.get_queue_mut().iter(&*mem) else {
+            return Ok(0);
+        };
+        while !heads.is_full() {
+            let Some(chain) = avail.next() else {
+                break;
+            };
+            heads.push(chain.head_index());
+            match parse_tx_chain(&mem, chain, offloads, &mut store) {
+                Ok(info) => infos.push(info),
+                Err(e) => NetCounters::add(
+                    match e {
+                        TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
+                        TxError::MissingHeader => &c.rx_drop_missing_header,
+                        TxError::Runt => &c.rx_drop_runt,
+                        TxError::Oversize => &c.rx_drop_oversize,
+                        TxError::TooFragmented => &c.rx_drop_too_fragmented,
+                        TxError::BadOffload => &c.rx_drop_bad_offload,
+                    },
+                    1,
+                ),
+            }
+        }
+    }
+    let taken = heads.len();
+    if taken == 0 {
+        return Ok(0);
+    }
+    let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
+        infos.iter().map(|i| TxFrame::new(i, &store)).collect();
+    NetCounters::add(&c.rx_frames, frames.len() as u64);
+    NetCounters::add(&c.rx_bytes, frames.iter().map(|f| f.len() as u64).sum());
+    if !frames.is_empty() {
+        switch.tx_batch(port, pair, &frames);
+    }
+    // The frames borrow guest buffers: done with them before handing them back.
+    drop(frames);
+    {
+        let mut st = vring.get_mut();
+        for h in heads {
+            st.add_used(h, 0).map_err(io::Error::other)?;
+        }
+    }
+    if interrupt_if_wanted(vring, &mem, conn.event_idx.load(Ordering::Relaxed)) {
+        NetCounters::add(&c.rx_notifications, 1);
+    }
+    Ok(taken)
+}
+
+/// The busy-poll thread's handle: guests' kicks wake it when it sleeps.
+#[derive(Debug)]
+pub struct Poller {
+    wake: EventFd,
+    sleeping: AtomicBool,
+}
+
+impl Poller {
+    /// A poller handle (the thread itself is the switch's).
+    pub fn new() -> io::Result<Arc<Poller>> {
+        Ok(Arc::new(Poller {
+            wake: EventFd::new(EFD_NONBLOCK)?,
+            sleeping: AtomicBool::new(false),
+        }))
+    }
+
+    /// A guest kicked a TX ring: wake the poller if it sleeps.
+    pub fn wake(&self) {
+        if self.sleeping.load(Ordering::Acquire) {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Sleeps until a kick (or `timeout`). Call `prepare_sleep` first, then re-enable the
+    /// rings' notifications, then this.
+    pub fn sleep(&self, timeout: std::time::Duration) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the eventfd is owned by self and outlives the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.wake.as_raw_fd()) };
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        let _ = self.wake.read();
+        self.sleeping.store(false, Ordering::Release);
+    }
+
+    /// Marks the poller as going to sleep: kicks from now on write the eventfd.
+    pub fn prepare_sleep(&self) {
+        self.sleeping.store(true, Ordering::Release);
+    }
+}
+
+impl NetPort {
+    /// Busy-poll mode: drains one batch from each running TX ring of this port's guest.
+    /// Returns the number of chains taken.
+    pub fn poll_tx(&self, switch: &dyn FrameSwitch) -> usize {
+        let Some(conn) = &*self.conn.load() else {
+            return 0;
+        };
+        let Some(vrings) = conn.vrings.get() else {
+            return 0;
+        };
+        if conn.tx_kicks.swap(false, Ordering::Relaxed) {
+            for vring in vrings.iter().skip(1).step_by(2) {
+                let _ = vring.disable_notification();
+            }
+        }
+        let mut n = 0;
+        for (q, vring) in vrings.iter().enumerate().skip(1).step_by(2) {
+            n += drain_tx_batch(self, conn, switch, (q / 2) as u16, vring).unwrap_or(0);
+        }
+        n
+    }
+
+    /// Busy-poll mode: turns the guest's TX kicks on (before sleeping) or off (while
+    /// polling). Returns true if work arrived meanwhile (do not sleep then).
+    pub fn set_tx_notifications(&self, on: bool) -> bool {
+        let Some(conn) = &*self.conn.load() else {
+            return false;
+        };
+        let Some(vrings) = conn.vrings.get() else {
+            return false;
+        };
+        conn.tx_kicks.store(on, Ordering::Relaxed);
+        let mut more = false;
+        for vring in vrings.iter().skip(1).step_by(2) {
+            if on {
+                more |= vring.enable_notification().unwrap_or(false);
+            } else {
+                let _ = vring.disable_notification();
+            }
+        }
+        more
     }
 }
 
@@ -629,7 +803,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn set_event_idx(&self, enabled: bool) {
-        self.event_idx.store(enabled, Ordering::Relaxed);
+        self.conn.event_idx.store(enabled, Ordering::Relaxed);
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
@@ -682,8 +856,12 @@ impl VhostUserBackend for NetBackend {
         };
         if q % 2 == 1 {
             self.process_tx((q / 2) as u16, vring)?;
+        } else {
+            // RX kicks only say the guest posted buffers: frames are never queued waiting for
+            // them, so ask the guest not to kick RX at all (each kick costs it an exit and us
+            // a wake-up).
+            let _ = vring.disable_notification();
         }
-        // RX kicks only say the guest posted buffers; frames are not queued for it.
         Ok(())
     }
 }

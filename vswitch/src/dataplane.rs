@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use vhost_backends::frame::TxFrame;
-use vhost_backends::net::{FrameSwitch, NetPort, NetPortConfig, TX_BATCH};
+use vhost_backends::net::{FrameSwitch, NetPort, NetPortConfig, Poller, TX_BATCH};
 use vlan::VlanId;
 
 use crate::core::{PortId, Switch, Time, Verdict};
@@ -21,6 +21,7 @@ use crate::topology::{PortKind, Topology};
 pub struct SwitchRuntime {
     core: Mutex<Switch>,
     ports: Vec<Arc<NetPort>>,
+    poller: Option<Arc<Poller>>,
 }
 
 impl SwitchRuntime {
@@ -53,10 +54,10 @@ fn unkey(k: usize) -> (usize, usize) {
 /// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
 #[derive(Default)]
 struct Scratch {
-    /// Ports delivered to during the current batch (to interrupt each once).
-    touched: Vec<bool>,
-    /// Where flooded frames of the current batch go, as decided by the core.
-    flood: Vec<PortId>,
+    /// Ports that get at least one frame of the current batch.
+    targets: Vec<bool>,
+    /// Ports flooded frames of the current batch go to, as decided by the core.
+    flood: Vec<bool>,
 }
 
 thread_local! {
@@ -64,11 +65,16 @@ thread_local! {
 }
 
 impl Fabric {
-    /// Builds the switches and ports of `topo` (no sockets yet).
-    pub fn new(topo: &Topology) -> Arc<Fabric> {
+    /// Builds the switches and ports of `topo` (no sockets, no threads yet).
+    pub fn new(topo: &Topology) -> std::io::Result<Arc<Fabric>> {
         let start = Instant::now();
         let mut switches = Vec::new();
         for (si, sw) in topo.switches.iter().enumerate() {
+            let poller = if sw.busy_poll {
+                Some(Poller::new()?)
+            } else {
+                None
+            };
             let mut core = Switch::new(
                 &sw.name,
                 sw.mac_aging,
@@ -89,6 +95,7 @@ impl Fabric {
                         threads: 1,
                         mtu: None,
                         offloads: v.offloads,
+                        poller: poller.clone(),
                     },
                     key(si, id.index()),
                 ));
@@ -96,9 +103,66 @@ impl Fabric {
             switches.push(SwitchRuntime {
                 core: Mutex::new(core),
                 ports,
+                poller,
             });
         }
-        Arc::new(Fabric { start, switches })
+        Ok(Arc::new(Fabric { start, switches }))
+    }
+
+    /// Starts the poll thread of every busy-poll switch.
+    pub fn start_pollers(self: &Arc<Self>) -> std::io::Result<()> {
+        for (si, sw) in self.switches.iter().enumerate() {
+            if let Some(poller) = sw.poller.clone() {
+                let fabric = self.clone();
+                std::thread::Builder::new()
+                    .name(format!("poll-{si}"))
+                    .spawn(move || fabric.run_poller(si, &poller))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The busy-poll loop of switch `si`: drain every port's TX rings round-robin; after
+    /// `POLL_IDLE` without work, re-enable the guests' kicks and sleep until one comes.
+    fn run_poller(&self, si: usize, poller: &Poller) {
+        const POLL_IDLE: Duration = Duration::from_millis(1);
+        let sw = &self.switches[si];
+        let mut last_work = Instant::now();
+        let mut passes = 0u32;
+        loop {
+            let mut work = 0;
+            for p in &sw.ports {
+                work += p.poll_tx(self);
+            }
+            if work > 0 {
+                passes = 0;
+                continue;
+            }
+            passes += 1;
+            // Look at the clock only now and then.
+            if passes.is_multiple_of(64) {
+                let now = Instant::now();
+                if passes == 64 {
+                    last_work = now;
+                } else if now.duration_since(last_work) > POLL_IDLE {
+                    poller.prepare_sleep();
+                    let mut more = false;
+                    for p in &sw.ports {
+                        more |= p.set_tx_notifications(true);
+                    }
+                    poller.sleep(if more {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(100)
+                    });
+                    for p in &sw.ports {
+                        p.set_tx_notifications(false);
+                    }
+                    passes = 0;
+                }
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// The switches, in topology order.
@@ -132,7 +196,7 @@ impl FrameSwitch for Fabric {
         };
         let in_port = PortId(pi as u32);
         let now = self.now();
-        SCRATCH.with_borrow_mut(|Scratch { touched, flood }| {
+        SCRATCH.with_borrow_mut(|Scratch { targets, flood }| {
             // One lock for the whole batch: decide every frame, and note the flood set.
             let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
             {
@@ -141,29 +205,44 @@ impl FrameSwitch for Fabric {
                     verdicts.push(core.forward(now, in_port, f.head()));
                 }
                 flood.clear();
+                flood.resize(sw.ports.len(), false);
                 if verdicts.contains(&Verdict::Flood) {
-                    flood.extend(core.flood_targets(in_port));
+                    for p in core.flood_targets(in_port) {
+                        if let Some(slot) = flood.get_mut(p.index()) {
+                            *slot = true;
+                        }
+                    }
                 }
             }
-            touched.clear();
-            touched.resize(sw.ports.len(), false);
-            let mut deliver = |p: PortId, f: &TxFrame<'_>| {
-                if let Some(dst) = sw.ports.get(p.index()) {
-                    let _ = dst.deliver(f, queue_pair);
-                    touched[p.index()] = true;
-                }
-            };
-            for (f, v) in frames.iter().zip(&verdicts) {
+            // Which ports get anything, then each port's frames in one go, in batch order.
+            targets.clear();
+            targets.resize(sw.ports.len(), false);
+            for v in &verdicts {
                 match *v {
-                    Verdict::Unicast(p) => deliver(p, f),
-                    Verdict::Flood => flood.iter().for_each(|&p| deliver(p, f)),
+                    Verdict::Unicast(p) => {
+                        if let Some(t) = targets.get_mut(p.index()) {
+                            *t = true;
+                        }
+                    }
+                    Verdict::Flood => {
+                        for (t, f) in targets.iter_mut().zip(flood.iter()) {
+                            *t |= *f;
+                        }
+                    }
                     Verdict::Drop(_) => {}
                 }
             }
-            for (i, t) in touched.iter().enumerate() {
-                if *t {
-                    sw.ports[i].notify();
+            for (p, dst) in sw.ports.iter().enumerate() {
+                if !targets[p] {
+                    continue;
                 }
+                let mine = frames.iter().zip(&verdicts).filter_map(|(f, v)| match *v {
+                    Verdict::Unicast(d) if d.index() == p => Some(f),
+                    Verdict::Flood if flood[p] => Some(f),
+                    _ => None,
+                });
+                dst.deliver_batch(mine, queue_pair, |_| {});
+                dst.notify();
             }
         });
     }

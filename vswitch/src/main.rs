@@ -89,7 +89,13 @@ fn load(path: &Path) -> Option<Topology> {
 }
 
 fn run(path: &Path, topo: Topology) -> ExitCode {
-    let fabric = Fabric::new(&topo);
+    let fabric = match Fabric::new(&topo) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot set up the data plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Create every listening socket before serving any: all or nothing.
     let mut roles = Vec::new();
     let mut bound: Vec<PathBuf> = Vec::new();
@@ -141,6 +147,10 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             eprintln!("cannot start a port thread: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if let Err(e) = fabric.start_pollers() {
+        eprintln!("cannot start a poll thread: {e}");
+        return ExitCode::FAILURE;
     }
     {
         let fabric = fabric.clone();

@@ -72,6 +72,9 @@ pub struct Topology {
 pub struct SwitchConfig {
     pub name: String,
     pub mac_aging: Duration,
+    /// A poll thread per switch drains the guests' TX rings without waiting for kicks (lower
+    /// latency and higher packet rates for one busy CPU); it sleeps after 1 ms without work.
+    pub busy_poll: bool,
     pub ports: Vec<PortConfig>,
 }
 
@@ -118,6 +121,7 @@ struct RawTopology {
 struct RawSwitch {
     name: Spanned<String>,
     mac_aging: Option<Spanned<String>>,
+    busy_poll: Option<Spanned<bool>>,
     #[serde(default)]
     port: Vec<Spanned<RawPort>>,
 }
@@ -367,6 +371,7 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
         switches.push(SwitchConfig {
             name,
             mac_aging,
+            busy_poll: sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false),
             ports,
         });
     }

@@ -32,15 +32,21 @@ struct Lab {
 impl Lab {
     /// A switch "lab" with ports p0..p(n-1); `extra` is appended to every port's table.
     fn new(n: usize, extra: &str) -> Lab {
+        Lab::with_switch(n, "", extra)
+    }
+
+    /// Same, with `switch_extra` in the switch's table.
+    fn with_switch(n: usize, switch_extra: &str, extra: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let mut src = String::from("[[switch]]\nname = \"lab\"\n");
+        let mut src = format!("[[switch]]\nname = \"lab\"\n{switch_extra}\n");
         for i in 0..n {
             src += &format!(
                 "[[switch.port]]\nname = \"p{i}\"\ntype = \"vhost-user-net\"\nsocket = \"p{i}.sock\"\nqueues = 2\n{extra}\n"
             );
         }
         let topo = topology::parse(&dir.path().join("t.toml"), &src).unwrap();
-        let fabric = Fabric::new(&topo);
+        let fabric = Fabric::new(&topo).unwrap();
+        fabric.start_pollers().unwrap();
         let mut sockets = Vec::new();
         let sw: Arc<dyn FrameSwitch> = fabric.clone();
         for (i, port) in fabric.switches()[0].ports().iter().enumerate() {
@@ -80,7 +86,16 @@ impl Lab {
 
 #[test]
 fn qemu_order_guests_exchange_frames_through_the_switch() {
-    let lab = Lab::new(3, "");
+    guests_exchange_frames(Lab::new(3, ""));
+}
+
+#[test]
+fn busy_poll_switch_exchanges_frames_and_sleeps_when_idle() {
+    let lab = Lab::with_switch(3, "busy_poll = true", "");
+    guests_exchange_frames(lab);
+}
+
+fn guests_exchange_frames(lab: Lab) {
     let mut a = lab.guest(0, Order::Qemu);
     let mut b = lab.guest(1, Order::Qemu);
     let mut c = lab.guest(2, Order::Qemu);
@@ -299,7 +314,7 @@ fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
                [[switch.port]]\nname = \"srv\"\ntype = \"vhost-user-net\"\nsocket = \"srv.sock\"\n\
                [[switch.port]]\nname = \"cli\"\ntype = \"vhost-user-net\"\nsocket = \"vmm.sock\"\nclient = true\n";
     let topo = topology::parse(&dir.path().join("t.toml"), src).unwrap();
-    let fabric = Fabric::new(&topo);
+    let fabric = Fabric::new(&topo).unwrap();
     let sw: Arc<dyn FrameSwitch> = fabric.clone();
     let ports = fabric.switches()[0].ports().to_vec();
     let srv_path = dir.path().join("srv.sock");

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Packet rate between two vhost-user ports (no VMs): vfabric vs OVS-DPDK vs dpdk-testpmd io
+# forwarding, alternating rounds, DPDK's virtio-user PMD as generator on CPU 1, the switch on
+# CPU 0. Usage: benches/pktrate.sh [ROUNDS] [SIZES...]   (default: 3 rounds, 64 and 1518 B)
+# Needs root (hugepages, OVS in its own network namespace). No traffic leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --bench
+pages=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+[ "$(cat $pages)" -ge 1024 ] || echo 1024 > $pages
+mountpoint -q /dev/hugepages || { mkdir -p /dev/hugepages; mount -t hugetlbfs nodev /dev/hugepages; }
+cargo build --release -q -p vswitch --bin vfabric
+cargo build --release -q -p vfabric-tests --bin bench-pktrate
+VFABRIC_BIN="$PWD/target/release/vfabric" target/release/bench-pktrate "$@"

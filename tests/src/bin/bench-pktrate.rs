@@ -1,0 +1,384 @@
+//! Packet rate between two vhost-user ports, no VMs: DPDK's virtio-user PMD (dpdk-testpmd on
+//! CPU 1) plays both VMs and loops frames through the switch under test (pinned to CPU 0) in
+//! io forwarding mode, with 32 bursts per port in flight. Contenders, alternating round by
+//! round: vfabric, OVS-DPDK (netdev bridge, two dpdkvhostuserclient ports, NORMAL action,
+//! inside a network namespace of its own) and dpdk-testpmd io forwarding (a wire, no
+//! switching). Prints Mpps, Gbit/s and ratios of medians.
+//!
+//! Usage: bench-pktrate [ROUNDS] [SIZES...]   e.g. `bench-pktrate 3 64 1518` (frame sizes
+//! include the 4-byte FCS, as RFC 2544 counts them). Run it with `benches/pktrate.sh`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Vfabric,
+    Ovs,
+    Testpmd,
+}
+
+const MAC0: &str = "52:54:00:00:00:01";
+const MAC1: &str = "52:54:00:00:00:02";
+
+/// A process killed (and reaped) when dropped, plus cleanup commands.
+struct Proc {
+    child: Option<Child>,
+    cleanup: Vec<Vec<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for cmd in &self.cleanup {
+            let _ = Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn wait_for(paths: &[PathBuf], what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths.iter().all(|p| p.exists()) {
+        if Instant::now() > deadline {
+            bail!("{what}: sockets never appeared");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("{cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?}: {st}");
+    }
+    Ok(())
+}
+
+/// Starts the switch under test on CPU 0. Returns it and whether the generator must be the
+/// socket server (OVS's dpdkvhostuserclient ports dial out).
+fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
+    let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
+    let log = std::fs::File::create(dir.join(format!("{who:?}.log")))?;
+    match who {
+        Who::Vfabric => {
+            let topo = dir.join("t.toml");
+            std::fs::write(
+                &topo,
+                format!(
+                    "[[switch]]\nname = \"bench\"\nbusy_poll = true\n\
+                     [[switch.port]]\nname = \"p0\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nqueues = 1\n\
+                     [[switch.port]]\nname = \"p1\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nqueues = 1\n",
+                    socks[0].display(),
+                    socks[1].display()
+                ),
+            )?;
+            let child = Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(vfabric)
+                .arg("run")
+                .arg(&topo)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            let p = Proc {
+                child: Some(child),
+                cleanup: vec![],
+            };
+            wait_for(&socks, "vfabric")?;
+            Ok((p, false))
+        }
+        Who::Testpmd => {
+            let child = Command::new("dpdk-testpmd")
+                .args([
+                    "--lcores",
+                    "0@0,1@0",
+                    "-n",
+                    "1",
+                    "--no-pci",
+                    "-m",
+                    "256",
+                    "--file-prefix",
+                    "vfb-sw",
+                ])
+                .arg("--vdev")
+                .arg(format!("net_vhost0,iface={},queues=1", socks[0].display()))
+                .arg("--vdev")
+                .arg(format!("net_vhost1,iface={},queues=1", socks[1].display()))
+                .args([
+                    "--",
+                    "--forward-mode=io",
+                    "--auto-start",
+                    "--stats-period",
+                    "0",
+                    "--nb-cores=1",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            let p = Proc {
+                child: Some(child),
+                cleanup: vec![],
+            };
+            wait_for(&socks, "testpmd")?;
+            Ok((p, false))
+        }
+        Who::Ovs => {
+            // A private OVS: its database, sockets and logs in `dir`, its datapath's internal
+            // port inside a namespace made for it.
+            let ns = format!("vfb-ovs-{}", std::process::id());
+            run(Command::new("ip").args(["netns", "add", &ns]))?;
+            let mut p = Proc {
+                child: None,
+                cleanup: vec![vec!["ip".into(), "netns".into(), "del".into(), ns.clone()]],
+            };
+            let d = dir.display().to_string();
+            let db = format!("unix:{d}/db.sock");
+            run(Command::new("ovsdb-tool").args([
+                "create",
+                &format!("{d}/conf.db"),
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ]))?;
+            run(Command::new("ovsdb-server")
+                .arg(format!("--remote=punix:{d}/db.sock"))
+                .arg(format!("--pidfile={d}/ovsdb.pid"))
+                .arg("--detach")
+                .arg(format!("--log-file={d}/ovsdb.log"))
+                .arg(format!("{d}/conf.db"))
+                .env("OVS_RUNDIR", &d))?;
+            p.cleanup.insert(
+                0,
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("kill $(cat {d}/ovsdb.pid)"),
+                ],
+            );
+            let vsctl = |args: &[&str]| {
+                run(Command::new("ovs-vsctl")
+                    .arg(format!("--db={db}"))
+                    .args(args))
+            };
+            vsctl(&["--no-wait", "init"])?;
+            vsctl(&[
+                "--no-wait",
+                "set",
+                "Open_vSwitch",
+                ".",
+                "other_config:dpdk-init=true",
+                "other_config:dpdk-socket-mem=512",
+                "other_config:pmd-cpu-mask=0x1",
+                "other_config:dpdk-lcore-mask=0x1",
+                "other_config:dpdk-extra=--no-pci --file-prefix=vfb-ovs",
+            ])?;
+            run(Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "taskset",
+                    "-c",
+                    "0",
+                    "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk",
+                    &db,
+                ])
+                .arg(format!("--pidfile={d}/vswitchd.pid"))
+                .arg("--detach")
+                .arg(format!("--log-file={d}/vswitchd.log"))
+                .env("OVS_RUNDIR", &d))?;
+            p.cleanup.insert(
+                0,
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("kill $(cat {d}/vswitchd.pid)"),
+                ],
+            );
+            vsctl(&[
+                "add-br",
+                "br0",
+                "--",
+                "set",
+                "bridge",
+                "br0",
+                "datapath_type=netdev",
+            ])?;
+            for (i, s) in socks.iter().enumerate() {
+                vsctl(&[
+                    "add-port",
+                    "br0",
+                    &format!("vhu{i}"),
+                    "--",
+                    "set",
+                    "Interface",
+                    &format!("vhu{i}"),
+                    "type=dpdkvhostuserclient",
+                    &format!("options:vhost-server-path={}", s.display()),
+                ])?;
+            }
+            Ok((p, true))
+        }
+    }
+}
+
+/// Runs the generator on CPU 1 and returns the total received packet rate (both ports).
+fn generate(dir: &Path, frame_len: usize, server: bool) -> Result<f64> {
+    let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
+    let log_path = dir.join("gen.log");
+    let log = std::fs::File::create(&log_path)?;
+    let srv = if server { ",server=1" } else { "" };
+    let mut child = Command::new("dpdk-testpmd")
+        .args([
+            "--lcores",
+            "0@1,1@1",
+            "-n",
+            "1",
+            "--no-pci",
+            "--single-file-segments",
+            "-m",
+            "256",
+            "--file-prefix",
+            "vfb-gen",
+        ])
+        .arg("--vdev")
+        .arg(format!(
+            "net_virtio_user0,path={},queue_size=1024,mac={MAC0}{srv}",
+            socks[0].display()
+        ))
+        .arg("--vdev")
+        .arg(format!(
+            "net_virtio_user1,path={},queue_size=1024,mac={MAC1}{srv}",
+            socks[1].display()
+        ))
+        .args([
+            "--",
+            "-i",
+            "--forward-mode=io",
+            "--nb-cores=1",
+            "--txd=1024",
+            "--rxd=1024",
+        ])
+        .arg(format!("--txpkts={}", frame_len - 4))
+        .arg(format!("--eth-peer=0,{MAC1}"))
+        .arg(format!("--eth-peer=1,{MAC0}"))
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("dpdk-testpmd")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut say = |s: &str, then: Duration| -> Result<()> {
+        writeln!(stdin, "{s}")?;
+        stdin.flush()?;
+        std::thread::sleep(then);
+        Ok(())
+    };
+    // Let both sides connect (OVS dials every second), fill the loop, settle, measure 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+    say("start tx_first 32", Duration::from_secs(3))?;
+    say("show port stats all", Duration::from_secs(5))?;
+    say("show port stats all", Duration::from_millis(500))?;
+    say("stop", Duration::from_millis(300))?;
+    say("quit", Duration::from_millis(300))?;
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = std::fs::read_to_string(&log_path)?;
+    let pps: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Rx-pps:"))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    if pps.len() < 4 {
+        bail!("generator printed no rates; see {}", log_path.display());
+    }
+    // The second "show port stats all" covers the 5-second window: its two Rx-pps lines.
+    Ok(pps[pps.len() - 2] + pps[pps.len() - 1])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let mut sizes: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
+    if sizes.is_empty() {
+        sizes = vec![64, 1518];
+    }
+    let vfabric = PathBuf::from(
+        std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
+    );
+    let contenders = [Who::Vfabric, Who::Ovs, Who::Testpmd];
+    let mut results: Vec<(usize, Who, f64)> = Vec::new();
+    for r in 0..rounds {
+        for &size in &sizes {
+            for &who in &contenders {
+                let dir = tempfile::Builder::new().prefix("vfpr").tempdir_in("/tmp")?;
+                let (switch, gen_is_server) = start_switch(who, dir.path(), &vfabric)?;
+                let pps = generate(dir.path(), size, gen_is_server)?;
+                drop(switch);
+                println!(
+                    "round {r} {size:>5} B {:<8} {:>7.3} Mpps",
+                    format!("{who:?}"),
+                    pps / 1e6
+                );
+                results.push((size, who, pps));
+            }
+        }
+    }
+    println!();
+    println!(
+        "| frame | vfabric Mpps | OVS-DPDK Mpps | testpmd io Mpps | vfabric Gbit/s | vfabric/OVS | vfabric/testpmd |"
+    );
+    println!(
+        "|-------|--------------|---------------|-----------------|----------------|-------------|-----------------|"
+    );
+    for &size in &sizes {
+        let m = |who| {
+            median(
+                results
+                    .iter()
+                    .filter(|(s, w, _)| *s == size && *w == who)
+                    .map(|r| r.2)
+                    .collect(),
+            )
+        };
+        let (v, o, t) = (m(Who::Vfabric), m(Who::Ovs), m(Who::Testpmd));
+        println!(
+            "| {size:>5} | {:>12.3} | {:>13.3} | {:>15.3} | {:>14.2} | {:>11.2} | {:>15.2} |",
+            v / 1e6,
+            o / 1e6,
+            t / 1e6,
+            v * size as f64 * 8.0 / 1e9,
+            v / o,
+            v / t
+        );
+    }
+    Ok(())
+}
