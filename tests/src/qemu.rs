@@ -125,6 +125,19 @@ impl Qemu {
         dir.is_dir().then_some(dir)
     }
 
+    /// A `Command` for this QEMU, run inside network namespace `netns` if given.
+    fn command_in(&self, netns: Option<&str>) -> Command {
+        let Some(ns) = netns else {
+            return self.command();
+        };
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(&self.path);
+        if let Some(dir) = self.module_dir() {
+            c.env("QEMU_MODULE_DIR", dir);
+        }
+        c
+    }
+
     /// A `Command` for this QEMU with its environment set.
     fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
@@ -242,6 +255,10 @@ pub struct VmConfig {
     /// Appended to the kernel command line. Guest options /init understands: `vf.vlan=PARENT:VID`,
     /// `vf.mtu=IFACE:MTU`, `vf.route=IFACE:DEST[:VIA]` (see tests/guest/init).
     pub extra_cmdline: String,
+    /// Extra QEMU arguments (e.g. another kind of NIC for a comparison).
+    pub extra_args: Vec<String>,
+    /// Run QEMU inside this network namespace (`ip netns exec`), e.g. for TAP devices.
+    pub netns: Option<String>,
 }
 
 impl VmConfig {
@@ -255,6 +272,8 @@ impl VmConfig {
             nics: Vec::new(),
             ips: Vec::new(),
             extra_cmdline: String::new(),
+            extra_args: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -370,6 +389,7 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
         }
         push(&["-device", &dev]);
     }
+    a.extend(cfg.extra_args.iter().cloned());
     a
 }
 
@@ -438,7 +458,7 @@ impl Vm {
         let started = Instant::now();
         let mut child = cfg
             .qemu
-            .command()
+            .command_in(cfg.netns.as_deref())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

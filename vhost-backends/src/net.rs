@@ -4,7 +4,7 @@
 //! ports and `NetPort::notify` once per batch.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
@@ -179,6 +179,8 @@ struct Connection {
     tx_kicks: AtomicBool,
     vrings: OnceLock<Vec<VringRwLock>>,
     rx_pending: Vec<AtomicBool>,
+    /// Per RX queue: the used index at the last interrupt decision.
+    rx_checked: Vec<AtomicU16>,
 }
 
 impl Connection {
@@ -274,9 +276,7 @@ impl Connection {
                 } else {
                     link_down(&mut frames, &mut outcome);
                 }
-                for &(head, len) in used.iter() {
-                    let _ = st.add_used(head, len);
-                }
+                publish_used(&mut st, &mem, used);
                 if !used.is_empty() {
                     self.rx_pending[q].store(true, Ordering::Relaxed);
                 }
@@ -297,9 +297,17 @@ impl Connection {
         let event_idx = self.event_idx.load(Ordering::Relaxed);
         let mut sent = 0;
         for (q, pending) in self.rx_pending.iter().enumerate() {
-            if pending.swap(false, Ordering::Relaxed)
-                && interrupt_if_wanted(&vrings[2 * q], &mem, event_idx)
-            {
+            if !pending.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let vring = &vrings[2 * q];
+            let wanted = {
+                let st = vring.get_ref();
+                let new = st.get_queue().next_used();
+                let old = self.rx_checked[q].swap(new, Ordering::Relaxed);
+                wants_interrupt(&st, &mem, event_idx, old, new)
+            };
+            if wanted && vring.signal_used_queue().is_ok() {
                 sent += 1;
             }
         }
@@ -489,6 +497,7 @@ impl NetBackend {
                 tx_kicks: AtomicBool::new(true),
                 vrings: OnceLock::new(),
                 rx_pending: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
+                rx_checked: (0..pairs).map(|_| AtomicU16::new(0)).collect(),
             }),
             port,
             switch,
@@ -574,18 +583,67 @@ impl NetBackend {
     }
 }
 
-/// Interrupts the guest for `vring` if it wants to be: under EVENT_IDX as its `used_event`
-/// says, otherwise unless it set VRING_AVAIL_F_NO_INTERRUPT (a polling driver does; the
-/// `virtio-queue` crate does not look at that flag). Returns whether it was interrupted.
-fn interrupt_if_wanted(vring: &VringRwLock, mem: &GuestMemoryMmap, event_idx: bool) -> bool {
-    let wanted = if event_idx {
-        vring.needs_notification().unwrap_or(true)
+/// Puts `entries` (head, length) in the used ring of `st`'s queue and publishes them with a
+/// single store of the used index, after the elements. (`virtio-queue`'s `add_used` stores
+/// the index once per entry, a cache line bounced to the guest's CPU every time.) Returns
+/// the used index before and after.
+fn publish_used(
+    st: &mut vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
+    mem: &GuestMemoryMmap,
+    entries: &[(u16, u32)],
+) -> (u16, u16) {
+    let q = st.get_queue_mut();
+    let (ring, size) = (q.used_ring(), q.size());
+    let old = q.next_used();
+    if entries.is_empty() || size == 0 {
+        return (old, old);
+    }
+    let mut idx = old;
+    for &(head, len) in entries {
+        let at = ring + 4 + 8 * u64::from(idx % size);
+        // Heads come from chains of this queue, so they are below `size`; writes outside
+        // guest memory fail cleanly (the ring addresses were checked when it was set up).
+        let _ = mem.write_obj(u32::from(head).to_le(), GuestAddress(at));
+        let _ = mem.write_obj(len.to_le(), GuestAddress(at + 4));
+        idx = idx.wrapping_add(1);
+    }
+    let _ = mem.store(
+        idx.to_le(),
+        GuestAddress(ring + 2),
+        std::sync::atomic::Ordering::Release,
+    );
+    q.set_next_used(idx);
+    (old, idx)
+}
+
+/// Whether the guest wants an interrupt for used entries `old..new` of the queue: under
+/// EVENT_IDX when its `used_event` lies in that range, otherwise unless it set
+/// VRING_AVAIL_F_NO_INTERRUPT (polling drivers, such as DPDK's, do).
+fn wants_interrupt(
+    st: &vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
+    mem: &GuestMemoryMmap,
+    event_idx: bool,
+    old: u16,
+    new: u16,
+) -> bool {
+    if old == new {
+        return false;
+    }
+    let q = st.get_queue();
+    let avail = q.avail_ring();
+    if event_idx {
+        // The used index must be visible before used_event is read.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let at = GuestAddress(avail + 4 + 2 * u64::from(q.size()));
+        let Ok(event) = mem.load::<u16>(at, std::sync::atomic::Ordering::Acquire) else {
+            return true;
+        };
+        let event = u16::from_le(event);
+        new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
     } else {
-        let avail = vring.get_ref().get_queue().avail_ring();
         let flags: u16 = mem.read_obj(GuestAddress(avail)).unwrap_or(0);
-        flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
-    };
-    wanted && vring.signal_used_queue().is_ok()
+        u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+    }
 }
 
 /// Takes up to `TX_BATCH` chains from a guest TX ring, hands the good frames to the switch,
@@ -647,13 +705,13 @@ fn drain_tx_batch(
     }
     // The frames borrow guest buffers: done with them before handing them back.
     drop(frames);
-    {
+    let used: ArrayVec<(u16, u32), TX_BATCH> = heads.iter().map(|&h| (h, 0)).collect();
+    let wanted = {
         let mut st = vring.get_mut();
-        for h in heads {
-            st.add_used(h, 0).map_err(io::Error::other)?;
-        }
-    }
-    if interrupt_if_wanted(vring, &mem, conn.event_idx.load(Ordering::Relaxed)) {
+        let (old, new) = publish_used(&mut st, &mem, &used);
+        wants_interrupt(&st, &mem, conn.event_idx.load(Ordering::Relaxed), old, new)
+    };
+    if wanted && vring.signal_used_queue().is_ok() {
         NetCounters::add(&c.rx_notifications, 1);
     }
     Ok(taken)

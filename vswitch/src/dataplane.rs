@@ -201,9 +201,12 @@ impl FrameSwitch for Fabric {
             let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
             {
                 let mut core = sw.core();
-                for f in frames.iter().take(TX_BATCH) {
-                    verdicts.push(core.forward(now, in_port, f.head()));
-                }
+                core.forward_batch(
+                    now,
+                    in_port,
+                    frames.iter().take(TX_BATCH).map(|f| f.head()),
+                    |v| verdicts.push(v),
+                );
                 flood.clear();
                 flood.resize(sw.ports.len(), false);
                 if verdicts.contains(&Verdict::Flood) {

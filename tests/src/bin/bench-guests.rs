@@ -1,7 +1,9 @@
 //! Guest benchmark: ping RTT and iperf3 TCP between two guests through vfabric, next to the
 //! same figures through `dpdk-testpmd` in io forwarding mode (a plain two-port wire, DPDK's
-//! vhost PMD), in one run with the contenders alternating round by round. Prints medians and
-//! ratios. Run with `benches/guests.sh` (installs DPDK, sets up hugepages, builds release).
+//! vhost PMD) and through QEMU's own TAP backend on a Linux bridge (inside a network
+//! namespace the benchmark creates; vhost-net when the host has it), in one run with the
+//! contenders alternating round by round. Prints medians and ratios. Run with
+//! `benches/guests.sh` (installs DPDK, sets up hugepages, builds release).
 //!
 //! Usage: bench-guests [ROUNDS] (default 3)
 
@@ -18,6 +20,7 @@ use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
 enum Contender {
     Vfabric,
     Testpmd,
+    TapBridge,
 }
 
 struct Round {
@@ -32,15 +35,68 @@ enum Backend {
         _fabric: Fabric,
     },
     Testpmd(Child),
+    /// A network namespace holding the bridge and the guests' TAP devices.
+    TapBridge(String),
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        if let Backend::Testpmd(c) = self {
-            let _ = c.kill();
-            let _ = c.wait();
+        match self {
+            Backend::Testpmd(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Backend::TapBridge(ns) => {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", ns.as_str()])
+                    .status();
+            }
+            Backend::Vfabric { .. } => {}
         }
     }
+}
+
+fn sh(args: &[&str]) -> Result<()> {
+    let st = Command::new(args[0]).args(&args[1..]).status()?;
+    if !st.success() {
+        bail!("{args:?}: {st}");
+    }
+    Ok(())
+}
+
+/// A namespace with a bridge `br0` for the TAP contender.
+fn start_bridge() -> Result<(Backend, String)> {
+    let ns = format!("vfb-br-{}", std::process::id());
+    sh(&["ip", "netns", "add", &ns])?;
+    let b = Backend::TapBridge(ns.clone());
+    sh(&[
+        "ip", "netns", "exec", &ns, "ip", "link", "add", "br0", "type", "bridge",
+    ])?;
+    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "br0", "up"])?;
+    Ok((b, ns))
+}
+
+/// Waits for QEMU to create TAP `tap` in `ns`, then enslaves it to br0 and brings it up.
+fn attach_tap(ns: &str, tap: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", ns, "ip", "link", "show", tap])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("QEMU never created {tap}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh(&[
+        "ip", "netns", "exec", ns, "ip", "link", "set", tap, "master", "br0", "up",
+    ])
 }
 
 fn start_testpmd(dir: &Path) -> Result<(Backend, [PathBuf; 2])> {
@@ -78,16 +134,46 @@ fn start_testpmd(dir: &Path) -> Result<(Backend, [PathBuf; 2])> {
     Ok((Backend::Testpmd(child), socks))
 }
 
-fn guest(name: &str, i: usize, sock: &Path, qemu: &Qemu, dir: &Path) -> Result<Vm> {
+/// How a benchmark guest's NIC is attached.
+enum Nic<'a> {
+    VhostUser(&'a Path),
+    /// QEMU's TAP backend, TAP `vfbtI` created in namespace `ns`.
+    Tap {
+        ns: &'a str,
+    },
+}
+
+fn guest(name: &str, i: usize, nic: Nic<'_>, qemu: &Qemu, dir: &Path) -> Result<Vm> {
     let mut cfg = VmConfig::new(name, qemu.clone());
-    cfg.nics.push(NetDev {
-        socket: sock.to_path_buf(),
-        mac: format!("52:54:00:00:00:{i:02x}"),
-        queues: 1,
-        qemu_is_server: false,
-    });
+    let mac = format!("52:54:00:00:00:{i:02x}");
+    match nic {
+        Nic::VhostUser(sock) => cfg.nics.push(NetDev {
+            socket: sock.to_path_buf(),
+            mac,
+            queues: 1,
+            qemu_is_server: false,
+        }),
+        Nic::Tap { ns } => {
+            let vhost = if Path::new("/dev/vhost-net").exists() {
+                "on"
+            } else {
+                "off"
+            };
+            cfg.extra_args = vec![
+                "-netdev".into(),
+                format!("tap,id=t0,ifname=vfbt{i},script=no,downscript=no,vhost={vhost}"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=t0,mac={mac},romfile="),
+            ];
+            cfg.netns = Some(ns.to_string());
+        }
+    }
     cfg.ips.push(("eth0".into(), format!("10.0.0.{i}/24")));
-    Vm::start(cfg, &dir.join(name))
+    let vm = Vm::start(cfg, &dir.join(name))?;
+    if let Nic::Tap { ns } = nic {
+        attach_tap(ns, &format!("vfbt{i}"))?;
+    }
+    Ok(vm)
 }
 
 fn parse_avg_rtt(out: &str) -> Option<f64> {
@@ -112,16 +198,27 @@ fn parse_gbps(out: &str) -> Option<f64> {
 
 fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     let dir = tempfile::Builder::new().prefix("vfb").tempdir_in("/tmp")?;
-    let (_backend, socks) = match who {
+    let (_backend, socks, ns) = match who {
         Contender::Vfabric => {
             let f = Fabric::start(dir.path(), &[PortSpec::new("vm1"), PortSpec::new("vm2")])?;
             let s = [f.socket("vm1"), f.socket("vm2")];
-            (Backend::Vfabric { _fabric: f }, s)
+            (Backend::Vfabric { _fabric: f }, s, String::new())
         }
-        Contender::Testpmd => start_testpmd(dir.path())?,
+        Contender::Testpmd => {
+            let (b, s) = start_testpmd(dir.path())?;
+            (b, s, String::new())
+        }
+        Contender::TapBridge => {
+            let (b, ns) = start_bridge()?;
+            (b, [PathBuf::new(), PathBuf::new()], ns)
+        }
     };
-    let mut a = guest("vm1", 1, &socks[0], qemu, dir.path())?;
-    let mut b = guest("vm2", 2, &socks[1], qemu, dir.path())?;
+    let nic = |i: usize| match who {
+        Contender::TapBridge => Nic::Tap { ns: &ns },
+        _ => Nic::VhostUser(&socks[i]),
+    };
+    let mut a = guest("vm1", 1, nic(0), qemu, dir.path())?;
+    let mut b = guest("vm2", 2, nic(1), qemu, dir.path())?;
     a.wait_ready(BOOT)?;
     b.wait_ready(BOOT)?;
     // Warm up ARP and the path, then measure.
@@ -165,7 +262,7 @@ fn main() -> Result<()> {
     );
     let mut results = Vec::new();
     for r in 0..rounds {
-        for who in [Contender::Vfabric, Contender::Testpmd] {
+        for who in [Contender::Vfabric, Contender::Testpmd, Contender::TapBridge] {
             let res = round(who, &qemu)?;
             println!(
                 "round {r} {:<8} ping avg {:>7.3} ms   iperf3 {:>6.3} Gbit/s",
