@@ -226,18 +226,18 @@ impl Switch {
         // without a change (moves and table-full are re-evaluated per frame).
         let mut last: Option<([u8; 12], Verdict)> = None;
         for f in frames {
-            if let (Some(key), Some((k, v))) = (f.get(..12), last) {
-                if key == k {
-                    if let Some(Some(slot)) = self.ports.get_mut(in_port.index()) {
-                        match v {
-                            Verdict::Unicast(_) => slot.stats.unicast += 1,
-                            Verdict::Flood => slot.stats.flooded += 1,
-                            Verdict::Drop(_) => {}
-                        }
+            if let (Some(key), Some((k, v))) = (f.get(..12), last)
+                && key == k
+            {
+                if let Some(Some(slot)) = self.ports.get_mut(in_port.index()) {
+                    match v {
+                        Verdict::Unicast(_) => slot.stats.unicast += 1,
+                        Verdict::Flood => slot.stats.flooded += 1,
+                        Verdict::Drop(_) => {}
                     }
-                    out(v);
-                    continue;
                 }
+                out(v);
+                continue;
             }
             let before = self.fdb.stats();
             let v = self.forward(now, in_port, f);
