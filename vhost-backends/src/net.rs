@@ -599,13 +599,25 @@ fn publish_used(
         return (old, old);
     }
     let mut idx = old;
-    for &(head, len) in entries {
-        let at = ring + 4 + 8 * u64::from(idx % size);
-        // Heads come from chains of this queue, so they are below `size`; writes outside
-        // guest memory fail cleanly (the ring addresses were checked when it was set up).
-        let _ = mem.write_obj(u32::from(head).to_le(), GuestAddress(at));
-        let _ = mem.write_obj(len.to_le(), GuestAddress(at + 4));
-        idx = idx.wrapping_add(1);
+    // One translation of the used ring for the whole batch (per entry if the ring straddles
+    // two memory regions).
+    match mem.get_slice(GuestAddress(ring), 4 + 8 * usize::from(size)) {
+        Ok(used) => {
+            for &(head, len) in entries {
+                let at = 4 + 8 * usize::from(idx % size);
+                let _ = used.write_obj(u32::from(head).to_le(), at);
+                let _ = used.write_obj(len.to_le(), at + 4);
+                idx = idx.wrapping_add(1);
+            }
+        }
+        Err(_) => {
+            for &(head, len) in entries {
+                let at = ring + 4 + 8 * u64::from(idx % size);
+                let _ = mem.write_obj(u32::from(head).to_le(), GuestAddress(at));
+                let _ = mem.write_obj(len.to_le(), GuestAddress(at + 4));
+                idx = idx.wrapping_add(1);
+            }
+        }
     }
     let _ = mem.store(
         idx.to_le(),
