@@ -91,6 +91,8 @@ pub struct NetPort {
     pub key: usize,
     counters: NetCounters,
     conn: ArcSwapOption<Connection>,
+    /// Whether `conn` is set: a cheap check for the busy-poll loop.
+    live: AtomicBool,
     connections: AtomicU64,
 }
 
@@ -102,6 +104,7 @@ impl NetPort {
             key,
             counters: NetCounters::default(),
             conn: ArcSwapOption::empty(),
+            live: AtomicBool::new(false),
             connections: AtomicU64::new(0),
         })
     }
@@ -219,57 +222,36 @@ impl Connection {
             }
             USED.with_borrow_mut(|used| {
                 used.clear();
-                let (mut frames_n, mut bytes_n) = (0u64, 0u64);
+                let mut done = (0u64, 0u64);
                 if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
+                    // Places one frame (counting it) and reports the outcome.
+                    let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
+                        let r = place_rx(&mut avail, &mem, src, hdr, mrg, used);
+                        match r {
+                            Ok(()) => {
+                                done.0 += 1;
+                                done.1 += src.len() as u64;
+                            }
+                            Err(e) => c.count_drop(e),
+                        }
+                        r
+                    };
                     for frame in frames.by_ref() {
                         let res = if frame.meta().fits(rx_offloads) {
-                            let r = place_rx(
-                                &mut avail,
-                                &mem,
-                                Source::Guest(frame),
-                                frame.meta().rx_header(),
-                                mrg,
-                                used,
-                            );
-                            match r {
-                                Ok(()) => {
-                                    frames_n += 1;
-                                    bytes_n += frame.len() as u64;
-                                }
-                                Err(e) => c.count_drop(e),
-                            }
-                            r
+                            put(Source::Guest(frame), frame.meta().rx_header())
                         } else {
-                            let mut delivered = 0;
+                            // Completed in software: delivered if any segment was.
+                            let mut any = false;
                             let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
                                 frame.copy_into(whole);
-                                complete_in_software(
-                                    whole,
-                                    seg,
-                                    frame,
-                                    |bytes| {
-                                        let r = place_rx(
-                                            &mut avail,
-                                            &mem,
-                                            Source::Bytes(bytes),
-                                            [0; VNET_HDR_LEN],
-                                            mrg,
-                                            used,
-                                        );
-                                        match r {
-                                            Ok(()) => {
-                                                delivered += 1;
-                                                bytes_n += bytes.len() as u64;
-                                            }
-                                            Err(e) => c.count_drop(e),
-                                        }
-                                        r
-                                    },
-                                    c,
-                                )
+                                let put_seg = |bytes: &[u8]| {
+                                    let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
+                                    any |= r.is_ok();
+                                    r
+                                };
+                                complete_in_software(whole, seg, frame, put_seg, c)
                             });
-                            frames_n += delivered;
-                            if delivered > 0 { Ok(()) } else { r }
+                            if any { Ok(()) } else { r }
                         };
                         outcome(res);
                     }
@@ -280,8 +262,8 @@ impl Connection {
                 if !used.is_empty() {
                     self.rx_pending[q].store(true, Ordering::Relaxed);
                 }
-                NetCounters::add(&c.tx_frames, frames_n);
-                NetCounters::add(&c.tx_bytes, bytes_n);
+                NetCounters::add(&c.tx_frames, done.0);
+                NetCounters::add(&c.tx_bytes, done.1);
             });
             return;
         }
@@ -521,6 +503,7 @@ impl NetBackend {
     /// Publishes this connection on the port: other ports can deliver from now on.
     fn publish(&self) {
         self.port.conn.store(Some(self.conn.clone()));
+        self.port.live.store(true, Ordering::Release);
         self.port.connections.fetch_add(1, Ordering::Relaxed);
         self.switch.link_changed(&self.port, true);
     }
@@ -529,6 +512,7 @@ impl NetBackend {
     pub fn unpublish(&self) {
         let current = self.port.conn.load();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.conn)) {
+            self.port.live.store(false, Ordering::Release);
             self.port.conn.store(None);
             self.switch.link_changed(&self.port, false);
         }
@@ -775,6 +759,9 @@ impl NetPort {
     /// Busy-poll mode: drains one batch from each running TX ring of this port's guest.
     /// Returns the number of chains taken.
     pub fn poll_tx(&self, switch: &dyn FrameSwitch) -> usize {
+        if !self.live.load(Ordering::Relaxed) {
+            return 0;
+        }
         let Some(conn) = &*self.conn.load() else {
             return 0;
         };

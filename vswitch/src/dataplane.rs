@@ -54,10 +54,14 @@ fn unkey(k: usize) -> (usize, usize) {
 /// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
 #[derive(Default)]
 struct Scratch {
-    /// Ports that get at least one frame of the current batch.
-    targets: Vec<bool>,
-    /// Ports flooded frames of the current batch go to, as decided by the core.
-    flood: Vec<bool>,
+    /// Per port: gets at least one frame of the current batch.
+    is_dest: Vec<bool>,
+    /// Those ports, in first-appearance order.
+    dests: Vec<usize>,
+    /// Per port: in the flood set of the current batch.
+    in_flood: Vec<bool>,
+    /// The flood set of the current batch, as decided by the core.
+    flood: Vec<usize>,
 }
 
 thread_local! {
@@ -196,58 +200,65 @@ impl FrameSwitch for Fabric {
         };
         let in_port = PortId(pi as u32);
         let now = self.now();
-        SCRATCH.with_borrow_mut(|Scratch { targets, flood }| {
-            // One lock for the whole batch: decide every frame, and note the flood set.
-            let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
-            {
-                let mut core = sw.core();
-                core.forward_batch(
-                    now,
-                    in_port,
-                    frames.iter().take(TX_BATCH).map(|f| f.head()),
-                    |v| verdicts.push(v),
-                );
+        SCRATCH.with_borrow_mut(
+            |Scratch {
+                 is_dest,
+                 dests,
+                 in_flood,
+                 flood,
+             }| {
+                // One lock for the whole batch: decide every frame, and note the flood set.
+                let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
                 flood.clear();
-                flood.resize(sw.ports.len(), false);
-                if verdicts.contains(&Verdict::Flood) {
-                    for p in core.flood_targets(in_port) {
-                        if let Some(slot) = flood.get_mut(p.index()) {
-                            *slot = true;
-                        }
+                {
+                    let mut core = sw.core();
+                    core.forward_batch(
+                        now,
+                        in_port,
+                        frames.iter().take(TX_BATCH).map(|f| f.head()),
+                        |v| verdicts.push(v),
+                    );
+                    if verdicts.contains(&Verdict::Flood) {
+                        flood.extend(core.flood_targets(in_port).map(|p| p.index()));
                     }
                 }
-            }
-            // Which ports get anything, then each port's frames in one go, in batch order.
-            targets.clear();
-            targets.resize(sw.ports.len(), false);
-            for v in &verdicts {
-                match *v {
-                    Verdict::Unicast(p) => {
-                        if let Some(t) = targets.get_mut(p.index()) {
-                            *t = true;
-                        }
-                    }
-                    Verdict::Flood => {
-                        for (t, f) in targets.iter_mut().zip(flood.iter()) {
-                            *t |= *f;
-                        }
-                    }
-                    Verdict::Drop(_) => {}
+                // The ports that get anything, in first-appearance order (flags are all false
+                // between batches: only the ports set here are cleared again below).
+                is_dest.resize(sw.ports.len(), false);
+                in_flood.resize(sw.ports.len(), false);
+                dests.clear();
+                for &p in flood.iter() {
+                    in_flood[p] = true;
                 }
-            }
-            for (p, dst) in sw.ports.iter().enumerate() {
-                if !targets[p] {
-                    continue;
+                for v in &verdicts {
+                    let mut add = |p: usize| {
+                        if p < is_dest.len() && !is_dest[p] {
+                            is_dest[p] = true;
+                            dests.push(p);
+                        }
+                    };
+                    match *v {
+                        Verdict::Unicast(p) => add(p.index()),
+                        Verdict::Flood => flood.iter().for_each(|&p| add(p)),
+                        Verdict::Drop(_) => {}
+                    }
                 }
-                let mine = frames.iter().zip(&verdicts).filter_map(|(f, v)| match *v {
-                    Verdict::Unicast(d) if d.index() == p => Some(f),
-                    Verdict::Flood if flood[p] => Some(f),
-                    _ => None,
-                });
-                dst.deliver_batch(mine, queue_pair, |_| {});
-                dst.notify();
-            }
-        });
+                // Each destination's frames in one go, in batch order.
+                for &p in dests.iter() {
+                    let mine = frames.iter().zip(&verdicts).filter_map(|(f, v)| match *v {
+                        Verdict::Unicast(d) if d.index() == p => Some(f),
+                        Verdict::Flood if in_flood[p] => Some(f),
+                        _ => None,
+                    });
+                    sw.ports[p].deliver_batch(mine, queue_pair, |_| {});
+                    sw.ports[p].notify();
+                    is_dest[p] = false;
+                }
+                for &p in flood.iter() {
+                    in_flood[p] = false;
+                }
+            },
+        );
     }
 
     fn link_changed(&self, port: &NetPort, up: bool) {

@@ -228,13 +228,7 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
         let sw = sw.into_inner();
         let name = sw.name.get_ref().clone();
         let here = format!("switch \"{name}\"");
-        if !valid_name(&name) {
-            cx.error(
-                sw.name.span(),
-                format!("{here}: name"),
-                "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
-            );
-        }
+        check_name(&mut cx, &sw.name, &here);
         if switch_names.insert(name.clone(), 0).is_some() {
             cx.error(
                 sw.name.span(),
@@ -265,13 +259,7 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
             let p = p.into_inner();
             let pname = p.name.get_ref().clone();
             let here = format!("switch \"{name}\" port \"{pname}\"");
-            if !valid_name(&pname) {
-                cx.error(
-                    p.name.span(),
-                    format!("{here}: name"),
-                    "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
-                );
-            }
+            check_name(&mut cx, &p.name, &here);
             if let Some(other) = port_names.insert(pname.clone(), name.clone()) {
                 cx.error(
                     p.name.span(),
@@ -382,10 +370,19 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
     }
 }
 
-fn valid_name(s: &str) -> bool {
-    (1..=32).contains(&s.len())
+/// Names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'.
+fn check_name(cx: &mut Ctx<'_>, name: &Spanned<String>, here: &str) {
+    let s = name.get_ref();
+    let ok = (1..=32).contains(&s.len())
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        cx.error(
+            name.span(),
+            format!("{here}: name"),
+            "names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
+        );
+    }
 }
 
 fn unicast_mac(cx: &mut Ctx<'_>, m: &Spanned<String>, field: &str) -> Option<MacAddr> {

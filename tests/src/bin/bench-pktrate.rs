@@ -7,6 +7,10 @@
 //!
 //! Usage: bench-pktrate [ROUNDS] [SIZES...]   e.g. `bench-pktrate 3 64 1518` (frame sizes
 //! include the 4-byte FCS, as RFC 2544 counts them). Run it with `benches/pktrate.sh`.
+//!
+//! `bench-pktrate --scale [ROUNDS]`: vfabric only, 64 B frames, a switch with 64 ports and
+//! 10^6 forwarding entries against one with 2 ports and 1 entry (alternating), plus vfabric's
+//! resident memory per idle port and per 10^6 entries.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,70 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A vfabric topology for the benchmark: `ports` ports (p0 and p1 are the generator's) and
+/// `entries` static forwarding entries spread over the ports the generator does not use.
+fn topology(dir: &Path, ports: usize, entries: usize) -> Result<PathBuf> {
+    use std::fmt::Write as _;
+    let mut t = String::from("[[switch]]\nname = \"bench\"\nbusy_poll = true\n");
+    let per_port = if ports > 2 {
+        entries.div_ceil(ports - 2)
+    } else {
+        0
+    };
+    let mut made = 0;
+    for p in 0..ports {
+        write!(
+            t,
+            "[[switch.port]]\nname = \"p{p}\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nqueues = 1\n",
+            dir.join(format!("p{p}.sock")).display()
+        )?;
+        if p >= 2 && made < entries {
+            t.push_str("static_macs = [");
+            for _ in 0..per_port.min(entries - made) {
+                let b = (made as u32).to_be_bytes();
+                write!(
+                    t,
+                    "\"02:00:{:02x}:{:02x}:{:02x}:{:02x}\",",
+                    b[0], b[1], b[2], b[3]
+                )?;
+                made += 1;
+            }
+            t.push_str("]\n");
+        }
+    }
+    let path = dir.join("t.toml");
+    std::fs::write(&path, t)?;
+    Ok(path)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}
+
+/// Starts vfabric on CPU 0 with `topo`; waits for the generator's two sockets.
+fn start_vfabric(dir: &Path, vfabric: &Path, topo: &Path) -> Result<Proc> {
+    let log = std::fs::File::create(dir.join("vfabric.log"))?;
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(vfabric)
+        .arg("run")
+        .arg(topo)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let p = Proc {
+        child: Some(child),
+        cleanup: vec![],
+    };
+    wait_for(&[dir.join("p0.sock"), dir.join("p1.sock")], "vfabric")?;
+    Ok(p)
+}
+
 /// Starts the switch under test on CPU 0. Returns it and whether the generator must be the
 /// socket server (OVS's dpdkvhostuserclient ports dial out).
 fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
@@ -73,31 +141,9 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
     let log = std::fs::File::create(dir.join(format!("{who:?}.log")))?;
     match who {
         Who::Vfabric => {
-            let topo = dir.join("t.toml");
-            std::fs::write(
-                &topo,
-                format!(
-                    "[[switch]]\nname = \"bench\"\nbusy_poll = true\n\
-                     [[switch.port]]\nname = \"p0\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nqueues = 1\n\
-                     [[switch.port]]\nname = \"p1\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nqueues = 1\n",
-                    socks[0].display(),
-                    socks[1].display()
-                ),
-            )?;
-            let child = Command::new("taskset")
-                .args(["-c", "0"])
-                .arg(vfabric)
-                .arg("run")
-                .arg(&topo)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?;
-            let p = Proc {
-                child: Some(child),
-                cleanup: vec![],
-            };
-            wait_for(&socks, "vfabric")?;
-            Ok((p, false))
+            drop(log);
+            let topo = topology(dir, 2, 0)?;
+            Ok((start_vfabric(dir, vfabric, &topo)?, false))
         }
         Who::Testpmd => {
             let child = Command::new("dpdk-testpmd")
@@ -324,7 +370,72 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The scale benchmark: 2 ports / 1 entry against 64 ports / 10^6 entries, and memory.
+fn scale(rounds: usize, vfabric: &Path) -> Result<()> {
+    let configs = [(2usize, 0usize), (64, 1_000_000)];
+    let mut rates: Vec<(usize, f64)> = Vec::new();
+    let mut rss: Vec<(usize, usize, u64)> = Vec::new();
+    for r in 0..rounds {
+        for &(ports, entries) in &configs {
+            let dir = tempfile::Builder::new().prefix("vfsc").tempdir_in("/tmp")?;
+            let topo = topology(dir.path(), ports, entries)?;
+            let sw = start_vfabric(dir.path(), vfabric, &topo)?;
+            let pid = sw.child.as_ref().map(|c| c.id()).unwrap_or(0);
+            if r == 0 {
+                rss.push((ports, entries, rss_kib(pid)?));
+            }
+            let pps = generate(dir.path(), 64, false)?;
+            drop(sw);
+            println!(
+                "round {r} {ports:>3} ports {entries:>8} entries {:>7.3} Mpps",
+                pps / 1e6
+            );
+            rates.push((ports, pps));
+        }
+    }
+    let m = |p| median(rates.iter().filter(|r| r.0 == p).map(|r| r.1).collect());
+    let (small, big) = (m(2), m(64));
+    println!();
+    println!("| 64 B, busy-poll | 2 ports, 1 entry | 64 ports, 10^6 entries | ratio |");
+    println!("|-----------------|------------------|------------------------|-------|");
+    println!(
+        "| Mpps            | {:>16.3} | {:>22.3} | {:>5.2} |",
+        small / 1e6,
+        big / 1e6,
+        big / small
+    );
+    // Idle memory: 2 and 64 ports without entries, 64 ports with 10^6 entries.
+    let dir = tempfile::Builder::new().prefix("vfsc").tempdir_in("/tmp")?;
+    let topo = topology(dir.path(), 64, 0)?;
+    let sw = start_vfabric(dir.path(), vfabric, &topo)?;
+    let rss64 = rss_kib(sw.child.as_ref().map(|c| c.id()).unwrap_or(0))?;
+    drop(sw);
+    let rss2 = rss.iter().find(|r| r.0 == 2).map(|r| r.2).unwrap_or(0);
+    let rss_big = rss.iter().find(|r| r.0 == 64).map(|r| r.2).unwrap_or(0);
+    println!();
+    println!(
+        "RSS (before traffic): 2 ports {rss2} KiB, 64 ports {rss64} KiB, 64 ports + 10^6 entries {rss_big} KiB"
+    );
+    println!(
+        "=> {:.1} KiB per idle port, {:.1} MiB per 10^6 forwarding entries",
+        (rss64 as f64 - rss2 as f64) / 62.0,
+        (rss_big as f64 - rss64 as f64) / 1024.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--scale") {
+        let rounds = std::env::args()
+            .nth(2)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(3);
+        let vfabric = PathBuf::from(
+            std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
+        );
+        return scale(rounds, &vfabric);
+    }
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
     let mut sizes: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
