@@ -276,24 +276,32 @@ fn main() -> Result<()> {
     let pick = |who, f: fn(&Round) -> f64| {
         median(results.iter().filter(|r| r.who == who).map(f).collect())
     };
-    let (vr, tr) = (
+    let (vr, tr, br) = (
         pick(Contender::Vfabric, |r| r.rtt_ms),
         pick(Contender::Testpmd, |r| r.rtt_ms),
+        pick(Contender::TapBridge, |r| r.rtt_ms),
     );
-    let (vg, tg) = (
+    let (vg, tg, bg) = (
         pick(Contender::Vfabric, |r| r.gbps),
         pick(Contender::Testpmd, |r| r.gbps),
+        pick(Contender::TapBridge, |r| r.gbps),
     );
     println!();
-    println!("| median            | vfabric | testpmd io | vfabric/testpmd |");
-    println!("|-------------------|---------|------------|-----------------|");
     println!(
-        "| ping RTT (ms)     | {vr:>7.3} | {tr:>10.3} | {:>15.2} |",
-        vr / tr
+        "| median            | vfabric | testpmd io | QEMU TAP + bridge | vfabric/testpmd | vfabric/TAP |"
     );
     println!(
-        "| iperf3 TCP Gbit/s | {vg:>7.3} | {tg:>10.3} | {:>15.2} |",
-        vg / tg
+        "|-------------------|---------|------------|-------------------|-----------------|-------------|"
+    );
+    println!(
+        "| ping RTT (ms)     | {vr:>7.3} | {tr:>10.3} | {br:>17.3} | {:>15.2} | {:>11.2} |",
+        vr / tr,
+        vr / br
+    );
+    println!(
+        "| iperf3 TCP Gbit/s | {vg:>7.3} | {tg:>10.3} | {bg:>17.3} | {:>15.2} | {:>11.2} |",
+        vg / tg,
+        vg / bg
     );
     Ok(())
 }
