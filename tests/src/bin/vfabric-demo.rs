@@ -89,17 +89,24 @@ fn main() -> Result<()> {
     let s = lab.fabric.stats()?;
     for p in ["vm1", "vm2"] {
         let c = &s[p];
-        let drops: u64 = c
+        // Drops by reason, only the non-zero ones (an early broadcast that reached a port
+        // whose guest was still booting counts as tx_drop_link_down, for example).
+        let drops: Vec<String> = c
             .as_object()
             .map(|o| {
                 o.iter()
-                    .filter(|(k, _)| k.contains("drop"))
-                    .filter_map(|(_, v)| v.as_u64())
-                    .sum()
+                    .filter(|(k, v)| k.contains("drop") && v.as_u64().unwrap_or(0) > 0)
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect()
             })
-            .unwrap_or(0);
+            .unwrap_or_default();
+        let drops = if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        };
         println!(
-            "  {p}: rx {} frames / {} bytes, tx {} frames / {} bytes, drops {drops}",
+            "  {p}: rx {} frames / {} bytes, tx {} frames / {} bytes, drops: {drops}",
             c["rx_frames"], c["rx_bytes"], c["tx_frames"], c["tx_bytes"]
         );
     }
