@@ -10,7 +10,7 @@
 
 use arrayvec::ArrayVec;
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 use crate::offload::{OffloadMeta, Offloads};
 
@@ -191,21 +191,22 @@ fn parse_into<'a>(
         if total > MAX_FRAME_LEN + VNET_HDR_LEN {
             return Err(TxError::Oversize);
         }
-        for piece in mem.get_slices(desc.addr(), len) {
-            let mut piece = piece.map_err(|_| TxError::BadDescriptor)?;
+        for_each_piece(mem, desc.addr(), len, |mut piece| {
             if vnet_got < VNET_HDR_LEN {
                 let n = (VNET_HDR_LEN - vnet_got).min(piece.len());
-                let (h, rest) = piece.split_at(n).map_err(|_| TxError::BadDescriptor)?;
-                h.copy_to(&mut vnet[vnet_got..vnet_got + n]);
-                vnet_got += n;
-                piece = rest;
+                if let Ok((h, rest)) = piece.split_at(n) {
+                    h.copy_to(&mut vnet[vnet_got..vnet_got + n]);
+                    vnet_got += n;
+                    piece = rest;
+                }
             }
-            if piece.is_empty() {
-                continue;
+            if !piece.is_empty() {
+                // Keep walking a chain that is too fragmented: a loop is the better diagnosis.
+                too_fragmented |=
+                    store.len() - start >= MAX_TX_SEGS || store.try_push(piece).is_err();
             }
-            // Keep walking a chain that is too fragmented: a loop is the better diagnosis.
-            too_fragmented |= store.len() - start >= MAX_TX_SEGS || store.try_push(piece).is_err();
-        }
+        })
+        .map_err(|_| TxError::BadDescriptor)?;
     }
     if cut_short {
         return Err(TxError::BadDescriptor);
@@ -241,6 +242,28 @@ fn parse_into<'a>(
         seg_start: start as u16,
         seg_count: (store.len() - start) as u16,
     })
+}
+
+/// Calls `f` with the pieces of guest memory that hold `len` bytes at `addr`: one slice in
+/// the common case (one translation), several when the range straddles memory regions.
+/// Fails at the first byte outside guest memory.
+pub(crate) fn for_each_piece<'a>(
+    mem: &'a GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    mut f: impl FnMut(VolatileSlice<'a>),
+) -> Result<(), vm_memory::GuestMemoryError> {
+    if len == 0 {
+        return Ok(());
+    }
+    if let Ok(s) = mem.get_slice(addr, len) {
+        f(s);
+        return Ok(());
+    }
+    for piece in mem.get_slices(addr, len) {
+        f(piece?);
+    }
+    Ok(())
 }
 
 /// Copies the start of `segs` into `buf`; returns the bytes copied.

@@ -35,7 +35,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::counters::{NetCounters, NetCountersSnapshot};
 use crate::frame::{
     FrameInfo, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, SegStore, TxError, TxFrame, VNET_HDR_LEN,
-    parse_tx_chain,
+    for_each_piece, parse_tx_chain,
 };
 use crate::offload::{self, Gso, Offloads};
 
@@ -381,18 +381,13 @@ fn place_rx(
                 bad = true;
                 break;
             }
-            for piece in mem.get_slices(desc.addr(), desc.len() as usize) {
-                match piece {
-                    Ok(s) if !s.is_empty() => {
-                        // Pieces past the limit are not used; the chain just holds less.
-                        if slices.try_push(s).is_ok() {
-                            c += s.len();
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => bad = true,
+            let resolved = for_each_piece(mem, desc.addr(), desc.len() as usize, |s| {
+                // Pieces past the limit are not used; the chain just holds less.
+                if !s.is_empty() && slices.try_push(s).is_ok() {
+                    c += s.len();
                 }
-            }
+            });
+            bad |= resolved.is_err();
             if bad {
                 break;
             }
