@@ -1,8 +1,19 @@
-//! 802.1Q / 802.1ad VLAN types for vfabric. Pure: no I/O, no unsafe.
+//! 802.1Q / 802.1ad VLANs for vfabric. Pure: no I/O, no unsafe.
 //!
-//! Today this holds the VLAN identifier that keys the switch's forwarding table; tag views,
-//! push/pop and per-port VLAN policy (access, trunk, native VLAN, QinQ) build on it.
+//! - `VlanId`: a VLAN number (1-4094), the key of the switch's forwarding table with the MAC;
+//! - `tag`: tags as they sit in frames, parsing and emitting them, push/pop edits;
+//! - `set`: VLAN sets (a trunk's allowed list, with ranges);
+//! - `port`: a port's VLAN policy (access, trunk with native VLAN, QinQ tunnel): ingress
+//!   classification and egress tagging.
 #![forbid(unsafe_code)]
+
+pub mod port;
+pub mod set;
+pub mod tag;
+
+pub use port::{Egress, Ingress, PortVlan, VlanDrop};
+pub use set::VlanSet;
+pub use tag::{Edit, Tag, Tags};
 
 use std::fmt;
 
