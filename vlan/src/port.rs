@@ -19,7 +19,7 @@ use crate::tag::{Edit, TAG_LEN, TPID_8021AD, TPID_8021Q, Tag, Tags};
 pub enum PortVlan {
     Access(VlanId),
     Trunk {
-        allowed: VlanSet,
+        allowed: Box<VlanSet>,
         native: Option<VlanId>,
     },
     Tunnel {
@@ -185,7 +185,7 @@ mod tests {
             s.insert(v(a));
         }
         PortVlan::Trunk {
-            allowed: s,
+            allowed: Box::new(s),
             native: native.map(v),
         }
     }

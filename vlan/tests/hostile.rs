@@ -10,11 +10,11 @@ fn ports() -> Vec<PortVlan> {
     vec![
         PortVlan::Access(VlanId::new(10).unwrap()),
         PortVlan::Trunk {
-            allowed: s.clone(),
+            allowed: Box::new(s.clone()),
             native: Some(VlanId::DEFAULT),
         },
         PortVlan::Trunk {
-            allowed: VlanSet::new(),
+            allowed: Box::new(VlanSet::new()),
             native: None,
         },
         PortVlan::Tunnel {
