@@ -162,6 +162,12 @@ impl NetLab {
         }
     }
 
+    /// Waits (at most 10 s) until guest `i` listens on TCP `port`: servers started with
+    /// `-D`/in the background are not listening yet when their command returns.
+    pub fn wait_listening(&mut self, i: usize, port: u16) -> Result<()> {
+        self.vm(i).run_ok(&listening_cmd(port), CMD).map(|_| ())
+    }
+
     /// A guest's interface counters (`tx_packets`, `rx_packets`, ...) for eth0.
     pub fn guest_counters(&mut self, i: usize) -> Result<(u64, u64)> {
         let out = self.vm(i).run_ok(
@@ -173,4 +179,12 @@ impl NetLab {
         let rx = it.next().context("rx_packets")??;
         Ok((tx, rx))
     }
+}
+
+/// A guest shell command that waits, bounded to 10 s, until something listens on TCP `port`.
+pub fn listening_cmd(port: u16) -> String {
+    format!(
+        "for i in $(seq 100); do netstat -ltn 2>/dev/null | grep -q ':{port} ' && exit 0; sleep 0.1; done; \
+         echo 'nothing listens on port {port}'; exit 1"
+    )
 }

@@ -47,8 +47,9 @@ fn two_guests_ping_both_ways_udp_tcp_and_counters_agree() -> Result<()> {
     // UDP: 200 KB of 1400-byte datagrams at a gentle 2 Mbit/s; the receiver reports what it
     // got ("lost/total") and nothing may be missing.
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
+    lab.wait_listening(2, 5201)?;
     let out = lab.vm(1).run_ok(
-        &format!("sleep 0.5; iperf3 -u -c {} -b 2M -l 1400 -n 200K", ip(2)),
+        &format!("iperf3 -u -c {} -b 2M -l 1400 -n 200K", ip(2)),
         CMD,
     )?;
     let receiver = out
@@ -61,6 +62,7 @@ fn two_guests_ping_both_ways_udp_tcp_and_counters_agree() -> Result<()> {
     );
     // TCP: a page from a web server in the other guest.
     lab.vm(1).run_ok("mkdir -p /tmp/www && echo served-by-vm1 > /tmp/www/index.html && httpd -p 8080 -h /tmp/www", CMD)?;
+    lab.wait_listening(1, 8080)?;
     let page = lab.vm(2).run_ok(
         &format!("wget -q -O - http://{}:8080/index.html", ip(1)),
         CMD,
@@ -87,6 +89,7 @@ fn fifty_megabytes_over_tcp_arrive_byte_exact() -> Result<()> {
         "mkdir -p /tmp/www && head -c 52428800 /dev/urandom > /tmp/www/data && sha256sum /tmp/www/data | cut -d' ' -f1 && httpd -p 8080 -h /tmp/www",
         Duration::from_secs(120),
     )?;
+    lab.wait_listening(1, 8080)?;
     let sum2 = lab.vm(2).run_ok(
         &format!("wget -q -O /tmp/got http://{}:8080/data && ls -l /tmp/got | awk '{{print $5}}' && sha256sum /tmp/got | cut -d' ' -f1", ip(1)),
         Duration::from_secs(300),
@@ -162,9 +165,10 @@ fn multiqueue_guests_use_several_queue_pairs() -> Result<()> {
     assert_eq!(q.trim(), "rx-0 rx-1 tx-0 tx-1");
     lab.ping(1, 2, 3)?;
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
+    lab.wait_listening(2, 5201)?;
     let out = lab
         .vm(1)
-        .run_ok(&format!("sleep 0.5; iperf3 -c {} -P 4 -t 2", ip(2)), CMD)?;
+        .run_ok(&format!("iperf3 -c {} -P 4 -t 2", ip(2)), CMD)?;
     assert!(out.contains("[SUM]"), "{out}");
     Ok(())
 }
@@ -211,6 +215,7 @@ fn qemu_7_2_and_10_guests_talk_through_vfabric() -> Result<()> {
     lab.ping(2, 3, 3)?;
     lab.ping(3, 1, 3)?;
     lab.vm(1).run_ok("mkdir -p /tmp/www && head -c 1048576 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www", CMD)?;
+    lab.wait_listening(1, 8080)?;
     let a = lab
         .vm(1)
         .run_ok("sha256sum /tmp/www/d | cut -d' ' -f1", CMD)?;
@@ -259,6 +264,7 @@ fn tso_from_one_guest_is_segmented_for_a_guest_without_offloads() -> Result<()> 
             "mkdir -p /tmp/www && head -c 10485760 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
             CMD,
         )?;
+        lab.wait_listening(from, 8080)?;
         let got = lab.vm(to).run_ok(
             &format!(
                 "wget -q -O - http://{}:8080/d | sha256sum | cut -d' ' -f1",

@@ -115,24 +115,34 @@ fn guests_exchange_frames(lab: Lab) {
     let data = frame(mac(2), mac(1), &[9u8; 1486]);
     a.send(0, &data);
     assert_eq!(b.recv(0, 1, T), vec![(1, data.clone())]);
-    // Nothing else arrived anywhere.
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(a.used(0).is_empty() && b.used(0).is_empty() && c.used(0).is_empty());
+    // Nothing else arrived anywhere: a broadcast marker from C is the very next frame at A
+    // and B (rings are FIFO), and one from A the next at C.
+    let marker_c = frame(BCAST, mac(3), b"marker from c");
+    c.send(0, &marker_c);
+    assert_eq!(a.recv(0, 1, T), vec![(1, marker_c.clone())]);
+    assert_eq!(b.recv(0, 1, T), vec![(1, marker_c.clone())]);
+    let marker_a = frame(BCAST, mac(1), b"marker from a");
+    a.send(0, &marker_a);
+    assert_eq!(c.recv(0, 1, T), vec![(1, marker_a.clone())]);
+    assert_eq!(b.recv(0, 1, T), vec![(1, marker_a.clone())]);
     // Every TX chain came back with used length 0.
-    assert_eq!(a.used(1), vec![(0, 0), (2, 0)]);
+    assert_eq!(a.wait_used(1, 3, T), vec![(0, 0), (2, 0), (4, 0)]);
     let (ca, cb, cc) = (lab.counters(0), lab.counters(1), lab.counters(2));
     assert_eq!(
         (ca.rx_frames, ca.rx_bytes),
-        (2, (hello.len() + data.len()) as u64)
+        (3, (hello.len() + data.len() + marker_a.len()) as u64)
     );
-    assert_eq!((ca.tx_frames, ca.tx_bytes), (1, reply.len() as u64));
-    assert_eq!((cb.tx_frames, cb.rx_frames), (2, 1));
-    assert_eq!((cc.tx_frames, cc.rx_frames), (1, 0));
+    assert_eq!(
+        (ca.tx_frames, ca.tx_bytes),
+        (2, (reply.len() + marker_c.len()) as u64)
+    );
+    assert_eq!((cb.tx_frames, cb.rx_frames), (4, 1));
+    assert_eq!((cc.tx_frames, cc.rx_frames), (2, 1));
     let core = lab.fabric.switches()[0].core();
-    assert_eq!(core.fdb().len(), 2);
+    assert_eq!(core.fdb().len(), 3);
     assert_eq!(
         core.port_stats(vswitch::core::PortId(0)).unwrap().flooded,
-        1
+        2
     );
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vfabric_tests::fabric::{Fabric, PortSpec};
-use vfabric_tests::lab::{BOOT, CMD};
+use vfabric_tests::lab::{BOOT, CMD, listening_cmd};
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +225,8 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     a.run_ok("ping -c 2 -W 5 10.0.0.2", CMD)?;
     let ping = a.run_ok("ping -c 20 -i 0.2 -W 5 10.0.0.2", CMD)?;
     b.run_ok("iperf3 -s -D", CMD)?;
-    let ip = a.run_ok("sleep 0.5; iperf3 -c 10.0.0.2 -t 5", CMD)?;
+    b.run_ok(&listening_cmd(5201), CMD)?;
+    let ip = a.run_ok("iperf3 -c 10.0.0.2 -t 5", CMD)?;
     Ok(Round {
         who,
         rtt_ms: parse_avg_rtt(&ping).with_context(|| format!("ping output:\n{ping}"))?,

@@ -55,6 +55,7 @@ fn main() -> Result<()> {
         "mkdir -p /tmp/www && head -c 20971520 /dev/urandom > /tmp/www/blob && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/blob | cut -d' ' -f1",
         Duration::from_secs(120),
     )?;
+    lab.wait_listening(1, 8080)?;
     let t = Instant::now();
     let got = lab.vm(2).run_ok(
         &format!(
@@ -75,9 +76,10 @@ fn main() -> Result<()> {
 
     println!("\n-- iperf3 TCP vm1 -> vm2, 5 s --");
     lab.vm(2).run_ok("iperf3 -s -D", CMD)?;
+    lab.wait_listening(2, 5201)?;
     let out = lab
         .vm(1)
-        .run_ok(&format!("sleep 0.5; iperf3 -c {} -t 5", ip(2)), CMD)?;
+        .run_ok(&format!("iperf3 -c {} -t 5", ip(2)), CMD)?;
     for l in out
         .lines()
         .filter(|l| l.contains("sender") || l.contains("receiver"))
