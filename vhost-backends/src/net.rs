@@ -447,6 +447,8 @@ pub struct NetBackend {
     attach: Vec<EventFd>,
     attached_vrings: Mutex<Vec<Option<VringRwLock>>>,
     attached_threads: AtomicUsize,
+    /// Set (and signalled) once every worker reported its rings.
+    attached: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl NetBackend {
@@ -482,6 +484,7 @@ impl NetBackend {
             attach,
             attached_vrings: Mutex::new(vec![None; 2 * pairs]),
             attached_threads: AtomicUsize::new(0),
+            attached: (Mutex::new(false), std::sync::Condvar::new()),
         }))
     }
 
@@ -539,8 +542,24 @@ impl NetBackend {
                 drop(all);
                 self.publish();
             }
+            let (done, cv) = &self.attached;
+            *done.lock().map_err(|_| io::Error::other("poisoned"))? = true;
+            cv.notify_all();
         }
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) until every worker has handed over its rings and the
+    /// connection is published on the port. Called before the VMM's first message is relayed,
+    /// so a guest whose setup completed can always be delivered to.
+    pub fn wait_attached(&self, timeout: std::time::Duration) -> bool {
+        let (done, cv) = &self.attached;
+        let Ok(guard) = done.lock() else {
+            return false;
+        };
+        cv.wait_timeout_while(guard, timeout, |d| !*d)
+            .map(|(d, _)| *d)
+            .unwrap_or(false)
     }
 
     /// Drains a guest TX ring in batches, handing frames to the switch, until it is empty

@@ -151,6 +151,11 @@ pub fn serve_connection(
         h.register_listener(fd.as_raw_fd(), EventSet::IN, backend.attach_event())?;
         fd.write(1)?;
     }
+    // The rings exist before any message is handled: publish them first, so a guest whose
+    // setup completed is never told "link down".
+    if !backend.wait_attached(Duration::from_secs(10)) {
+        return Err(io::Error::other("vhost-user workers did not start"));
+    }
     let (inner_path, inner_listener) = private_listener()?;
     let started = daemon.start_client(&inner_path.to_string_lossy());
     let _ = fs::remove_file(&inner_path);
