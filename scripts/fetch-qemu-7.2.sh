@@ -59,17 +59,17 @@ version_bookworm() {
     sort -V -r | head -n1 || true
 }
 
-x86_ver="$(version_72 qemu-system-x86)"
-common_ver="$(version_72 qemu-system-common)"
-data_ver="$(version_72 qemu-system-data)"
-bios_ver="$(version_bookworm seabios)"
-if [ -z "$x86_ver" ] || [ -z "$common_ver" ] || [ -z "$data_ver" ] || [ -z "$bios_ver" ]; then
-  echo "fetch-qemu-7.2: apt knows no 7.2 QEMU packages; running apt-get update" >&2
-  $SUDO apt-get update -q
+lookup_versions() {
   x86_ver="$(version_72 qemu-system-x86)"
   common_ver="$(version_72 qemu-system-common)"
   data_ver="$(version_72 qemu-system-data)"
   bios_ver="$(version_bookworm seabios)"
+}
+lookup_versions
+if [ -z "$x86_ver" ] || [ -z "$common_ver" ] || [ -z "$data_ver" ] || [ -z "$bios_ver" ]; then
+  echo "fetch-qemu-7.2: apt knows no 7.2 QEMU packages; running apt-get update" >&2
+  $SUDO apt-get update -q
+  lookup_versions
 fi
 if [ -z "$x86_ver" ] || [ -z "$common_ver" ] || [ -z "$data_ver" ] || [ -z "$bios_ver" ]; then
   echo "fetch-qemu-7.2: no 7.2 version of qemu-system-x86 in the apt sources (is this Debian 12?)" >&2
