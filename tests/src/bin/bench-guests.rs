@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use vfabric_tests::dpdk::testpmd_io;
 use vfabric_tests::fabric::{Fabric, PortSpec};
 use vfabric_tests::lab::{BOOT, CMD, listening_cmd};
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
@@ -101,36 +102,8 @@ fn attach_tap(ns: &str, tap: &str) -> Result<()> {
 
 fn start_testpmd(dir: &Path) -> Result<(Backend, [PathBuf; 2])> {
     let socks = [dir.join("tp0.sock"), dir.join("tp1.sock")];
-    let log = std::fs::File::create(dir.join("testpmd.log"))?;
-    let child = Command::new("dpdk-testpmd")
-        .args(["-l", "0,1", "-n", "1", "--no-pci", "--file-prefix"])
-        .arg(format!("vfbench{}", std::process::id()))
-        .arg("--vdev")
-        .arg(format!("net_vhost0,iface={}", socks[0].display()))
-        .arg("--vdev")
-        .arg(format!("net_vhost1,iface={}", socks[1].display()))
-        .args([
-            "--",
-            "--forward-mode=io",
-            "--auto-start",
-            "--stats-period",
-            "0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("dpdk-testpmd (install dpdk-dev; see benches/guests.sh)")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socks.iter().all(|s| s.exists()) {
-        if Instant::now() > deadline {
-            bail!(
-                "testpmd did not create its sockets; see {}",
-                dir.join("testpmd.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let prefix = format!("vfbench{}", std::process::id());
+    let child = testpmd_io(&socks, "0@0,1@1", &prefix, &dir.join("testpmd.log"))?;
     Ok((Backend::Testpmd(child), socks))
 }
 

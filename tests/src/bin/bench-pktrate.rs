@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use vfabric_tests::dpdk::{testpmd_io, wait_for_paths};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
@@ -49,17 +50,6 @@ impl Drop for Proc {
                 .status();
         }
     }
-}
-
-fn wait_for(paths: &[PathBuf], what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !paths.iter().all(|p| p.exists()) {
-        if Instant::now() > deadline {
-            bail!("{what}: sockets never appeared");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -130,7 +120,7 @@ fn start_vfabric(dir: &Path, vfabric: &Path, topo: &Path) -> Result<Proc> {
         child: Some(child),
         cleanup: vec![],
     };
-    wait_for(&[dir.join("p0.sock"), dir.join("p1.sock")], "vfabric")?;
+    wait_for_paths(&[dir.join("p0.sock"), dir.join("p1.sock")], "vfabric")?;
     Ok(p)
 }
 
@@ -146,40 +136,15 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
             Ok((start_vfabric(dir, vfabric, &topo)?, false))
         }
         Who::Testpmd => {
-            let child = Command::new("dpdk-testpmd")
-                .args([
-                    "--lcores",
-                    "0@0,1@0",
-                    "-n",
-                    "1",
-                    "--no-pci",
-                    "-m",
-                    "256",
-                    "--file-prefix",
-                    "vfb-sw",
-                ])
-                .arg("--vdev")
-                .arg(format!("net_vhost0,iface={},queues=1", socks[0].display()))
-                .arg("--vdev")
-                .arg(format!("net_vhost1,iface={},queues=1", socks[1].display()))
-                .args([
-                    "--",
-                    "--forward-mode=io",
-                    "--auto-start",
-                    "--stats-period",
-                    "0",
-                    "--nb-cores=1",
-                ])
-                .stdin(Stdio::piped())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
-            let p = Proc {
-                child: Some(child),
-                cleanup: vec![],
-            };
-            wait_for(&socks, "testpmd")?;
-            Ok((p, false))
+            drop(log);
+            let child = testpmd_io(&socks, "0@0,1@0", "vfb-sw", &dir.join("Testpmd.log"))?;
+            Ok((
+                Proc {
+                    child: Some(child),
+                    cleanup: vec![],
+                },
+                false,
+            ))
         }
         Who::Ovs => {
             // A private OVS: its database, sockets and logs in `dir`, its datapath's internal
