@@ -1,7 +1,8 @@
 //! Everything of vfabric that touches vhost-user and guest memory: the virtio-net device,
-//! its rings and the per-port connection loop. No switching logic: the switch plugs in
+//! its rings and the per-port connection loop; the virtio-blk device and its disk images. No switching logic: the switch plugs in
 //! through `net::FrameSwitch`.
 
+pub mod blk;
 pub mod counters;
 pub mod frame;
 pub mod net;

@@ -231,11 +231,53 @@ impl EarlyEnableFilter {
     }
 }
 
+/// What a device adds to the relay: protocol features the `vhost` crate's handler refuses
+/// to serve (the relay answers them itself) and a word when a ring was enabled.
+pub trait RelayHooks {
+    /// Protocol feature bits added to the backend's `GET_PROTOCOL_FEATURES` answer.
+    fn extra_protocol_features(&self) -> u64 {
+        0
+    }
+    /// `GET_INFLIGHT_FD`: the answer's payload and the shared memory it describes.
+    fn get_inflight_fd(&self, _request: &[u8]) -> io::Result<(Vec<u8>, OwnedFd)> {
+        Err(io::Error::other("inflight tracking not supported"))
+    }
+    /// `SET_INFLIGHT_FD`: the region the VMM keeps for this device across backend restarts.
+    fn set_inflight_fd(&self, _request: &[u8], _fd: OwnedFd) -> io::Result<()> {
+        Err(io::Error::other("inflight tracking not supported"))
+    }
+    /// Ring `index` was enabled and the backend's handler has applied it.
+    fn ring_enabled(&self, _index: u32) {}
+}
+
+/// No hooks: the relay only absorbs early enables.
+pub struct NoHooks;
+impl RelayHooks for NoHooks {}
+
+const PROTOCOL_REPLY_ACK: u64 = 1 << 3;
+
 /// Relays messages between `frontend` (the VMM) and `backend` (the `vhost` crate's handler)
 /// until either side closes. Returns the filter, for its counters.
 pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<EarlyEnableFilter> {
+    run_with(frontend, backend, &NoHooks)
+}
+
+/// `run`, with a device's `hooks`: `GET/SET_INFLIGHT_FD` are answered by the hooks, the extra
+/// protocol features are offered, and every ring enable is reported once the handler applied
+/// it (the relay asks the handler for a reply when REPLY_ACK was negotiated, and keeps that
+/// reply from a VMM that did not ask for one).
+pub fn run_with(
+    frontend: UnixStream,
+    backend: UnixStream,
+    hooks: &dyn RelayHooks,
+) -> io::Result<EarlyEnableFilter> {
     let mut filter = EarlyEnableFilter::default();
     let version = 0x1;
+    let extra = hooks.extra_protocol_features();
+    let mut reply_ack = false;
+    // Ring enables forwarded to the handler whose reply is awaited: (ring, enabled, whether the
+    // VMM asked for the reply).
+    let mut awaited: std::collections::VecDeque<(u32, bool, bool)> = Default::default();
     loop {
         let (f_ready, b_ready) = {
             let mut fds = [
@@ -251,15 +293,68 @@ pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<EarlyEnableF
             (ready(&fds[0]), ready(&fds[1]))
         };
         if b_ready {
-            let Some(msg) = read_message(&backend)? else {
+            let Some(mut msg) = read_message(&backend)? else {
                 return Ok(filter);
             };
+            let req = msg.request();
+            if req == FrontendReq::GET_PROTOCOL_FEATURES as u32
+                && extra != 0
+                && let Some(f) = msg.payload_u64()
+            {
+                msg.bytes[HDR_LEN..HDR_LEN + 8].copy_from_slice(&(f | extra).to_le_bytes());
+            }
+            if req == FrontendReq::SET_VRING_ENABLE as u32
+                && msg.flags() & VhostUserHeaderFlag::REPLY.bits() != 0
+                && let Some((ring, enabled, wanted)) = awaited.pop_front()
+            {
+                if enabled && msg.payload_u64() == Some(0) {
+                    hooks.ring_enabled(ring);
+                }
+                if !wanted {
+                    continue;
+                }
+            }
             write_message(&frontend, &msg)?;
         }
         if f_ready {
-            let Some(msg) = read_message(&frontend)? else {
+            let Some(mut msg) = read_message(&frontend)? else {
                 return Ok(filter);
             };
+            let req = msg.request();
+            let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+            if req == FrontendReq::SET_PROTOCOL_FEATURES as u32 {
+                reply_ack = msg
+                    .payload_u64()
+                    .is_some_and(|f| f & PROTOCOL_REPLY_ACK != 0);
+            }
+            if extra != 0
+                && (req == FrontendReq::GET_INFLIGHT_FD as u32
+                    || req == FrontendReq::SET_INFLIGHT_FD as u32)
+            {
+                let flags = version | VhostUserHeaderFlag::REPLY.bits();
+                if req == FrontendReq::GET_INFLIGHT_FD as u32 {
+                    let (payload, fd) = hooks.get_inflight_fd(msg.payload())?;
+                    let mut answer = Message::new(FrontendReq::GET_INFLIGHT_FD, flags, &payload);
+                    answer.fds.push(fd);
+                    write_message(&frontend, &answer)?;
+                } else {
+                    let fd = msg.fds.pop();
+                    let r = match fd {
+                        Some(fd) => hooks.set_inflight_fd(msg.payload(), fd),
+                        None => Err(io::Error::other("SET_INFLIGHT_FD without a descriptor")),
+                    };
+                    if let Err(e) = &r {
+                        log::warn!("SET_INFLIGHT_FD: {e}");
+                    }
+                    if need_reply {
+                        let code: u64 = if r.is_ok() { 0 } else { 1 };
+                        let ack =
+                            Message::new(FrontendReq::SET_INFLIGHT_FD, flags, &code.to_le_bytes());
+                        write_message(&frontend, &ack)?;
+                    }
+                }
+                continue;
+            }
             match filter.on_frontend_message(msg.request(), msg.flags(), msg.payload()) {
                 Action::Absorb { reply } => {
                     if let Some((idx, num)) = msg.vring_state() {
@@ -277,6 +372,23 @@ pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<EarlyEnableF
                 Action::Forward { then_enable } => {
                     if msg.request() == FrontendReq::SET_FEATURES as u32 {
                         log::debug!("SET_FEATURES {:#x}", msg.payload_u64().unwrap_or(0));
+                    }
+                    if req == FrontendReq::SET_VRING_ENABLE as u32 {
+                        match msg.vring_state() {
+                            Some((ring, num)) if reply_ack => {
+                                // Every enable/disable that gets a reply is queued, so replies
+                                // pair up with their requests in order.
+                                awaited.push_back((ring, num == 1, need_reply));
+                                let f = msg.flags() | VhostUserHeaderFlag::NEED_REPLY.bits();
+                                msg.bytes[4..8].copy_from_slice(&f.to_le_bytes());
+                            }
+                            Some((ring, 1)) => {
+                                write_message(&backend, &msg)?;
+                                hooks.ring_enabled(ring);
+                                continue;
+                            }
+                            _ => {}
+                        }
                     }
                     write_message(&backend, &msg)?;
                     for (idx, num) in then_enable {

@@ -86,7 +86,7 @@ pub fn run_port(port: Arc<NetPort>, switch: Arc<dyn FrameSwitch>, role: Role) ->
 }
 
 /// Dials the VMM's socket until it answers (100 ms, growing to 1 s between tries).
-fn connect_with_retry(path: &Path) -> UnixStream {
+pub(crate) fn connect_with_retry(path: &Path) -> UnixStream {
     let mut wait = Duration::from_millis(100);
     loop {
         match UnixStream::connect(path) {
@@ -99,7 +99,7 @@ fn connect_with_retry(path: &Path) -> UnixStream {
     }
 }
 
-fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
+pub(crate) fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -115,7 +115,7 @@ fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
 }
 
 /// Accepts the daemon's connection, refusing any peer that is not this process.
-fn accept_own(listener: &UnixListener) -> io::Result<UnixStream> {
+pub(crate) fn accept_own(listener: &UnixListener) -> io::Result<UnixStream> {
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::from(5000u16))? == 0 {

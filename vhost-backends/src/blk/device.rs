@@ -1,0 +1,813 @@
+//! The virtio-blk device over vhost-user: one worker thread and one I/O engine per queue.
+//!
+//! A kick makes the queue's worker take every available chain, check it (`request::parse`),
+//! mark it in flight in the VMM-kept region, and hand it to the engine; completions wake the
+//! same worker through the engine's eventfd, which writes the status, publishes the used
+//! entries and interrupts the guest (EVENT_IDX honoured). A ring being stopped
+//! (GET_VRING_BASE) first waits for its requests to finish. After a backend restart the
+//! requests still marked in flight are resubmitted, oldest first.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
+    VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY,
+    VIRTIO_BLK_F_WRITE_ZEROES,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{
+    Address, ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::image::{Done, Image, Job, QueueIo};
+use super::inflight::{self, Inflight, InflightMsg};
+use super::request::{self, Limits, Op, Parsed, S_IOERR, S_OK, SECTOR, Seg};
+use crate::relay::RelayHooks;
+
+/// Queues a disk may have.
+pub const MAX_QUEUES: u16 = 16;
+/// Largest ring the device accepts.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+/// Data segments per request offered to the driver (seg_max).
+pub const SEG_MAX: u32 = 254;
+/// Largest segment offered to the driver (size_max).
+pub const SIZE_MAX: u32 = 1 << 20;
+/// Ranges per discard / write-zeroes request, and sectors per range.
+pub const MAX_RANGES: u32 = 32;
+pub const MAX_RANGE_SECTORS: u32 = (1 << 30) / SECTOR as u32;
+
+/// A disk's configuration.
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    pub name: String,
+    pub queues: u16,
+    pub serial: String,
+}
+
+/// Per-disk counters (kept across connections).
+#[derive(Default, Debug)]
+pub struct BlkCounters {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub flushes: AtomicU64,
+    pub discards: AtomicU64,
+    pub write_zeroes: AtomicU64,
+    pub get_ids: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub write_bytes: AtomicU64,
+    /// Requests answered IOERR (refused up front or failed in the engine).
+    pub io_errors: AtomicU64,
+    /// Requests answered UNSUPP.
+    pub unsupported: AtomicU64,
+    /// Chains without a status byte, returned with length 0.
+    pub bad_chains: AtomicU64,
+    /// Requests resubmitted after a backend restart.
+    pub resubmitted: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+impl BlkCounters {
+    /// The counters as (name, value) pairs.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("reads", g(&self.reads)),
+            ("writes", g(&self.writes)),
+            ("flushes", g(&self.flushes)),
+            ("discards", g(&self.discards)),
+            ("write_zeroes", g(&self.write_zeroes)),
+            ("get_ids", g(&self.get_ids)),
+            ("read_bytes", g(&self.read_bytes)),
+            ("write_bytes", g(&self.write_bytes)),
+            ("io_errors", g(&self.io_errors)),
+            ("unsupported", g(&self.unsupported)),
+            ("bad_chains", g(&self.bad_chains)),
+            ("resubmitted", g(&self.resubmitted)),
+            ("connections", g(&self.connections)),
+        ]
+    }
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A disk: its image and configuration, living across VMM connections.
+pub struct Disk {
+    pub config: DiskConfig,
+    pub image: Arc<Image>,
+    pub counters: BlkCounters,
+}
+
+impl Disk {
+    pub fn new(config: DiskConfig, image: Image) -> Arc<Disk> {
+        Arc::new(Disk {
+            config,
+            image: Arc::new(image),
+            counters: BlkCounters::default(),
+        })
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = (1u64 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_BLK_F_SIZE_MAX)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE)
+            | (1 << VIRTIO_BLK_F_TOPOLOGY)
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_MQ)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if self.image.readonly {
+            f |= 1 << VIRTIO_BLK_F_RO;
+        } else {
+            f |= (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES);
+        }
+        f
+    }
+
+    /// The virtio_blk_config space (60 bytes).
+    pub fn config_space(&self) -> Vec<u8> {
+        let mut c = vec![0u8; 60];
+        let put32 =
+            |c: &mut [u8], at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        c[0..8].copy_from_slice(&(self.image.capacity / SECTOR).to_le_bytes());
+        put32(&mut c, 8, SIZE_MAX);
+        put32(&mut c, 12, SEG_MAX);
+        put32(&mut c, 20, SECTOR as u32); // blk_size
+        // topology: physical_block_exp 3 (4 KiB), alignment 0, min_io_size 1 sector,
+        // opt_io_size 0.
+        c[24] = 3;
+        c[26..28].copy_from_slice(&1u16.to_le_bytes());
+        c[34..36].copy_from_slice(&self.config.queues.to_le_bytes());
+        put32(&mut c, 36, MAX_RANGE_SECTORS); // max_discard_sectors
+        put32(&mut c, 40, MAX_RANGES); // max_discard_seg
+        put32(&mut c, 44, 8); // discard_sector_alignment (4 KiB)
+        put32(&mut c, 48, MAX_RANGE_SECTORS); // max_write_zeroes_sectors
+        put32(&mut c, 52, MAX_RANGES); // max_write_zeroes_seg
+        c[56] = 1; // write_zeroes_may_unmap
+        c
+    }
+}
+
+/// A request between submission and completion.
+struct Pending {
+    head: u16,
+    status: GuestAddress,
+    /// Bytes written into guest buffers, status byte included.
+    used_len: u32,
+    op: OpKind,
+    bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Read,
+    Write,
+    Flush,
+    Discard,
+    WriteZeroes,
+}
+
+/// One queue's state, owned by its worker (the lock is for `stop_vring`).
+struct QueueState {
+    io: Option<QueueIo>,
+    pending: HashMap<u32, Pending>,
+    counter: u64,
+    /// Resubmission after a restart is done (or not needed) for this connection.
+    recovered: bool,
+    done: Vec<Done>,
+}
+
+/// Event ids after the queues (`num_queues` itself is the library's exit event).
+const COMPLETION_OFFSET: u64 = 1;
+const ENABLED_OFFSET: u64 = 2;
+
+/// The `VhostUserBackend` of one connection of one disk.
+pub struct BlkBackend {
+    disk: Arc<Disk>,
+    mem: GuestMemoryAtomic<GuestMemoryMmap>,
+    acked: AtomicU64,
+    event_idx: AtomicBool,
+    queues: Vec<Mutex<QueueState>>,
+    /// Per queue: written when the relay saw the ring enabled (time to resubmit).
+    enabled_fds: Vec<EventFd>,
+    inflight: Mutex<Option<Arc<Inflight>>>,
+    /// Each queue's ring, once its worker saw it (for `stop_vring`).
+    vrings: Mutex<Vec<Option<VringRwLock>>>,
+}
+
+impl BlkBackend {
+    pub fn new(disk: Arc<Disk>, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<Arc<Self>> {
+        let n = disk.config.queues.clamp(1, MAX_QUEUES) as usize;
+        let mut queues = Vec::with_capacity(n);
+        let mut enabled_fds = Vec::with_capacity(n);
+        for _ in 0..n {
+            let io = disk.image.queue_io(MAX_QUEUE_SIZE as u32)?;
+            enabled_fds.push(EventFd::new(EFD_NONBLOCK)?);
+            queues.push(Mutex::new(QueueState {
+                io: Some(io),
+                pending: HashMap::new(),
+                counter: 1,
+                recovered: false,
+                done: Vec::new(),
+            }));
+        }
+        add(&disk.counters.connections, 1);
+        Ok(Arc::new(BlkBackend {
+            disk,
+            mem,
+            acked: AtomicU64::new(0),
+            event_idx: AtomicBool::new(false),
+            queues,
+            enabled_fds,
+            inflight: Mutex::new(None),
+            vrings: Mutex::new(vec![None; n]),
+        }))
+    }
+
+    /// The fd each worker thread must listen on for completions, and its event id.
+    pub fn completion_listener(&self, q: usize) -> Option<(std::os::fd::RawFd, u64)> {
+        let st = self.queues.get(q)?.lock().ok()?;
+        Some((
+            st.io.as_ref()?.fd(),
+            self.num_queues() as u64 + COMPLETION_OFFSET,
+        ))
+    }
+
+    /// The fd a worker listens on for "your ring was enabled", and its event id.
+    pub fn enabled_listener(&self, q: usize) -> Option<(std::os::fd::RawFd, u64)> {
+        use std::os::fd::AsRawFd;
+        Some((
+            self.enabled_fds.get(q)?.as_raw_fd(),
+            self.num_queues() as u64 + ENABLED_OFFSET,
+        ))
+    }
+
+    fn limits(&self) -> Limits {
+        let acked = self.acked.load(Ordering::Relaxed);
+        Limits {
+            capacity: self.disk.image.capacity / SECTOR,
+            readonly: self.disk.image.readonly,
+            discard: acked & (1 << VIRTIO_BLK_F_DISCARD) != 0,
+            write_zeroes: acked & (1 << VIRTIO_BLK_F_WRITE_ZEROES) != 0,
+            max_ranges: MAX_RANGES,
+            max_range_sectors: MAX_RANGE_SECTORS,
+        }
+    }
+
+    fn inflight(&self) -> Option<Arc<Inflight>> {
+        self.inflight.lock().ok()?.clone()
+    }
+
+    /// Splits a chain into its device-readable and device-writable buffers.
+    fn buffers(descs: &[Descriptor]) -> (Vec<Seg>, Vec<Seg>) {
+        let (mut r, mut w) = (Vec::new(), Vec::new());
+        for d in descs {
+            let seg = (GuestAddress(d.addr().0), d.len());
+            if d.is_write_only() {
+                w.push(seg)
+            } else {
+                r.push(seg)
+            }
+        }
+        (r, w)
+    }
+
+    /// Checks one chain and submits it (or answers it at once). Returns true if a used
+    /// entry was published.
+    fn start(
+        &self,
+        q: usize,
+        st: &mut QueueState,
+        vring: &VringRwLock,
+        head: u16,
+        descs: &[Descriptor],
+        resubmit: bool,
+    ) -> bool {
+        let mem = self.mem.memory();
+        let c = &self.disk.counters;
+        let (r, w) = Self::buffers(descs);
+        let inflight = self.inflight();
+        let iq = inflight.as_ref().and_then(|i| i.queue(q));
+        if let (false, Some(iq)) = (resubmit, &iq) {
+            st.counter += 1;
+            iq.begin(head, st.counter);
+        }
+        let parsed = request::parse(&r, &w, &self.limits(), |a, out| {
+            mem.read_slice(out, a).is_ok()
+        });
+        let answer = |code: u8, status: GuestAddress, len: u32| {
+            let _ = mem.write_obj(code, status);
+            self.publish(q, vring, &[(head, len)]);
+        };
+        let req = match parsed {
+            Parsed::Bad => {
+                add(&c.bad_chains, 1);
+                self.publish(q, vring, &[(head, 0)]);
+                return true;
+            }
+            Parsed::Fail { status, code } => {
+                add(
+                    if code == S_IOERR {
+                        &c.io_errors
+                    } else {
+                        &c.unsupported
+                    },
+                    1,
+                );
+                answer(code, status, 1);
+                return true;
+            }
+            Parsed::Ok(req) => req,
+        };
+        let (job, op) = match req.op {
+            Op::GetId => {
+                add(&c.get_ids, 1);
+                let id = request::id_bytes(&self.disk.config.serial);
+                let mut at = 0usize;
+                for &(a, l) in &req.data {
+                    let n = (l as usize).min(id.len() - at);
+                    if n == 0 || mem.write_slice(&id[at..at + n], a).is_err() {
+                        break;
+                    }
+                    at += n;
+                }
+                answer(S_OK, req.status, at as u32 + 1);
+                return true;
+            }
+            Op::Read { offset } => (
+                Job::Read {
+                    offset,
+                    data: req.data,
+                },
+                OpKind::Read,
+            ),
+            Op::Write { offset } => (
+                Job::Write {
+                    offset,
+                    data: req.data,
+                },
+                OpKind::Write,
+            ),
+            Op::Flush => (Job::Flush, OpKind::Flush),
+            Op::Discard(r) => (Job::Discard(r), OpKind::Discard),
+            Op::WriteZeroes(r) => (Job::WriteZeroes(r), OpKind::WriteZeroes),
+        };
+        let used_len = if op == OpKind::Read {
+            req.data_len as u32 + 1
+        } else {
+            1
+        };
+        let Some(io) = st.io.as_mut() else {
+            answer(S_IOERR, req.status, 1);
+            return true;
+        };
+        let slot = io.submit(&self.mem, job);
+        st.pending.insert(
+            slot,
+            Pending {
+                head,
+                status: req.status,
+                used_len,
+                op,
+                bytes: req.data_len,
+            },
+        );
+        false
+    }
+
+    /// Publishes used entries (the inflight region told first) and interrupts the guest if
+    /// it wants to be.
+    fn publish(&self, q: usize, vring: &VringRwLock, entries: &[(u16, u32)]) {
+        let mem = self.mem.memory();
+        let inflight = self.inflight();
+        let iq = inflight.as_ref().and_then(|i| i.queue(q));
+        {
+            let mut st = vring.get_mut();
+            let queue = st.get_queue_mut();
+            for &(head, len) in entries {
+                if let Some(iq) = &iq {
+                    iq.publishing(head);
+                }
+                if queue.add_used(&*mem, head, len).is_err() {
+                    log::warn!("disk {}: used ring update failed", self.disk.config.name);
+                }
+                if let Some(iq) = &iq {
+                    iq.published(head, queue.next_used());
+                }
+            }
+        }
+        if vring.needs_notification().unwrap_or(true) {
+            let _ = vring.signal_used_queue();
+        }
+    }
+
+    /// Takes every available chain of queue `q` and starts it.
+    fn process_queue(&self, q: usize, vring: &VringRwLock) -> io::Result<()> {
+        let Ok(mut st) = self.queues[q].lock() else {
+            return Err(io::Error::other("poisoned"));
+        };
+        if !st.recovered {
+            self.recover(q, &mut st, vring);
+        }
+        let mem = self.mem.memory();
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                let _ = vring.disable_notification();
+            }
+            loop {
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let descs: Vec<Descriptor> = chain.collect();
+                self.start(q, &mut st, vring, head, &descs, false);
+            }
+            if !event_idx || !vring.enable_notification().unwrap_or(false) {
+                break;
+            }
+        }
+        if let Some(io) = st.io.as_mut() {
+            io.kick();
+        }
+        Ok(())
+    }
+
+    /// Completes what the engine finished.
+    fn complete(&self, q: usize, vring: &VringRwLock, st: &mut QueueState) {
+        let mut done = std::mem::take(&mut st.done);
+        done.clear();
+        if let Some(io) = st.io.as_mut() {
+            io.reap(&mut done);
+        }
+        self.finish(q, vring, st, &done);
+        st.done = done;
+    }
+
+    fn finish(&self, q: usize, vring: &VringRwLock, st: &mut QueueState, done: &[Done]) {
+        if done.is_empty() {
+            return;
+        }
+        let mem = self.mem.memory();
+        let c = &self.disk.counters;
+        let mut used = Vec::with_capacity(done.len());
+        for d in done {
+            let Some(p) = st.pending.remove(&d.slot) else {
+                continue;
+            };
+            let ok = d.result >= 0;
+            match (p.op, ok) {
+                (OpKind::Read, true) => {
+                    add(&c.reads, 1);
+                    add(&c.read_bytes, p.bytes);
+                }
+                (OpKind::Write, true) => {
+                    add(&c.writes, 1);
+                    add(&c.write_bytes, p.bytes);
+                }
+                (OpKind::Flush, true) => add(&c.flushes, 1),
+                (OpKind::Discard, true) => add(&c.discards, 1),
+                (OpKind::WriteZeroes, true) => add(&c.write_zeroes, 1),
+                (_, false) => {
+                    add(&c.io_errors, 1);
+                    log::debug!(
+                        "disk {}: request failed: {}",
+                        self.disk.config.name,
+                        io::Error::from_raw_os_error(-d.result)
+                    );
+                }
+            }
+            let _ = mem.write_obj(if ok { S_OK } else { S_IOERR }, p.status);
+            used.push((p.head, if ok { p.used_len } else { 1 }));
+        }
+        self.publish(q, vring, &used);
+    }
+
+    /// After a backend restart: resubmits the requests the region still has in flight, and
+    /// makes the ring continue after them.
+    fn recover(&self, q: usize, st: &mut QueueState, vring: &VringRwLock) {
+        let ready = {
+            let s = vring.get_ref();
+            s.get_queue().ready()
+        };
+        if !ready {
+            return;
+        }
+        st.recovered = true;
+        let Some(inflight) = self.inflight() else {
+            return;
+        };
+        let Some(iq) = inflight.queue(q) else {
+            return;
+        };
+        let mem = self.mem.memory();
+        let (used_idx, desc_table, size) = {
+            let s = vring.get_ref();
+            let queue = s.get_queue();
+            let used = queue.used_idx(&*mem, Ordering::Acquire).map(|w| w.0);
+            (used, queue.desc_table(), queue.size())
+        };
+        let Ok(used_idx) = used_idx else {
+            return;
+        };
+        let (heads, max_counter) = iq.recover(used_idx);
+        st.counter = st.counter.max(max_counter);
+        // Everything taken from the avail ring is either answered or in flight.
+        let next_avail = used_idx.wrapping_add(heads.len() as u16);
+        vring.set_queue_next_avail(next_avail);
+        if heads.is_empty() {
+            return;
+        }
+        log::info!(
+            "disk {}: queue {q}: resubmitting {} requests after a restart",
+            self.disk.config.name,
+            heads.len()
+        );
+        for head in heads {
+            add(&self.disk.counters.resubmitted, 1);
+            match walk_chain(&mem, GuestAddress(desc_table), size, head) {
+                Some(descs) => {
+                    self.start(q, st, vring, head, &descs, true);
+                }
+                None => {
+                    add(&self.disk.counters.bad_chains, 1);
+                    self.publish(q, vring, &[(head, 0)]);
+                }
+            }
+        }
+        if let Some(io) = st.io.as_mut() {
+            io.kick();
+        }
+    }
+}
+
+/// Reads the descriptor chain starting at `head` straight from the descriptor table (with
+/// indirect tables). Only used to resubmit requests after a restart: `virtio-queue` builds
+/// chains only from the avail ring, and after a restart those entries may be overwritten.
+/// Rejects loops, out-of-range indices and memory outside the guest.
+fn walk_chain(
+    mem: &GuestMemoryMmap,
+    table: GuestAddress,
+    size: u16,
+    head: u16,
+) -> Option<Vec<Descriptor>> {
+    const F_NEXT: u16 = 1;
+    const F_INDIRECT: u16 = 4;
+    let read = |t: GuestAddress, i: u16| -> Option<Descriptor> {
+        mem.read_obj::<Descriptor>(t.checked_add(u64::from(i) * 16)?)
+            .ok()
+    };
+    let mut out = Vec::new();
+    let (mut t, mut n, mut i) = (table, size, head);
+    let mut indirect_seen = false;
+    let mut budget = usize::from(size) + 1;
+    loop {
+        if i >= n || budget == 0 {
+            return None;
+        }
+        budget -= 1;
+        let d = read(t, i)?;
+        if d.flags() & F_INDIRECT != 0 {
+            if indirect_seen || d.len() % 16 != 0 || d.len() == 0 {
+                return None;
+            }
+            indirect_seen = true;
+            t = GuestAddress(d.addr().0);
+            n = u16::try_from(d.len() / 16).ok()?;
+            i = 0;
+            budget = usize::from(n);
+            continue;
+        }
+        out.push(d);
+        if d.flags() & F_NEXT == 0 {
+            return Some(out);
+        }
+        i = d.next();
+    }
+}
+
+// `Descriptor` must be plain bytes for read_obj.
+const _: fn() = || {
+    fn is_byte_valued<T: ByteValued>() {}
+    is_byte_valued::<Descriptor>();
+};
+
+impl VhostUserBackend for BlkBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        self.disk.features()
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.acked.store(features, Ordering::Relaxed);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let cfg = self.disk.config_space();
+        let start = (offset as usize).min(cfg.len());
+        let end = (start + size as usize).min(cfg.len());
+        let mut out = cfg[start..end].to_vec();
+        out.resize(size as usize, 0);
+        out
+    }
+
+    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.queues.len()).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // Answer every request of the ring before the VMM reads its base.
+        let q = queue_index as usize;
+        let vring = self
+            .vrings
+            .lock()
+            .ok()
+            .and_then(|v| v.get(q).cloned().flatten());
+        let (Some(vring), Some(m)) = (vring, self.queues.get(q)) else {
+            return Ok(());
+        };
+        let Ok(mut st) = m.lock() else {
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        if let Some(io) = st.io.as_mut() {
+            io.drain(&mut done);
+        }
+        self.finish(q, &vring, &mut st, &done);
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Ok(());
+        }
+        let q = thread_id;
+        let Some(vring) = vrings.first() else {
+            return Ok(());
+        };
+        if let Ok(mut v) = self.vrings.lock()
+            && let Some(slot @ None) = v.get_mut(q)
+        {
+            *slot = Some(vring.clone());
+        }
+        let n = self.num_queues() as u64;
+        match u64::from(device_event) {
+            0 => self.process_queue(q, vring),
+            e if e == n + COMPLETION_OFFSET => {
+                let Ok(mut st) = self.queues[q].lock() else {
+                    return Ok(());
+                };
+                self.complete(q, vring, &mut st);
+                if let Some(io) = st.io.as_mut() {
+                    io.kick();
+                }
+                Ok(())
+            }
+            e if e == n + ENABLED_OFFSET => {
+                if let Some(fd) = self.enabled_fds.get(q) {
+                    let _ = fd.read();
+                }
+                // Resubmits what a restart left in flight, then serves the ring.
+                self.process_queue(q, vring)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The relay's hooks for a disk: inflight regions and ring enables.
+pub struct BlkHooks(pub Arc<BlkBackend>);
+
+const PROTOCOL_INFLIGHT_SHMFD: u64 = 1 << 12;
+
+impl RelayHooks for BlkHooks {
+    fn extra_protocol_features(&self) -> u64 {
+        PROTOCOL_INFLIGHT_SHMFD
+    }
+
+    fn get_inflight_fd(&self, request: &[u8]) -> io::Result<(Vec<u8>, OwnedFd)> {
+        let m =
+            InflightMsg::parse(request).ok_or_else(|| io::Error::other("short GET_INFLIGHT_FD"))?;
+        let (msg, fd) = inflight::create(m.num_queues, m.queue_size)?;
+        Ok((msg.to_bytes(), fd))
+    }
+
+    fn set_inflight_fd(&self, request: &[u8], fd: OwnedFd) -> io::Result<()> {
+        let m =
+            InflightMsg::parse(request).ok_or_else(|| io::Error::other("short SET_INFLIGHT_FD"))?;
+        let region = Inflight::map(m, fd)?;
+        if let Ok(mut g) = self.0.inflight.lock() {
+            *g = Some(Arc::new(region));
+        }
+        Ok(())
+    }
+
+    fn ring_enabled(&self, index: u32) {
+        if let Some(fd) = self.0.enabled_fds.get(index as usize) {
+            let _ = fd.write(1);
+        }
+    }
+}
+
+impl Drop for BlkBackend {
+    fn drop(&mut self) {
+        // Nothing may still point into guest memory: wait for the engines.
+        for m in &self.queues {
+            if let Ok(mut st) = m.lock() {
+                let mut done = Vec::new();
+                if let Some(io) = st.io.as_mut() {
+                    io.drain(&mut done);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_space_layout() {
+        let img = Image::open(&super::super::image::ImageSpec {
+            path: "/dev/null".into(),
+            format: super::super::image::Format::Null,
+            readonly: false,
+            null_size: 1 << 30,
+        })
+        .unwrap();
+        let d = Disk::new(
+            DiskConfig {
+                name: "d".into(),
+                queues: 4,
+                serial: "s".into(),
+            },
+            img,
+        );
+        let c = d.config_space();
+        assert_eq!(
+            u64::from_le_bytes(c[0..8].try_into().unwrap()),
+            2 * 1024 * 1024
+        );
+        assert_eq!(u32::from_le_bytes(c[12..16].try_into().unwrap()), SEG_MAX);
+        assert_eq!(u32::from_le_bytes(c[20..24].try_into().unwrap()), 512);
+        assert_eq!(u16::from_le_bytes(c[34..36].try_into().unwrap()), 4);
+        assert_eq!(c[56], 1);
+        let f = d.features();
+        assert!(f & (1 << VIRTIO_BLK_F_DISCARD) != 0 && f & (1 << VIRTIO_BLK_F_RO) == 0);
+    }
+}

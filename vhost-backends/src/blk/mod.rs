@@ -1,0 +1,84 @@
+//! The virtio-blk device: disks from image files (raw, qcow2) over vhost-user.
+//!
+//! `request` checks requests (pure), `image` opens images and runs their I/O (io_uring for
+//! raw files, imago for qcow2), `inflight` keeps the crash-safe record of requests in flight,
+//! `device` is the vhost-user backend. `run_disk` serves one disk's socket forever, like a
+//! net port: each VMM connection gets a fresh daemon, through the same relay.
+
+pub mod device;
+pub mod image;
+pub mod inflight;
+pub mod request;
+
+use std::fs;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+pub use device::{BlkBackend, BlkCounters, Disk, DiskConfig};
+pub use image::{Format, Image, ImageSpec};
+
+use crate::relay;
+use crate::server::{Role, accept_own, connect_with_retry, private_listener};
+
+/// Serves `disk` forever in the calling thread.
+pub fn run_disk(disk: Arc<Disk>, role: Role) -> ! {
+    let name = disk.config.name.clone();
+    loop {
+        let stream = match &role {
+            Role::Server(listener) => match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    log::warn!("disk {name}: accept: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            },
+            Role::Client(path) => connect_with_retry(path),
+        };
+        log::info!("disk {name}: VMM connected");
+        match serve_connection(&disk, stream) {
+            Ok(()) => log::info!("disk {name}: VMM disconnected"),
+            Err(e) => log::warn!("disk {name}: connection ended: {e}"),
+        }
+    }
+}
+
+/// Serves one VMM connection of `disk` until it ends.
+pub fn serve_connection(disk: &Arc<Disk>, stream: UnixStream) -> io::Result<()> {
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend = BlkBackend::new(disk.clone(), mem.clone())?;
+    let mut daemon = VhostUserDaemon::new(format!("vf-{}", disk.config.name), backend.clone(), mem)
+        .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
+    let handlers = daemon.get_epoll_handlers();
+    for (q, h) in handlers.iter().enumerate() {
+        for (fd, id) in [backend.completion_listener(q), backend.enabled_listener(q)]
+            .into_iter()
+            .flatten()
+        {
+            h.register_listener(fd, EventSet::IN, id)?;
+        }
+    }
+    let (inner_path, inner_listener) = private_listener()?;
+    let started = daemon.start_client(&inner_path.to_string_lossy());
+    let _ = fs::remove_file(&inner_path);
+    started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
+    let hooks = device::BlkHooks(backend.clone());
+    let relayed =
+        accept_own(&inner_listener).and_then(|inner| relay::run_with(stream, inner, &hooks));
+    drop(hooks);
+    let waited = daemon.wait();
+    for h in &handlers {
+        h.send_exit_event();
+    }
+    drop(handlers);
+    drop(daemon);
+    if let Err(e) = waited {
+        log::debug!("disk {}: vhost-user handler ended: {e}", disk.config.name);
+    }
+    relayed.map(|_| ())
+}
