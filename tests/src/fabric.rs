@@ -74,11 +74,18 @@ pub struct Fabric {
     lines: Option<Receiver<String>>,
     log: PathBuf,
     ports: Vec<PortSpec>,
+    env: Vec<(String, String)>,
 }
 
 impl Fabric {
     /// Writes the topology for `ports` into `dir` (sockets `dir/<port>.sock`) and starts vfabric.
     pub fn start(dir: &Path, ports: &[PortSpec]) -> Result<Fabric> {
+        Fabric::start_with(dir, ports, "")
+    }
+
+    /// `start`, with more topology text appended (e.g. `[[disk]]` tables; relative paths are
+    /// relative to `dir`).
+    pub fn start_with(dir: &Path, ports: &[PortSpec], extra: &str) -> Result<Fabric> {
         fs::create_dir_all(dir)?;
         let mut toml = String::from("[[switch]]\nname = \"lab\"\n");
         for p in ports {
@@ -88,6 +95,8 @@ impl Fabric {
                 e = p.extra
             );
         }
+        toml += "\n";
+        toml += extra;
         let topology = dir.join("topology.toml");
         fs::write(&topology, toml)?;
         let mut f = Fabric {
@@ -97,6 +106,7 @@ impl Fabric {
             lines: None,
             log: dir.join("vfabric.log"),
             ports: ports.to_vec(),
+            env: Vec::new(),
         };
         f.launch()?;
         Ok(f)
@@ -118,6 +128,7 @@ impl Fabric {
             .append(true)
             .open(&self.log)?;
         let mut child = Command::new(vfabric_bin()?)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-v")
             .arg("run")
             .arg(&self.topology)
@@ -174,6 +185,16 @@ impl Fabric {
         self.lines = None;
     }
 
+    /// Starts vfabric again with the same topology and `env` (replacing the environment
+    /// variables of earlier starts); stale sockets are replaced.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart()
+    }
+
     /// Starts vfabric again with the same topology (stale sockets are replaced).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
@@ -205,7 +226,9 @@ impl Fabric {
         while ports_seen < want || !out.contains_key("lab") {
             let l = self.wait_line(|l| l.starts_with('{'), Duration::from_secs(10))?;
             let v: serde_json::Value = serde_json::from_str(&l)?;
-            if let Some(p) = v.get("port").and_then(|p| p.as_str()) {
+            if let Some(d) = v.get("disk").and_then(|p| p.as_str()) {
+                out.insert(format!("disk:{d}"), v["counters"].clone());
+            } else if let Some(p) = v.get("port").and_then(|p| p.as_str()) {
                 out.insert(p.to_string(), v["counters"].clone());
                 ports_seen += 1;
             } else if let Some(s) = v.get("switch").and_then(|p| p.as_str()) {
@@ -222,6 +245,15 @@ impl Fabric {
             .and_then(|c| c.get(name))
             .and_then(|v| v.as_u64())
             .with_context(|| format!("no counter {name} for port {port}"))
+    }
+
+    /// One counter of one disk.
+    pub fn disk_counter(&mut self, disk: &str, name: &str) -> Result<u64> {
+        let s = self.stats()?;
+        s.get(&format!("disk:{disk}"))
+            .and_then(|c| c.get(name))
+            .and_then(|v| v.as_u64())
+            .with_context(|| format!("no counter {name} for disk {disk}"))
     }
 
     /// The last lines of vfabric's log.

@@ -239,6 +239,15 @@ pub struct NetDev {
     pub qemu_is_server: bool,
 }
 
+/// A vhost-user-blk disk. Disks become vda, vdb, ... in the guest, in `disks` order (the
+/// guest needs `vf.modprobe=virtio_blk`).
+#[derive(Clone, Debug)]
+pub struct BlkDev {
+    /// The vhost-user unix socket (QEMU connects, with reconnect).
+    pub socket: PathBuf,
+    pub queues: u16,
+}
+
 /// What to boot.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -249,6 +258,7 @@ pub struct VmConfig {
     pub mem_mb: u32,
     pub cpus: u32,
     pub nics: Vec<NetDev>,
+    pub disks: Vec<BlkDev>,
     /// Addresses /init assigns: (interface, CIDR), e.g. `("eth0", "10.0.0.1/24")`; the interface
     /// is brought up. `eth0.100` works when `extra_cmdline` has `vf.vlan=eth0:100`.
     pub ips: Vec<(String, String)>,
@@ -270,6 +280,7 @@ impl VmConfig {
             mem_mb: 256,
             cpus: 1,
             nics: Vec::new(),
+            disks: Vec::new(),
             ips: Vec::new(),
             extra_cmdline: String::new(),
             extra_args: Vec::new(),
@@ -386,6 +397,21 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
             dev.push_str(",vectors=0");
         } else if nic.queues > 1 {
             dev.push_str(&format!(",vectors={}", 2 * u32::from(nic.queues) + 2));
+        }
+        push(&["-device", &dev]);
+    }
+    for (i, d) in cfg.disks.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=vhb{i},path={},{}",
+                opt_path(&d.socket),
+                q.reconnect_opt()
+            ),
+        ]);
+        let mut dev = format!("vhost-user-blk-pci,chardev=vhb{i},num-queues={}", d.queues);
+        if !q.msix_ok() {
+            dev.push_str(",vectors=0");
         }
         push(&["-device", &dev]);
     }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
+use vhost_backends::blk::{self, Disk};
 use vhost_backends::net::FrameSwitch;
 use vhost_backends::server::{Role, bind_socket, run_port};
 use vswitch::dataplane::Fabric;
-use vswitch::topology::{self, PortKind, Topology};
+use vswitch::topology::{self, DiskFormat, PortKind, Topology};
 
 #[derive(Parser)]
 #[command(
@@ -58,9 +59,10 @@ fn main() -> ExitCode {
             Some(t) => {
                 let ports: usize = t.switches.iter().map(|s| s.ports.len()).sum();
                 println!(
-                    "{}: ok ({} switches, {ports} ports)",
+                    "{}: ok ({} switches, {ports} ports, {} disks)",
                     topology.display(),
-                    t.switches.len()
+                    t.switches.len(),
+                    t.disks.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -96,9 +98,68 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Open (and lock) every image first: a missing or busy image is an error before any
+    // socket exists.
+    let mut disks = Vec::new();
+    for d in &topo.disks {
+        let spec = blk::ImageSpec {
+            path: d.path.clone(),
+            format: match d.format {
+                DiskFormat::Auto => blk::Format::Auto,
+                DiskFormat::Raw => blk::Format::Raw,
+                DiskFormat::Qcow2 => blk::Format::Qcow2,
+                DiskFormat::Null => blk::Format::Null,
+            },
+            readonly: d.readonly,
+            null_size: d.size,
+        };
+        match blk::Image::open(&spec) {
+            Ok(img) => disks.push(Disk::new(
+                blk::DiskConfig {
+                    name: d.name.clone(),
+                    queues: d.queues,
+                    serial: d.serial.clone(),
+                },
+                img,
+            )),
+            Err(e) => {
+                eprintln!(
+                    "{}: disk \"{}\": path: {e}; nothing started",
+                    path.display(),
+                    d.name
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Create every listening socket before serving any: all or nothing.
     let mut roles = Vec::new();
+    let mut disk_roles = Vec::new();
     let mut bound: Vec<PathBuf> = Vec::new();
+    for (d, disk) in topo.disks.iter().zip(&disks) {
+        if d.client {
+            disk_roles.push((disk.clone(), Role::Client(d.socket.clone())));
+            continue;
+        }
+        match bind_socket(&d.socket) {
+            Ok(l) => {
+                bound.push(d.socket.clone());
+                disk_roles.push((disk.clone(), Role::Server(l)));
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}: disk \"{}\": socket {}: {e}; nothing started",
+                    path.display(),
+                    d.name,
+                    d.socket.display()
+                );
+                for b in &bound {
+                    let _ = std::fs::remove_file(b);
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     for (sw_cfg, sw) in topo.switches.iter().zip(fabric.switches()) {
         for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
             let PortKind::VhostUserNet(v) = &p.kind;
@@ -148,6 +209,16 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    for (disk, role) in disk_roles {
+        let name = format!("disk-{}", disk.config.name);
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || blk::run_disk(disk, role))
+        {
+            eprintln!("cannot start a disk thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = fabric.start_pollers() {
         eprintln!("cannot start a poll thread: {e}");
         return ExitCode::FAILURE;
@@ -166,9 +237,12 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     print_ready(&topo);
     loop {
         match signals.wait() {
-            Ok(Signal::SIGUSR1) => print_stats(&fabric),
+            Ok(Signal::SIGUSR1) => print_stats(&fabric, &disks),
             Ok(sig) => {
                 tracing::info!("{sig}: shutting down");
+                for d in &disks {
+                    d.image.close();
+                }
                 for b in &bound {
                     let _ = std::fs::remove_file(b);
                 }
@@ -234,12 +308,56 @@ fn print_ready(topo: &Topology) {
             );
         }
     }
+    for d in &topo.disks {
+        let sock = d.socket.display();
+        let chardev = if d.client {
+            format!(
+                "-chardev socket,id={n},path={sock},server=on,wait=off",
+                n = d.name
+            )
+        } else {
+            format!(
+                "-chardev socket,id={n},path={sock},reconnect-ms=1000",
+                n = d.name
+            )
+        };
+        let _ = writeln!(
+            out,
+            "disk {}: vhost-user-blk {sock} ({}, {} queues, {})",
+            d.name,
+            if d.client {
+                "vfabric dials"
+            } else {
+                "listening"
+            },
+            d.queues,
+            if d.format == DiskFormat::Null {
+                "null".to_string()
+            } else {
+                d.path.display().to_string()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  qemu: {chardev} -device vhost-user-blk-pci,chardev={n},num-queues={q}",
+            n = d.name,
+            q = d.queues
+        );
+    }
     let _ = writeln!(out, "vfabric ready");
     let _ = out.flush();
 }
 
-fn print_stats(fabric: &Fabric) {
+fn print_stats(fabric: &Fabric, disks: &[Arc<Disk>]) {
     let mut out = std::io::stdout().lock();
+    for d in disks {
+        let mut counters = serde_json::Map::new();
+        for (k, v) in d.counters.snapshot() {
+            counters.insert(k.into(), v.into());
+        }
+        let line = serde_json::json!({"disk": d.config.name, "counters": counters});
+        let _ = writeln!(out, "{line}");
+    }
     for sw in fabric.switches() {
         let core = sw.core();
         for (i, port) in sw.ports().iter().enumerate() {

@@ -65,6 +65,37 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     pub switches: Vec<SwitchConfig>,
+    pub disks: Vec<DiskConfig>,
+}
+
+/// Image formats a disk may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// Detected from the image's first bytes (qcow2 magic, else raw).
+    Auto,
+    Raw,
+    Qcow2,
+    /// No image: I/O completes without storage (benchmarks); needs `size`.
+    Null,
+}
+
+/// A virtio-blk disk served over vhost-user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskConfig {
+    pub name: String,
+    pub socket: PathBuf,
+    /// false: vfabric listens and the VMM connects; true: vfabric dials the VMM.
+    pub client: bool,
+    /// The image (absolute; relative paths are relative to the file).
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub readonly: bool,
+    /// Request queues offered (one worker thread and one I/O ring each).
+    pub queues: u16,
+    /// GET_ID answer (at most 20 bytes); the disk's name by default.
+    pub serial: String,
+    /// Size of a null disk, bytes.
+    pub size: u64,
 }
 
 /// One switch.
@@ -114,6 +145,39 @@ pub struct VhostUserNet {
 struct RawTopology {
     #[serde(default)]
     switch: Vec<Spanned<RawSwitch>>,
+    #[serde(default)]
+    disk: Vec<Spanned<RawDisk>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    name: Spanned<String>,
+    socket: Option<Spanned<String>>,
+    client: Option<Spanned<bool>>,
+    path: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    readonly: Option<Spanned<bool>>,
+    queues: Option<Spanned<i64>>,
+    serial: Option<Spanned<String>>,
+    size: Option<Spanned<String>>,
+}
+
+/// Parses a size like `512`, `64K`, `10M`, `2G`, `1T` (binary units, optional `iB`/`B`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 #[derive(Deserialize)]
@@ -221,8 +285,12 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
     let mut switch_names: HashMap<String, usize> = HashMap::new();
     let mut port_names: HashMap<String, String> = HashMap::new();
     let mut sockets: HashMap<PathBuf, String> = HashMap::new();
-    if raw.switch.is_empty() {
-        cx.error(0..0, "switch", "the topology has no [[switch]]");
+    if raw.switch.is_empty() && raw.disk.is_empty() {
+        cx.error(
+            0..0,
+            "switch",
+            "the topology has no [[switch]] and no [[disk]]",
+        );
     }
     for sw in raw.switch {
         let sw = sw.into_inner();
@@ -363,11 +431,175 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
             ports,
         });
     }
+    let disks = parse_disks(&mut cx, base, raw.disk, &mut port_names, &mut sockets);
     if cx.errors.is_empty() {
-        Ok(Topology { switches })
+        Ok(Topology { switches, disks })
     } else {
         Err(ConfigErrors(cx.errors))
     }
+}
+
+fn parse_disks(
+    cx: &mut Ctx<'_>,
+    base: &Path,
+    raw: Vec<Spanned<RawDisk>>,
+    names: &mut HashMap<String, String>,
+    sockets: &mut HashMap<PathBuf, String>,
+) -> Vec<DiskConfig> {
+    let mut disks = Vec::new();
+    let mut images: HashMap<PathBuf, String> = HashMap::new();
+    for d in raw {
+        let d = d.into_inner();
+        let name = d.name.get_ref().clone();
+        let here = format!("disk \"{name}\"");
+        check_name(cx, &d.name, &here);
+        if names.insert(name.clone(), "disk".into()).is_some() {
+            cx.error(
+                d.name.span(),
+                format!("{here}: name"),
+                "duplicate name (ports and disks share one namespace)",
+            );
+        }
+        let socket = match &d.socket {
+            Some(s) if !s.get_ref().is_empty() => {
+                let path = base.join(s.get_ref());
+                if let Some(other) = sockets.insert(path.clone(), name.clone()) {
+                    cx.error(
+                        s.span(),
+                        format!("{here}: socket"),
+                        format!("{} is already the socket of \"{other}\"", path.display()),
+                    );
+                }
+                path
+            }
+            Some(s) => {
+                cx.error(s.span(), format!("{here}: socket"), "empty socket path");
+                PathBuf::new()
+            }
+            None => {
+                cx.error(
+                    d.name.span(),
+                    format!("{here}: socket"),
+                    "missing (a disk needs `socket = \"/path/to.sock\"`)",
+                );
+                PathBuf::new()
+            }
+        };
+        let format = match d.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("auto") => DiskFormat::Auto,
+            Some("raw") => DiskFormat::Raw,
+            Some("qcow2") => DiskFormat::Qcow2,
+            Some("null") => DiskFormat::Null,
+            Some(other) => {
+                let span = d.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
+                cx.error(
+                    span,
+                    format!("{here}: format"),
+                    format!("unknown format `{other}` (raw, qcow2, null, or auto)"),
+                );
+                DiskFormat::Auto
+            }
+        };
+        let path = match (&d.path, format) {
+            (Some(p), _) if !p.get_ref().is_empty() => {
+                let path = base.join(p.get_ref());
+                if let Some(other) = images.insert(path.clone(), name.clone()) {
+                    cx.error(
+                        p.span(),
+                        format!("{here}: path"),
+                        format!(
+                            "{} is already the image of disk \"{other}\"",
+                            path.display()
+                        ),
+                    );
+                }
+                path
+            }
+            (_, DiskFormat::Null) => PathBuf::new(),
+            (Some(p), _) => {
+                cx.error(p.span(), format!("{here}: path"), "empty image path");
+                PathBuf::new()
+            }
+            (None, _) => {
+                cx.error(
+                    d.name.span(),
+                    format!("{here}: path"),
+                    "missing (a disk needs `path = \"/path/to/image\"`, raw or qcow2)",
+                );
+                PathBuf::new()
+            }
+        };
+        let size = match (&d.size, format) {
+            (Some(sz), DiskFormat::Null) => match parse_size(sz.get_ref()) {
+                Some(n) if n >= 512 && n % 512 == 0 => n,
+                _ => {
+                    cx.error(
+                        sz.span(),
+                        format!("{here}: size"),
+                        format!(
+                            "`{}` is not a size in whole sectors (like \"1G\")",
+                            sz.get_ref()
+                        ),
+                    );
+                    0
+                }
+            },
+            (Some(sz), _) => {
+                cx.error(
+                    sz.span(),
+                    format!("{here}: size"),
+                    "only a null disk has a size (an image's size is its own)",
+                );
+                0
+            }
+            (None, DiskFormat::Null) => {
+                cx.error(
+                    d.name.span(),
+                    format!("{here}: size"),
+                    "a null disk needs `size`",
+                );
+                0
+            }
+            (None, _) => 0,
+        };
+        let max = vhost_backends::blk::device::MAX_QUEUES;
+        let queues = match &d.queues {
+            None => 1,
+            Some(q) if (1..=i64::from(max)).contains(q.get_ref()) => *q.get_ref() as u16,
+            Some(q) => {
+                cx.error(
+                    q.span(),
+                    format!("{here}: queues"),
+                    format!("{} queues: must be 1-{max}", q.get_ref()),
+                );
+                1
+            }
+        };
+        let serial = match &d.serial {
+            None => name.clone(),
+            Some(s) if s.get_ref().len() <= 20 && s.get_ref().is_ascii() => s.get_ref().clone(),
+            Some(s) => {
+                cx.error(
+                    s.span(),
+                    format!("{here}: serial"),
+                    "a serial is at most 20 ASCII characters",
+                );
+                String::new()
+            }
+        };
+        disks.push(DiskConfig {
+            name,
+            socket,
+            client: d.client.map(|c| *c.get_ref()).unwrap_or(false),
+            path,
+            format,
+            readonly: d.readonly.map(|r| *r.get_ref()).unwrap_or(false),
+            queues,
+            serial,
+            size,
+        });
+    }
+    disks
 }
 
 /// Names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'.

@@ -78,6 +78,8 @@ pub struct BlkCounters {
     /// Requests resubmitted after a backend restart.
     pub resubmitted: AtomicU64,
     pub connections: AtomicU64,
+    /// Requests handed to the engine and not answered yet (a gauge).
+    pub in_flight: AtomicU64,
 }
 
 impl BlkCounters {
@@ -98,8 +100,22 @@ impl BlkCounters {
             ("bad_chains", g(&self.bad_chains)),
             ("resubmitted", g(&self.resubmitted)),
             ("connections", g(&self.connections)),
+            ("in_flight", g(&self.in_flight)),
         ]
     }
+}
+
+/// Fault injection for crash tests: with `VFABRIC_TEST_BLK_STALL_AFTER=N` in the
+/// environment, completions stop being answered once N writes were, so a kill is certain to
+/// find requests in flight. Read once; never set in production.
+fn stalled(c: &BlkCounters) -> bool {
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let after = AFTER.get_or_init(|| {
+        std::env::var("VFABRIC_TEST_BLK_STALL_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    after.is_some_and(|n| c.writes.load(Ordering::Relaxed) >= n)
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -379,6 +395,7 @@ impl BlkBackend {
             return true;
         };
         let slot = io.submit(&self.mem, job);
+        add(&c.in_flight, 1);
         st.pending.insert(
             slot,
             Pending {
@@ -467,6 +484,10 @@ impl BlkBackend {
         if done.is_empty() {
             return;
         }
+        if stalled(&self.disk.counters) {
+            // Fault injection (tests only): the requests stay in flight, unanswered.
+            return;
+        }
         let mem = self.mem.memory();
         let c = &self.disk.counters;
         let mut used = Vec::with_capacity(done.len());
@@ -474,6 +495,7 @@ impl BlkBackend {
             let Some(p) = st.pending.remove(&d.slot) else {
                 continue;
             };
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
             let ok = d.result >= 0;
             match (p.op, ok) {
                 (OpKind::Read, true) => {
