@@ -581,10 +581,8 @@ impl QueueIo {
     }
 
     /// Hands submitted jobs to the kernel (io_uring: one system call for the batch).
+    /// Callers reap right after, so jobs finished at once need no wake-up.
     pub fn kick(&mut self) {
-        if !self.ready.is_empty() {
-            let _ = self.notify.write(1);
-        }
         if let Engine::Uring { ring, queued } = &mut self.engine
             && *queued > 0
         {
@@ -595,9 +593,14 @@ impl QueueIo {
         }
     }
 
-    /// Collects finished jobs into `out` (their slots are free again).
-    pub fn reap(&mut self, out: &mut Vec<Done>) {
+    /// Clears the completion eventfd (before a last `reap` and sleeping).
+    pub fn clear_notify(&mut self) {
         let _ = self.notify.read();
+    }
+
+    /// Collects finished jobs into `out` (their slots are free again). Cheap when there
+    /// are none: no system call.
+    pub fn reap(&mut self, out: &mut Vec<Done>) {
         let mut finished = std::mem::take(&mut self.ready);
         match &mut self.engine {
             Engine::Uring { ring, .. } => {
