@@ -769,6 +769,99 @@ static_macs = ["zz"]
     }
 
     #[test]
+    fn disks() {
+        let src = r#"
+[[disk]]
+name = "vm1-root"
+socket = "/run/vfabric/vm1-disk.sock"
+path = "images/vm1.qcow2"
+queues = 4
+serial = "root1"
+
+[[disk]]
+name = "scratch"
+socket = "s.sock"
+format = "null"
+size = "2G"
+readonly = true
+client = true
+"#;
+        let t = parse(Path::new("/etc/vf/t.toml"), src).unwrap();
+        assert!(t.switches.is_empty());
+        let d = &t.disks[0];
+        assert_eq!(d.path, PathBuf::from("/etc/vf/images/vm1.qcow2"));
+        assert_eq!(
+            (d.format, d.queues, d.readonly, d.client),
+            (DiskFormat::Auto, 4, false, false)
+        );
+        assert_eq!(d.serial, "root1");
+        let n = &t.disks[1];
+        assert_eq!(
+            (n.format, n.size, n.readonly, n.client),
+            (DiskFormat::Null, 2 << 30, true, true)
+        );
+        assert_eq!(n.serial, "scratch");
+        assert_eq!(n.socket, PathBuf::from("/etc/vf/s.sock"));
+        let table: &[(&str, &str)] = &[
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\n",
+                "/etc/t.toml:2:8: disk \"d\": path: missing",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\npath = \"x\"\nformat = \"vmdk\"\n",
+                "/etc/t.toml:5:10: disk \"d\": format: unknown format `vmdk`",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\npath = \"x\"\nqueues = 0\n",
+                "/etc/t.toml:5:10: disk \"d\": queues: 0 queues: must be 1-16",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\nformat = \"null\"\nsize = \"1000\"\n",
+                "/etc/t.toml:5:8: disk \"d\": size: `1000` is not a size in whole sectors",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\npath = \"x\"\nsize = \"1G\"\n",
+                "/etc/t.toml:5:8: disk \"d\": size: only a null disk has a size",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\npath = \"x\"\nserial = \"0123456789abcdefghijk\"\n",
+                "/etc/t.toml:5:10: disk \"d\": serial: a serial is at most 20 ASCII characters",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"a.sock\"\npath = \"x\"\n[[disk]]\nname = \"e\"\nsocket = \"b.sock\"\npath = \"x\"\n",
+                "/etc/t.toml:8:8: disk \"e\": path: /etc/x is already the image of disk \"d\"",
+            ),
+            (
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"a.sock\"\n[[disk]]\nname = \"d\"\nsocket = \"a.sock\"\npath = \"x\"\n",
+                "/etc/t.toml:9:10: disk \"d\": socket: /etc/a.sock is already the socket of \"p\"",
+            ),
+            (
+                "[[disk]]\nname = \"d\"\nsocket = \"a.sock\"\npath = \"x\"\nbogus = 1\n",
+                "/etc/t.toml:5:1: parse: unknown field `bogus`",
+            ),
+        ];
+        for (src, want) in table {
+            let got = errors(src);
+            assert!(
+                got.iter().any(|e| e.starts_with(want)),
+                "{src}\nwant {want}\ngot {got:?}"
+            );
+        }
+        for (s, n) in [
+            ("512", 512),
+            ("64K", 65536),
+            ("10M", 10 << 20),
+            ("2GiB", 2 << 30),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(s), Some(n), "{s}");
+        }
+        for s in ["", "G", "1.5G", "1X", "-1"] {
+            assert_eq!(parse_size(s), None, "{s}");
+        }
+    }
+
+    #[test]
     fn durations() {
         for (s, ms) in [
             ("300s", 300_000),
