@@ -279,6 +279,51 @@ fn gather(segs: &[VolatileSlice<'_>], buf: &mut [u8]) -> usize {
 }
 
 /// A destination made of guest memory pieces, written front to back.
+/// A VLAN tag change applied while a frame is copied to a receiver: `strip` bytes of tags
+/// removed at offset 12, then `push` (a 4-byte tag) inserted there. The switch decides it;
+/// the copy does it, so an edited frame still costs one copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameEdit {
+    pub strip: u8,
+    pub push: Option<[u8; 4]>,
+}
+
+/// Where tags sit: right after the two MAC addresses.
+const TAG_AT: usize = 12;
+
+impl FrameEdit {
+    /// No change.
+    pub const NONE: FrameEdit = FrameEdit {
+        strip: 0,
+        push: None,
+    };
+
+    /// How far the bytes after the tags move (for checksum starts and header lengths).
+    pub fn shift(&self) -> i32 {
+        i32::from(self.push.is_some()) * 4 - i32::from(self.strip)
+    }
+
+    /// Length of a `len`-byte frame after the edit.
+    pub fn len_after(&self, len: usize) -> usize {
+        (len as isize + self.shift() as isize).max(0) as usize
+    }
+
+    /// Applies the edit to a frame held in `v`.
+    pub fn apply(&self, v: &mut Vec<u8>) {
+        if v.len() < TAG_AT + usize::from(self.strip) {
+            return;
+        }
+        let push: &[u8] = match &self.push {
+            Some(t) => t,
+            None => &[],
+        };
+        v.splice(
+            TAG_AT..TAG_AT + usize::from(self.strip),
+            push.iter().copied(),
+        );
+    }
+}
+
 pub struct ScatterWriter<'s, 'a> {
     dst: &'s [VolatileSlice<'a>],
     idx: usize,
@@ -351,7 +396,21 @@ impl<'s, 'a> ScatterWriter<'s, 'a> {
 
     /// Writes a whole frame: the checked head copy, then the rest from guest memory.
     pub fn write_frame(&mut self, frame: &TxFrame<'_>) -> bool {
-        if !self.write_bytes(frame.head()) {
+        self.write_frame_edited(frame, FrameEdit::NONE)
+    }
+
+    /// Copies `frame` with `edit` applied (the tags are always inside the checked head).
+    pub fn write_frame_edited(&mut self, frame: &TxFrame<'_>, edit: FrameEdit) -> bool {
+        let head = frame.head();
+        let cut = TAG_AT + usize::from(edit.strip);
+        let written = if edit == FrameEdit::NONE || head.len() < cut {
+            self.write_bytes(head)
+        } else {
+            self.write_bytes(&head[..TAG_AT])
+                && edit.push.is_none_or(|t| self.write_bytes(&t))
+                && self.write_bytes(&head[cut..])
+        };
+        if !written {
             return false;
         }
         let mut ok = true;

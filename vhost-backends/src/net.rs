@@ -34,10 +34,10 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::counters::{NetCounters, NetCountersSnapshot};
 use crate::frame::{
-    FrameInfo, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, SegStore, TxError, TxFrame, VNET_HDR_LEN,
-    for_each_piece, parse_tx_chain,
+    FrameEdit, FrameInfo, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, SegStore, TxError, TxFrame,
+    VNET_HDR_LEN, for_each_piece, parse_tx_chain,
 };
-use crate::offload::{self, Gso, Offloads};
+use crate::offload::{self, Gso, OffloadMeta, Offloads};
 
 /// Guest TX chains taken per batch: one switch decision lock and one notification per batch.
 pub const TX_BATCH: usize = 32;
@@ -138,7 +138,7 @@ impl NetPort {
     /// counting the outcome. The guest is not interrupted until `notify`.
     pub fn deliver(&self, frame: &TxFrame<'_>, hint: u16) -> Result<(), RxDrop> {
         let mut res = Ok(());
-        self.deliver_batch(std::iter::once(frame), hint, |r| res = r);
+        self.deliver_batch(std::iter::once((frame, FrameEdit::NONE)), hint, |r| res = r);
         res
     }
 
@@ -147,7 +147,7 @@ impl NetPort {
     /// `outcome`. The guest is not interrupted until `notify`.
     pub fn deliver_batch<'f, 'a: 'f>(
         &self,
-        frames: impl Iterator<Item = &'f TxFrame<'a>>,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
         hint: u16,
         mut outcome: impl FnMut(Result<(), RxDrop>),
     ) {
@@ -193,12 +193,12 @@ impl Connection {
     /// whole batch; the used entries are written after all the copies.
     fn deliver_batch<'f, 'a: 'f>(
         &self,
-        mut frames: impl Iterator<Item = &'f TxFrame<'a>>,
+        mut frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
         hint: u16,
         c: &NetCounters,
         mut outcome: impl FnMut(Result<(), RxDrop>),
     ) {
-        let link_down = |frames: &mut dyn Iterator<Item = &'f TxFrame<'a>>,
+        let link_down = |frames: &mut dyn Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
                          outcome: &mut dyn FnMut(Result<(), RxDrop>)| {
             for _ in frames {
                 c.count_drop(RxDrop::LinkDown);
@@ -236,20 +236,22 @@ impl Connection {
                         }
                         r
                     };
-                    for frame in frames.by_ref() {
-                        let res = if frame.meta().fits(rx_offloads) {
-                            put(Source::Guest(frame), frame.meta().rx_header())
+                    for (frame, edit) in frames.by_ref() {
+                        let meta = frame.meta().shifted(edit.shift());
+                        let res = if meta.fits(rx_offloads) {
+                            put(Source::Guest(frame, edit), meta.rx_header())
                         } else {
                             // Completed in software: delivered if any segment was.
                             let mut any = false;
                             let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
                                 frame.copy_into(whole);
+                                edit.apply(whole);
                                 let put_seg = |bytes: &[u8]| {
                                     let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
                                     any |= r.is_ok();
                                     r
                                 };
-                                complete_in_software(whole, seg, frame, put_seg, c)
+                                complete_in_software(whole, seg, &meta, put_seg, c)
                             });
                             if any { Ok(()) } else { r }
                         };
@@ -309,11 +311,11 @@ thread_local! {
 fn complete_in_software(
     whole: &mut [u8],
     seg: &mut Vec<u8>,
-    frame: &TxFrame<'_>,
+    meta: &OffloadMeta,
     mut put: impl FnMut(&[u8]) -> Result<(), RxDrop>,
     c: &NetCounters,
 ) -> Result<(), RxDrop> {
-    let meta = *frame.meta();
+    let meta = *meta;
     if meta.gso != Gso::None {
         let mut last = Ok(());
         let res = offload::segment_tcp(whole, &meta, seg, |s| {
@@ -337,14 +339,14 @@ fn complete_in_software(
 /// What is written into an RX ring: a guest's frame, or bytes built here.
 #[derive(Clone, Copy)]
 enum Source<'f, 'a> {
-    Guest(&'f TxFrame<'a>),
+    Guest(&'f TxFrame<'a>, FrameEdit),
     Bytes(&'f [u8]),
 }
 
 impl Source<'_, '_> {
     fn len(&self) -> usize {
         match self {
-            Source::Guest(f) => f.len(),
+            Source::Guest(f, e) => e.len_after(f.len()),
             Source::Bytes(b) => b.len(),
         }
     }
@@ -419,7 +421,7 @@ fn place_rx(
     let mut w = ScatterWriter::new(&slices);
     let written = w.write_bytes(&hdr)
         && match frame {
-            Source::Guest(f) => w.write_frame(f),
+            Source::Guest(f, e) => w.write_frame_edited(f, e),
             Source::Bytes(b) => w.write_bytes(b),
         };
     if !written {

@@ -192,6 +192,23 @@ impl OffloadMeta {
     }
 
     /// The receive-side virtio-net header carrying this frame's offloads (num_buffers 0).
+    /// The same offloads for the frame with its bytes after the VLAN tags moved by `shift`
+    /// (a tag pushed: +4, popped: -4).
+    pub fn shifted(&self, shift: i32) -> OffloadMeta {
+        let mv = |v: u16| (i32::from(v) + shift).clamp(0, i32::from(u16::MAX)) as u16;
+        let mut m = *self;
+        if shift == 0 {
+            return m;
+        }
+        m.csum = self.csum.map(|(start, off)| (mv(start), off));
+        if self.gso != Gso::None {
+            m.hdr_len = mv(self.hdr_len);
+        }
+        m.l3 = mv(self.l3);
+        m.l4 = mv(self.l4);
+        m
+    }
+
     pub fn rx_header(&self) -> [u8; 12] {
         let mut h = [0u8; 12];
         if let Some((start, off)) = self.csum {

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
-use vhost_backends::frame::TxFrame;
+use vhost_backends::frame::{FrameEdit, TxFrame};
 use vhost_backends::net::{FrameSwitch, NetPort, NetPortConfig, Poller, TX_BATCH};
 use vlan::VlanId;
 
-use crate::core::{PortId, Switch, Time, Verdict};
+use crate::core::{Decision, PortId, Switch, Time, Verdict};
 use crate::topology::{PortKind, Topology};
 
 /// One switch at run time: the decision core and its ports' devices (index = `PortId`).
@@ -58,10 +58,17 @@ struct Scratch {
     is_dest: Vec<bool>,
     /// Those ports, in first-appearance order.
     dests: Vec<usize>,
-    /// Per port: in the flood set of the current batch.
-    in_flood: Vec<bool>,
-    /// The flood set of the current batch, as decided by the core.
-    flood: Vec<usize>,
+    /// The flood sets of the VLANs flooding in the current batch.
+    floods: Vec<(VlanId, Vec<PortId>)>,
+    /// (destination port, frame index, edit) for every copy the batch makes.
+    copies: Vec<(usize, usize, FrameEdit)>,
+}
+
+fn frame_edit(e: vlan::Edit) -> FrameEdit {
+    FrameEdit {
+        strip: e.strip as u8,
+        push: e.push.map(|t| t.to_bytes()),
+    }
 }
 
 thread_local! {
@@ -86,10 +93,17 @@ impl Fabric {
             );
             let mut ports = Vec::new();
             for p in &sw.ports {
-                let id = core.add_port(&p.name);
+                let id = core.add_port_with(&p.name, p.policy.clone());
                 let PortKind::VhostUserNet(v) = &p.kind;
+                // Static addresses live in the port's untagged VLAN (access, native or
+                // service VLAN).
+                let home = match &p.policy.vlan {
+                    vlan::PortVlan::Access(v) => Some(*v),
+                    vlan::PortVlan::Trunk { native, .. } => *native,
+                    vlan::PortVlan::Tunnel { svlan } => Some(*svlan),
+                };
                 for mac in &v.static_macs {
-                    core.add_static(Time(0), VlanId::DEFAULT, *mac, id);
+                    core.add_static(Time(0), home.unwrap_or(VlanId::DEFAULT), *mac, id);
                 }
                 ports.push(NetPort::new(
                     NetPortConfig {
@@ -204,58 +218,78 @@ impl FrameSwitch for Fabric {
             |Scratch {
                  is_dest,
                  dests,
-                 in_flood,
-                 flood,
+                 floods,
+                 copies,
              }| {
-                // One lock for the whole batch: decide every frame, and note the flood set.
-                let mut verdicts = ArrayVec::<Verdict, TX_BATCH>::new();
-                flood.clear();
+                // One lock for the whole batch: decide every frame, then list every copy
+                // (destination, frame, VLAN tag edit).
+                let mut decisions = ArrayVec::<Decision, TX_BATCH>::new();
+                copies.clear();
+                for (_, f) in floods.iter_mut() {
+                    f.clear();
+                }
+                let mut nfloods = 0;
                 {
-                    let mut core = sw.core();
+                    let core = &mut *sw.core();
                     core.forward_batch(
                         now,
                         in_port,
                         frames.iter().take(TX_BATCH).map(|f| f.head()),
-                        |v| verdicts.push(v),
+                        |d| decisions.push(d),
                     );
-                    if verdicts.contains(&Verdict::Flood) {
-                        flood.extend(core.flood_targets(in_port).map(|p| p.index()));
+                    for (i, d) in decisions.iter().enumerate() {
+                        match d.verdict {
+                            Verdict::Unicast(p) => {
+                                if let Some(e) = core.egress_edit(p, d) {
+                                    copies.push((p.index(), i, frame_edit(e)));
+                                }
+                            }
+                            Verdict::Flood => {
+                                // The VLAN's flood set, computed once per batch.
+                                let k = match floods[..nfloods].iter().position(|f| f.0 == d.vlan) {
+                                    Some(k) => k,
+                                    None => {
+                                        if floods.len() == nfloods {
+                                            floods.push((d.vlan, Vec::new()));
+                                        }
+                                        floods[nfloods].0 = d.vlan;
+                                        floods[nfloods].1.clear();
+                                        floods[nfloods]
+                                            .1
+                                            .extend(core.flood_targets(in_port, d.vlan));
+                                        nfloods += 1;
+                                        nfloods - 1
+                                    }
+                                };
+                                for &p in &floods[k].1 {
+                                    if let Some(e) = core.egress_edit(p, d) {
+                                        copies.push((p.index(), i, frame_edit(e)));
+                                    }
+                                }
+                            }
+                            Verdict::Drop(_) => {}
+                        }
                     }
                 }
                 // The ports that get anything, in first-appearance order (flags are all false
                 // between batches: only the ports set here are cleared again below).
                 is_dest.resize(sw.ports.len(), false);
-                in_flood.resize(sw.ports.len(), false);
                 dests.clear();
-                for &p in flood.iter() {
-                    in_flood[p] = true;
-                }
-                for v in &verdicts {
-                    let mut add = |p: usize| {
-                        if p < is_dest.len() && !is_dest[p] {
-                            is_dest[p] = true;
-                            dests.push(p);
-                        }
-                    };
-                    match *v {
-                        Verdict::Unicast(p) => add(p.index()),
-                        Verdict::Flood => flood.iter().for_each(|&p| add(p)),
-                        Verdict::Drop(_) => {}
+                for &(p, _, _) in copies.iter() {
+                    if p < is_dest.len() && !is_dest[p] {
+                        is_dest[p] = true;
+                        dests.push(p);
                     }
                 }
                 // Each destination's frames in one go, in batch order.
                 for &p in dests.iter() {
-                    let mine = frames.iter().zip(&verdicts).filter_map(|(f, v)| match *v {
-                        Verdict::Unicast(d) if d.index() == p => Some(f),
-                        Verdict::Flood if in_flood[p] => Some(f),
-                        _ => None,
-                    });
+                    let mine = copies
+                        .iter()
+                        .filter(|c| c.0 == p)
+                        .filter_map(|&(_, i, e)| Some((frames.get(i)?, e)));
                     sw.ports[p].deliver_batch(mine, queue_pair, |_| {});
                     sw.ports[p].notify();
                     is_dest[p] = false;
-                }
-                for &p in flood.iter() {
-                    in_flood[p] = false;
                 }
             },
         );

@@ -365,18 +365,16 @@ fn print_stats(fabric: &Fabric, disks: &[Arc<Disk>]) {
             for (k, v) in port.counters().fields() {
                 counters.insert(k.into(), v.into());
             }
-            if let Some(s) = core.port_stats(vswitch::core::PortId(i as u32)) {
-                for (k, v) in [
-                    ("switch_unicast", s.unicast),
-                    ("switch_flooded", s.flooded),
-                    ("drop_runt", s.drop_runt),
-                    ("drop_invalid_source", s.drop_invalid_source),
-                    ("drop_same_port", s.drop_same_port),
-                    ("mac_moves_in", s.mac_moves_in),
-                ] {
+            let id = vswitch::core::PortId(i as u32);
+            if let Some(s) = core.port_stats(id) {
+                for (k, v) in s.fields() {
                     counters.insert(k.into(), v.into());
                 }
             }
+            counters.insert(
+                "fdb_port_entries".into(),
+                core.fdb().port_entries(id).into(),
+            );
             let line = serde_json::json!({
                 "switch": core.name(),
                 "port": port.name(),

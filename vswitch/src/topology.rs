@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::core::MacAddr;
+use crate::core::{MacAddr, PortPolicy};
 
 /// Queue pairs a vhost-user-net port offers when the topology does not say.
 pub const DEFAULT_QUEUES: u16 = 8;
@@ -114,6 +114,8 @@ pub struct SwitchConfig {
 pub struct PortConfig {
     pub name: String,
     pub kind: PortKind,
+    /// VLAN mode and port security.
+    pub policy: PortPolicy,
 }
 
 /// What a port connects to.
@@ -202,6 +204,23 @@ struct RawPort {
     static_macs: Option<Spanned<Vec<Spanned<String>>>>,
     queues: Option<Spanned<i64>>,
     offloads: Option<Spanned<bool>>,
+    vlan: Option<Spanned<i64>>,
+    trunk: Option<Spanned<Vec<Spanned<VlanItem>>>>,
+    native_vlan: Option<Spanned<i64>>,
+    qinq: Option<Spanned<i64>>,
+    max_macs: Option<Spanned<i64>>,
+    allowed_macs: Option<Spanned<Vec<Spanned<String>>>>,
+    allowed_ips: Option<Spanned<Vec<Spanned<String>>>>,
+    storm_limit: Option<Spanned<String>>,
+    isolated: Option<Spanned<bool>>,
+}
+
+/// One entry of `trunk`: a VLAN id or a range "100-199".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VlanItem {
+    Id(i64),
+    Range(String),
 }
 
 /// Parses a duration like `300s`, `5m`, `1h`, `1500ms` or `2d`.
@@ -412,7 +431,9 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
                     1
                 }
             };
+            let policy = port_policy(&mut cx, &p, &here);
             ports.push(PortConfig {
+                policy,
                 name: pname,
                 kind: PortKind::VhostUserNet(VhostUserNet {
                     socket,
@@ -600,6 +621,136 @@ fn parse_disks(
         });
     }
     disks
+}
+
+fn vlan_id(cx: &mut Ctx<'_>, v: &Spanned<i64>, field: &str) -> Option<vlan::VlanId> {
+    match u32::try_from(*v.get_ref())
+        .ok()
+        .and_then(|n| vlan::VlanId::new(n).ok())
+    {
+        Some(id) => Some(id),
+        None => {
+            cx.error(
+                v.span(),
+                field,
+                format!("{} is not a VLAN id (1-4094)", v.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// Parses a rate like `1000pps` (or a bare number).
+pub fn parse_pps(s: &str) -> Option<u32> {
+    let n = s.trim().trim_end_matches("pps").trim();
+    n.parse().ok().filter(|&n: &u32| n > 0)
+}
+
+fn port_policy(cx: &mut Ctx<'_>, p: &RawPort, here: &str) -> PortPolicy {
+    let mut pol = PortPolicy::default();
+    let modes = [p.vlan.is_some(), p.trunk.is_some(), p.qinq.is_some()];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        let span = p.name.span();
+        cx.error(
+            span,
+            format!("{here}: vlan"),
+            "a port is either an access port (`vlan`), a trunk (`trunk`) or a QinQ tunnel (`qinq`)",
+        );
+    }
+    if let Some(n) = &p.native_vlan
+        && p.trunk.is_none()
+    {
+        cx.error(
+            n.span(),
+            format!("{here}: native_vlan"),
+            "only a trunk (`trunk = [...]`) has a native VLAN",
+        );
+    }
+    if let Some(v) = &p.vlan
+        && let Some(id) = vlan_id(cx, v, &format!("{here}: vlan"))
+    {
+        pol.vlan = vlan::PortVlan::Access(id);
+    } else if let Some(q) = &p.qinq
+        && let Some(id) = vlan_id(cx, q, &format!("{here}: qinq"))
+    {
+        pol.vlan = vlan::PortVlan::Tunnel { svlan: id };
+    } else if let Some(t) = &p.trunk {
+        let mut set = vlan::VlanSet::new();
+        for item in t.get_ref() {
+            match item.get_ref() {
+                VlanItem::Id(n) => {
+                    let sp = Spanned::new(item.span(), *n);
+                    if let Some(id) = vlan_id(cx, &sp, &format!("{here}: trunk")) {
+                        set.insert(id);
+                    }
+                }
+                VlanItem::Range(r) => match vlan::VlanSet::parse_range(r) {
+                    Ok((a, b)) => set.insert_range(a, b),
+                    Err(e) => cx.error(item.span(), format!("{here}: trunk"), e.0),
+                },
+            }
+        }
+        let native = p
+            .native_vlan
+            .as_ref()
+            .and_then(|n| vlan_id(cx, n, &format!("{here}: native_vlan")));
+        if set.is_empty() && native.is_none() {
+            cx.error(
+                t.span(),
+                format!("{here}: trunk"),
+                "a trunk carries at least one VLAN",
+            );
+        }
+        pol.vlan = vlan::PortVlan::Trunk {
+            allowed: Box::new(set),
+            native,
+        };
+    }
+    if let Some(m) = &p.max_macs {
+        match usize::try_from(*m.get_ref()) {
+            Ok(n) if (1..=1_000_000).contains(&n) => pol.max_macs = Some(n),
+            _ => cx.error(
+                m.span(),
+                format!("{here}: max_macs"),
+                format!("{}: must be 1-1000000", m.get_ref()),
+            ),
+        }
+    }
+    if let Some(list) = &p.allowed_macs {
+        let mut macs = Vec::new();
+        for m in list.get_ref() {
+            if let Some(mac) = unicast_mac(cx, m, &format!("{here}: allowed_macs")) {
+                macs.push(mac);
+            }
+        }
+        pol.allowed_macs = Some(macs);
+    }
+    if let Some(list) = &p.allowed_ips {
+        let mut ips = Vec::new();
+        for ip in list.get_ref() {
+            match ip.get_ref().parse::<std::net::IpAddr>() {
+                Ok(a) => ips.push(a),
+                Err(_) => cx.error(
+                    ip.span(),
+                    format!("{here}: allowed_ips"),
+                    format!("`{}` is not an IPv4 or IPv6 address", ip.get_ref()),
+                ),
+            }
+        }
+        pol.allowed_ips = Some(ips);
+    }
+    if let Some(s) = &p.storm_limit {
+        match parse_pps(s.get_ref()) {
+            Some(n) => pol.storm_pps = Some(n),
+            None => cx.error(
+                s.span(),
+                format!("{here}: storm_limit"),
+                format!("`{}` is not a rate like \"1000pps\"", s.get_ref()),
+            ),
+        }
+    }
+    pol.isolated = p.isolated.as_ref().is_some_and(|i| *i.get_ref());
+    pol
 }
 
 /// Names are 1-32 characters of a-z, A-Z, 0-9, '-', '_' and '.'.

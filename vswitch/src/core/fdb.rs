@@ -48,6 +48,9 @@ pub enum Learn {
     InvalidSource,
     /// The table is full.
     TableFull,
+    /// The port already has as many learned addresses as it may (`max_macs`); nothing
+    /// changed (another port's entry is never taken over by a port at its limit).
+    PortLimit,
 }
 
 /// Counters of the table's life.
@@ -63,6 +66,8 @@ pub struct FdbStats {
 #[derive(Debug)]
 pub struct Fdb {
     entries: HashMap<(VlanId, MacAddr), FdbEntry>,
+    /// Dynamic entries per port (index = port number), aged-out ones included until swept.
+    per_port: Vec<usize>,
     aging: Duration,
     max_entries: usize,
     stats: FdbStats,
@@ -79,6 +84,7 @@ impl Fdb {
     pub fn new(aging: Duration, max_entries: usize) -> Fdb {
         Fdb {
             entries: HashMap::new(),
+            per_port: Vec::new(),
             aging,
             max_entries,
             stats: FdbStats::default(),
@@ -99,34 +105,63 @@ impl Fdb {
         !e.is_static && now.since(e.last_seen) >= self.aging
     }
 
+    fn count_mut(&mut self, port: PortId) -> &mut usize {
+        let i = port.index();
+        if self.per_port.len() <= i {
+            self.per_port.resize(i + 1, 0);
+        }
+        &mut self.per_port[i]
+    }
+
+    /// Dynamic entries learned on `port` (aged-out ones count until the next sweep).
+    pub fn port_entries(&self, port: PortId) -> usize {
+        self.per_port.get(port.index()).copied().unwrap_or(0)
+    }
+
     /// Records that a frame from `mac` in `vlan` arrived on `port` at `now`.
     pub fn learn(&mut self, now: Time, vlan: VlanId, mac: MacAddr, port: PortId) -> Learn {
+        self.learn_limited(now, vlan, mac, port, None)
+    }
+
+    /// `learn`, with at most `limit` dynamic entries on `port`: at the limit, new addresses
+    /// and addresses moving in from other ports are not learned (`Learn::PortLimit`).
+    pub fn learn_limited(
+        &mut self,
+        now: Time,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        limit: Option<usize>,
+    ) -> Learn {
         if !mac.is_valid_source() {
             return Learn::InvalidSource;
         }
         let aging = self.aging;
         let len = self.entries.len();
-        match self.entries.get_mut(&(vlan, mac)) {
-            Some(e) if e.is_static => Learn::Static,
+        let at_limit = limit.is_some_and(|l| self.port_entries(port) >= l);
+        let (from, expired) = match self.entries.get_mut(&(vlan, mac)) {
+            Some(e) if e.is_static => return Learn::Static,
+            Some(e) if e.port == port => {
+                let expired = now.since(e.last_seen) >= aging;
+                e.last_seen = now;
+                if expired {
+                    self.stats.learned += 1;
+                    return Learn::New;
+                }
+                return Learn::Refreshed;
+            }
+            Some(_) if at_limit => return Learn::PortLimit,
             Some(e) => {
                 let expired = now.since(e.last_seen) >= aging;
                 let from = e.port;
                 e.last_seen = now;
                 e.port = port;
-                if expired {
-                    // The old entry was already dead: this is a fresh learn, not a move.
-                    self.stats.learned += 1;
-                    Learn::New
-                } else if from == port {
-                    Learn::Refreshed
-                } else {
-                    self.stats.moves += 1;
-                    Learn::Moved { from }
-                }
+                (from, expired)
             }
+            None if at_limit => return Learn::PortLimit,
             None if len >= self.max_entries => {
                 self.stats.table_full += 1;
-                Learn::TableFull
+                return Learn::TableFull;
             }
             None => {
                 self.entries.insert(
@@ -137,9 +172,22 @@ impl Fdb {
                         is_static: false,
                     },
                 );
+                *self.count_mut(port) += 1;
                 self.stats.learned += 1;
-                Learn::New
+                return Learn::New;
             }
+        };
+        // The address changed ports.
+        let c = self.count_mut(from);
+        *c = c.saturating_sub(1);
+        *self.count_mut(port) += 1;
+        if expired {
+            // The old entry was already dead: this is a fresh learn, not a move.
+            self.stats.learned += 1;
+            Learn::New
+        } else {
+            self.stats.moves += 1;
+            Learn::Moved { from }
         }
     }
 
@@ -153,7 +201,7 @@ impl Fdb {
 
     /// Adds (or replaces) a static entry.
     pub fn add_static(&mut self, now: Time, vlan: VlanId, mac: MacAddr, port: PortId) {
-        self.entries.insert(
+        let old = self.entries.insert(
             (vlan, mac),
             FdbEntry {
                 port,
@@ -161,17 +209,29 @@ impl Fdb {
                 is_static: true,
             },
         );
+        self.uncount(old);
+    }
+
+    fn uncount(&mut self, old: Option<FdbEntry>) {
+        if let Some(e) = old.filter(|e| !e.is_static) {
+            let c = self.count_mut(e.port);
+            *c = c.saturating_sub(1);
+        }
     }
 
     /// Removes one entry, static or not. Returns whether it existed.
     pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
-        self.entries.remove(&(vlan, mac)).is_some()
+        let old = self.entries.remove(&(vlan, mac));
+        let existed = old.is_some();
+        self.uncount(old);
+        existed
     }
 
     /// Forgets the dynamic entries pointing at `port` (its link went down). Returns how many.
     pub fn flush_port(&mut self, port: PortId) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.is_static || e.port != port);
+        *self.count_mut(port) = 0;
         before - self.entries.len()
     }
 
@@ -179,6 +239,7 @@ impl Fdb {
     pub fn remove_port(&mut self, port: PortId) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.port != port);
+        *self.count_mut(port) = 0;
         before - self.entries.len()
     }
 
@@ -186,8 +247,14 @@ impl Fdb {
     pub fn expire(&mut self, now: Time) -> usize {
         let aging = self.aging;
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| e.is_static || now.since(e.last_seen) < aging);
+        let per_port = &mut self.per_port;
+        self.entries.retain(|_, e| {
+            let keep = e.is_static || now.since(e.last_seen) < aging;
+            if !keep && let Some(c) = per_port.get_mut(e.port.index()) {
+                *c = c.saturating_sub(1);
+            }
+            keep
+        });
         let n = before - self.entries.len();
         self.stats.aged_out += n as u64;
         n
@@ -220,6 +287,52 @@ impl Fdb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_at_its_limit_learns_nothing_and_takes_nothing() {
+        let mut f = Fdb::default();
+        let m = |n: u8| MacAddr([0x52, 0x54, 0, 0, 1, n]);
+        let (p1, p2) = (PortId(1), PortId(2));
+        assert_eq!(f.learn(secs(0), V1, m(100), p2), Learn::New);
+        for n in 0..3 {
+            assert_eq!(f.learn_limited(secs(0), V1, m(n), p1, Some(3)), Learn::New);
+        }
+        assert_eq!(f.port_entries(p1), 3);
+        // New addresses and another port's address: refused, nothing changes.
+        assert_eq!(
+            f.learn_limited(secs(1), V1, m(3), p1, Some(3)),
+            Learn::PortLimit
+        );
+        assert_eq!(
+            f.learn_limited(secs(1), V1, m(100), p1, Some(3)),
+            Learn::PortLimit
+        );
+        assert_eq!(f.lookup(secs(1), V1, m(100)), Some(p2));
+        assert_eq!(f.lookup(secs(1), V1, m(3)), None);
+        // Known ones refresh.
+        assert_eq!(
+            f.learn_limited(secs(1), V1, m(0), p1, Some(3)),
+            Learn::Refreshed
+        );
+        // Room again after an address moves away, ages out, or is removed.
+        assert!(matches!(
+            f.learn(secs(2), V1, m(0), p2),
+            Learn::Moved { .. }
+        ));
+        assert_eq!(f.port_entries(p1), 2);
+        assert_eq!(f.learn_limited(secs(2), V1, m(3), p1, Some(3)), Learn::New);
+        assert_eq!(f.expire(secs(301)), 3);
+        assert_eq!(f.port_entries(p1), 1);
+        assert!(f.remove(V1, m(3)));
+        assert_eq!(f.port_entries(p1), 0);
+        // m(0) on p2 survives (seen at 2 s); a static entry replacing it uncounts it.
+        assert_eq!(f.port_entries(p2), 1);
+        f.add_static(secs(302), V1, m(0), p1);
+        assert_eq!((f.port_entries(p1), f.port_entries(p2)), (0, 0));
+        assert_eq!(f.learn(secs(303), V1, m(7), p2), Learn::New);
+        assert_eq!(f.flush_port(p2), 1);
+        assert_eq!(f.port_entries(p2), 0);
+    }
 
     const A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xa]);
     const B: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0xb]);

@@ -9,5 +9,5 @@ pub mod time;
 
 pub use fdb::{Fdb, FdbEntry, FdbStats, Learn};
 pub use mac::MacAddr;
-pub use switch::{DropReason, PortId, Switch, SwitchPortStats, Verdict};
+pub use switch::{Decision, DropReason, PortId, PortPolicy, Switch, SwitchPortStats, Verdict};
 pub use time::Time;

@@ -1,12 +1,18 @@
 //! The forwarding decision: one frame in, a verdict out.
 //!
-//! `Switch::forward` learns the source and picks the egress: the one port the destination
-//! was learned on, or every other port of the segment (flood) for broadcast, multicast and
-//! unknown unicast. A frame never goes back out of its ingress port.
+//! `Switch::decide` applies the ingress port's policy (its VLAN mode, allowed source MACs and
+//! IPs, broadcast/multicast storm limit, learning limit), learns the source in the frame's
+//! VLAN and picks the egress: the one port the destination was learned on in that VLAN, or
+//! every other member port of the VLAN (flood) for broadcast, multicast and unknown unicast.
+//! A frame never goes back out of its ingress port, and an isolated port only talks to
+//! ports that are not isolated. `Switch::egress_edit` says how the frame's tags change on
+//! the way out of each port.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use vlan::VlanId;
+use etherparse::{ArpPacketSlice, EtherType, Ipv4HeaderSlice, Ipv6HeaderSlice};
+use vlan::{Edit, PortVlan, VlanDrop, VlanId, VlanSet};
 
 use super::fdb::{Fdb, FdbStats, Learn};
 use super::mac::MacAddr;
@@ -34,6 +40,21 @@ pub enum DropReason {
     SamePort,
     /// The ingress port does not exist (removed while frames were in flight).
     UnknownPort,
+    /// Refused by the port's VLAN mode (tag on an access port, VLAN not carried, untagged
+    /// on a trunk without native VLAN, tags cut short).
+    Vlan(VlanDrop),
+    /// Source MAC not in the port's `allowed_macs`.
+    SpoofedMac,
+    /// Source IP (or ARP sender) not in the port's `allowed_ips`.
+    SpoofedIp,
+    /// A new source MAC on a port at its `max_macs`.
+    MacLimit,
+    /// Broadcast/multicast over the port's `storm_limit`.
+    Storm,
+    /// Between two isolated ports.
+    Isolated,
+    /// The destination port is not a member of the frame's VLAN (a static entry elsewhere).
+    NotMember,
 }
 
 /// What to do with a frame.
@@ -41,10 +62,19 @@ pub enum DropReason {
 pub enum Verdict {
     /// Deliver to exactly this port.
     Unicast(PortId),
-    /// Deliver to every port of `Switch::flood_targets`.
+    /// Deliver to every port of `Switch::flood_targets` for the frame's VLAN.
     Flood,
     /// Do not deliver; the reason was counted on the ingress port.
     Drop(DropReason),
+}
+
+/// A verdict with the VLAN the frame was classified into and how many bytes of tags at
+/// offset 12 do not travel with it (for `Switch::egress_edit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub vlan: VlanId,
+    pub strip: u8,
 }
 
 /// Per-port counters kept by the decision logic (the device keeps the byte/frame counters).
@@ -57,12 +87,137 @@ pub struct SwitchPortStats {
     pub drop_same_port: u64,
     /// Addresses that moved to this port from another one.
     pub mac_moves_in: u64,
+    pub drop_vlan_tagged: u64,
+    pub drop_vlan_not_allowed: u64,
+    pub drop_vlan_untagged: u64,
+    pub drop_vlan_malformed: u64,
+    pub drop_spoofed_mac: u64,
+    pub drop_spoofed_ip: u64,
+    pub drop_mac_limit: u64,
+    pub drop_storm: u64,
+    pub drop_isolated: u64,
+    pub drop_not_member: u64,
+}
+
+impl SwitchPortStats {
+    /// Every counter, named.
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
+        [
+            ("switch_unicast", self.unicast),
+            ("switch_flooded", self.flooded),
+            ("drop_runt", self.drop_runt),
+            ("drop_invalid_source", self.drop_invalid_source),
+            ("drop_same_port", self.drop_same_port),
+            ("mac_moves_in", self.mac_moves_in),
+            ("drop_vlan_tagged", self.drop_vlan_tagged),
+            ("drop_vlan_not_allowed", self.drop_vlan_not_allowed),
+            ("drop_vlan_untagged", self.drop_vlan_untagged),
+            ("drop_vlan_malformed", self.drop_vlan_malformed),
+            ("drop_spoofed_mac", self.drop_spoofed_mac),
+            ("drop_spoofed_ip", self.drop_spoofed_ip),
+            ("drop_mac_limit", self.drop_mac_limit),
+            ("drop_storm", self.drop_storm),
+            ("drop_isolated", self.drop_isolated),
+            ("drop_not_member", self.drop_not_member),
+        ]
+    }
+
+    fn count(&mut self, r: DropReason) {
+        let c = match r {
+            DropReason::Runt => &mut self.drop_runt,
+            DropReason::InvalidSource => &mut self.drop_invalid_source,
+            DropReason::SamePort => &mut self.drop_same_port,
+            DropReason::UnknownPort => return,
+            DropReason::Vlan(VlanDrop::TaggedOnAccess) => &mut self.drop_vlan_tagged,
+            DropReason::Vlan(VlanDrop::NotAllowed(_)) => &mut self.drop_vlan_not_allowed,
+            DropReason::Vlan(VlanDrop::UntaggedOnTrunk) => &mut self.drop_vlan_untagged,
+            DropReason::Vlan(VlanDrop::Malformed) => &mut self.drop_vlan_malformed,
+            DropReason::SpoofedMac => &mut self.drop_spoofed_mac,
+            DropReason::SpoofedIp => &mut self.drop_spoofed_ip,
+            DropReason::MacLimit => &mut self.drop_mac_limit,
+            DropReason::Storm => &mut self.drop_storm,
+            DropReason::Isolated => &mut self.drop_isolated,
+            DropReason::NotMember => &mut self.drop_not_member,
+        };
+        *c += 1;
+    }
+}
+
+/// A port's policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPolicy {
+    pub vlan: PortVlan,
+    /// At most this many learned source MACs; frames from further new MACs are dropped.
+    pub max_macs: Option<usize>,
+    /// Only these source MACs may enter.
+    pub allowed_macs: Option<Vec<MacAddr>>,
+    /// Only these source IPs (IPv4 source, ARP sender, IPv6 source) may enter; the
+    /// unspecified address (DHCP, duplicate address detection) and IPv6 link-local addresses
+    /// (neighbour discovery) are always allowed.
+    pub allowed_ips: Option<Vec<IpAddr>>,
+    /// Broadcast + multicast frames per second from this port (bursts of one second).
+    pub storm_pps: Option<u32>,
+    /// Talks only to ports that are not isolated.
+    pub isolated: bool,
+}
+
+impl Default for PortPolicy {
+    /// No restriction: a trunk of every VLAN whose untagged frames are in VLAN 1 (tags pass
+    /// through between such ports), as a port without VLAN settings is in Open vSwitch.
+    fn default() -> Self {
+        let mut all = VlanSet::new();
+        if let (Ok(a), Ok(b)) = (VlanId::new(1), VlanId::new(4094)) {
+            all.insert_range(a, b);
+        }
+        PortPolicy {
+            vlan: PortVlan::Trunk {
+                allowed: Box::new(all),
+                native: Some(VlanId::DEFAULT),
+            },
+            max_macs: None,
+            allowed_macs: None,
+            allowed_ips: None,
+            storm_pps: None,
+            isolated: false,
+        }
+    }
+}
+
+impl PortPolicy {
+    /// Whether every frame needs the full checks (no decision reuse within a batch).
+    fn checks_each_frame(&self) -> bool {
+        self.allowed_ips.is_some() || self.storm_pps.is_some()
+    }
+}
+
+/// A token bucket in milli-frames, refilled with time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    tokens_milli: u64,
+    last: Time,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Time, pps: u32) -> bool {
+        let cap = u64::from(pps.max(1)) * 1000;
+        let elapsed = now.since(self.last).as_millis() as u64;
+        self.last = now;
+        self.tokens_milli = (self.tokens_milli + elapsed * u64::from(pps)).min(cap);
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug)]
 struct PortSlot {
     name: String,
     stats: SwitchPortStats,
+    policy: PortPolicy,
+    storm: Bucket,
 }
 
 /// One learning switch: its ports and its forwarding database.
@@ -71,6 +226,38 @@ pub struct Switch {
     name: String,
     fdb: Fdb,
     ports: Vec<Option<PortSlot>>,
+    /// VLANs that are some tunnel port's service VLAN (carried with S-tags on trunks).
+    service: VlanSet,
+}
+
+/// The source address a frame claims at the IP level, if any: IPv4 source, ARP sender
+/// (with the ARP sender MAC), IPv6 source. `l3` is the offset of the network header.
+fn ip_claim(frame: &[u8], ether_type: u16, l3: usize) -> Option<(IpAddr, Option<MacAddr>)> {
+    let body = frame.get(l3..)?;
+    match EtherType(ether_type) {
+        EtherType::IPV4 => {
+            let h = Ipv4HeaderSlice::from_slice(body).ok()?;
+            Some((IpAddr::V4(h.source_addr()), None))
+        }
+        EtherType::IPV6 => {
+            let h = Ipv6HeaderSlice::from_slice(body).ok()?;
+            Some((IpAddr::V6(h.source_addr()), None))
+        }
+        EtherType::ARP => {
+            let a = ArpPacketSlice::from_slice(body).ok()?;
+            let spa: [u8; 4] = a.sender_protocol_addr().try_into().ok()?;
+            let sha = MacAddr::from_slice(a.sender_hw_addr());
+            Some((IpAddr::from(spa), sha))
+        }
+        _ => None,
+    }
+}
+
+fn ip_always_allowed(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_unicast_link_local(),
+    }
 }
 
 impl Switch {
@@ -80,6 +267,7 @@ impl Switch {
             name: name.into(),
             fdb: Fdb::new(aging, max_entries),
             ports: Vec::new(),
+            service: VlanSet::new(),
         }
     }
 
@@ -88,13 +276,20 @@ impl Switch {
         &self.name
     }
 
-    /// Adds a port and returns its number (the lowest free one).
+    /// Adds a port without restrictions and returns its number (the lowest free one).
     pub fn add_port(&mut self, name: impl Into<String>) -> PortId {
+        self.add_port_with(name, PortPolicy::default())
+    }
+
+    /// Adds a port with `policy` and returns its number (the lowest free one).
+    pub fn add_port_with(&mut self, name: impl Into<String>, policy: PortPolicy) -> PortId {
         let slot = Some(PortSlot {
             name: name.into(),
             stats: SwitchPortStats::default(),
+            policy,
+            storm: Bucket::default(),
         });
-        match self.ports.iter().position(Option::is_none) {
+        let id = match self.ports.iter().position(Option::is_none) {
             Some(i) => {
                 self.ports[i] = slot;
                 PortId(i as u32)
@@ -103,7 +298,24 @@ impl Switch {
                 self.ports.push(slot);
                 PortId((self.ports.len() - 1) as u32)
             }
+        };
+        self.refresh_service();
+        id
+    }
+
+    fn refresh_service(&mut self) {
+        let mut s = VlanSet::new();
+        for p in self.ports.iter().flatten() {
+            if let Some(v) = p.policy.vlan.service_vlan() {
+                s.insert(v);
+            }
         }
+        self.service = s;
+    }
+
+    /// A port's policy.
+    pub fn policy(&self, port: PortId) -> Option<&PortPolicy> {
+        Some(&self.ports.get(port.index())?.as_ref()?.policy)
     }
 
     /// Removes a port and every forwarding entry pointing at it.
@@ -112,6 +324,7 @@ impl Switch {
             *slot = None;
             self.fdb.remove_port(port);
         }
+        self.refresh_service();
     }
 
     /// The port's link went down (its VM disconnected): forget what was learned there, so
@@ -168,94 +381,187 @@ impl Switch {
     /// out of guest memory: the decision must never be re-read from memory the guest can
     /// still change).
     pub fn forward(&mut self, now: Time, in_port: PortId, frame: &[u8]) -> Verdict {
-        let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
-            return Verdict::Drop(DropReason::UnknownPort);
+        self.decide(now, in_port, frame).verdict
+    }
+
+    /// `forward`, with the frame's VLAN and the tag bytes it sheds.
+    pub fn decide(&mut self, now: Time, in_port: PortId, frame: &[u8]) -> Decision {
+        let drop = |r, vlan| Decision {
+            verdict: Verdict::Drop(r),
+            vlan,
+            strip: 0,
         };
-        let stats = &mut slot.stats;
+        let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
+            return drop(DropReason::UnknownPort, VlanId::DEFAULT);
+        };
         let (Some(dst), Some(src), true) = (
             MacAddr::from_slice(frame),
             frame.get(6..).and_then(MacAddr::from_slice),
             frame.len() >= 14,
         ) else {
-            stats.drop_runt += 1;
-            return Verdict::Drop(DropReason::Runt);
+            slot.stats.count(DropReason::Runt);
+            return drop(DropReason::Runt, VlanId::DEFAULT);
         };
-        // Every port is in the default VLAN until VLAN policy exists; tagged frames pass
-        // through untouched.
-        let vlan = VlanId::DEFAULT;
-        match self.fdb.learn(now, vlan, src, in_port) {
-            Learn::InvalidSource => {
-                stats.drop_invalid_source += 1;
-                return Verdict::Drop(DropReason::InvalidSource);
+        let policy = &slot.policy;
+        let (vlan, strip) = match policy.vlan.ingress(frame) {
+            vlan::Ingress::Accept { vlan, strip } => (vlan, strip as u8),
+            vlan::Ingress::Drop(r) => {
+                slot.stats.count(DropReason::Vlan(r));
+                return drop(DropReason::Vlan(r), VlanId::DEFAULT);
             }
-            Learn::Moved { .. } => stats.mac_moves_in += 1,
+        };
+        let refuse = |slot: &mut PortSlot, r| {
+            slot.stats.count(r);
+            drop(r, vlan)
+        };
+        if let Some(allowed) = &policy.allowed_macs
+            && !allowed.contains(&src)
+        {
+            return refuse(slot, DropReason::SpoofedMac);
+        }
+        if let Some(allowed) = &policy.allowed_ips {
+            // The network header follows all tags (whatever the VLAN mode keeps).
+            let tags = vlan::Tags::of(frame).map_or(0, |t| {
+                usize::from(t.outer.is_some()) + usize::from(t.inner.is_some())
+            });
+            let at = 12 + 4 * tags;
+            let et = frame
+                .get(at..at + 2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            if let Some((ip, sha)) = ip_claim(frame, et, at + 2) {
+                let ip_ok = ip_always_allowed(ip) || allowed.contains(&ip);
+                let sha_ok = match (sha, &policy.allowed_macs) {
+                    (Some(sha), Some(macs)) => macs.contains(&sha),
+                    (Some(sha), None) => sha == src,
+                    (None, _) => true,
+                };
+                if !ip_ok || !sha_ok {
+                    return refuse(slot, DropReason::SpoofedIp);
+                }
+            }
+        }
+        if dst.is_multicast()
+            && let Some(pps) = policy.storm_pps
+            && !slot.storm.take(now, pps)
+        {
+            return refuse(slot, DropReason::Storm);
+        }
+        let isolated = policy.isolated;
+        match self
+            .fdb
+            .learn_limited(now, vlan, src, in_port, policy.max_macs)
+        {
+            Learn::InvalidSource => return refuse(slot, DropReason::InvalidSource),
+            Learn::PortLimit => return refuse(slot, DropReason::MacLimit),
+            Learn::Moved { .. } => slot.stats.mac_moves_in += 1,
             Learn::New | Learn::Refreshed | Learn::Static | Learn::TableFull => {}
         }
+        let decided = |verdict| Decision {
+            verdict,
+            vlan,
+            strip,
+        };
         if dst.is_multicast() {
-            stats.flooded += 1;
-            return Verdict::Flood;
+            slot.stats.flooded += 1;
+            return decided(Verdict::Flood);
         }
         match self.fdb.lookup(now, vlan, dst) {
-            Some(p) if p == in_port => {
-                stats.drop_same_port += 1;
-                Verdict::Drop(DropReason::SamePort)
-            }
+            Some(p) if p == in_port => refuse(slot, DropReason::SamePort),
             Some(p) => {
-                stats.unicast += 1;
-                Verdict::Unicast(p)
+                let target = self.ports.get(p.index()).and_then(Option::as_ref);
+                let reason = match target {
+                    Some(t) if isolated && t.policy.isolated => Some(DropReason::Isolated),
+                    Some(t) if !t.policy.vlan.is_member(vlan) => Some(DropReason::NotMember),
+                    _ => None,
+                };
+                let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
+                    return drop(DropReason::UnknownPort, vlan);
+                };
+                match reason {
+                    Some(r) => refuse(slot, r),
+                    None => {
+                        slot.stats.unicast += 1;
+                        decided(Verdict::Unicast(p))
+                    }
+                }
             }
             None => {
-                stats.flooded += 1;
-                Verdict::Flood
+                if let Some(Some(slot)) = self.ports.get_mut(in_port.index()) {
+                    slot.stats.flooded += 1;
+                }
+                decided(Verdict::Flood)
             }
         }
     }
 
-    /// Decides a batch of frames that arrived together on `in_port` at `now`, pushing one
-    /// verdict per frame into `out`. Same result as calling `forward` for each frame, but a
-    /// run of frames from the same source to the same destination (a bulk flow) costs one
-    /// learn and one lookup.
+    /// Decides a batch of frames that arrived together on `in_port` at `now`, handing one
+    /// decision per frame to `out`. Same result as calling `decide` for each frame, but a
+    /// run of frames with the same addresses and tag bytes (a bulk flow) costs one learn and
+    /// one lookup (unless the port checks every frame's IP source or storm budget).
     pub fn forward_batch<'f>(
         &mut self,
         now: Time,
         in_port: PortId,
         frames: impl IntoIterator<Item = &'f [u8]>,
-        mut out: impl FnMut(Verdict),
+        mut out: impl FnMut(Decision),
     ) {
-        // (dst, src) of the previous frame, and its verdict, if it was learned and forwarded
-        // without a change (moves and table-full are re-evaluated per frame).
-        let mut last: Option<([u8; 12], Verdict)> = None;
+        const KEY: usize = 16;
+        let per_frame = self
+            .policy(in_port)
+            .is_some_and(PortPolicy::checks_each_frame);
+        // (dst, src, tag bytes) of the previous frame, and its decision, if it was learned
+        // and forwarded without a change (moves and table-full are re-evaluated per frame).
+        let mut last: Option<([u8; KEY], Decision)> = None;
         for f in frames {
-            if let (Some(key), Some((k, v))) = (f.get(..12), last)
+            if let (Some(key), Some((k, d))) = (f.get(..KEY), last)
                 && key == k
             {
                 if let Some(Some(slot)) = self.ports.get_mut(in_port.index()) {
-                    match v {
+                    match d.verdict {
                         Verdict::Unicast(_) => slot.stats.unicast += 1,
                         Verdict::Flood => slot.stats.flooded += 1,
                         Verdict::Drop(_) => {}
                     }
                 }
-                out(v);
+                out(d);
                 continue;
             }
             let before = self.fdb.stats();
-            let v = self.forward(now, in_port, f);
+            let d = self.decide(now, in_port, f);
             let after = self.fdb.stats();
             let quiet = after.moves == before.moves && after.table_full == before.table_full;
-            last = match (f.get(..12), v) {
-                (Some(k), Verdict::Unicast(_) | Verdict::Flood) if quiet => {
-                    k.try_into().ok().map(|k| (k, v))
+            last = match (f.get(..KEY), d.verdict) {
+                (Some(k), Verdict::Unicast(_) | Verdict::Flood) if quiet && !per_frame => {
+                    k.try_into().ok().map(|k| (k, d))
                 }
                 _ => None,
             };
-            out(v);
+            out(d);
         }
     }
 
-    /// The ports a flooded frame from `in_port` goes to: every other port of the segment.
-    pub fn flood_targets(&self, in_port: PortId) -> impl Iterator<Item = PortId> + '_ {
-        self.ports().filter(move |&p| p != in_port)
+    /// The ports a flooded frame of `vlan` from `in_port` goes to: every other member port
+    /// of the VLAN (and, from an isolated port, none of the isolated ones).
+    pub fn flood_targets(
+        &self,
+        in_port: PortId,
+        vlan: VlanId,
+    ) -> impl Iterator<Item = PortId> + '_ {
+        let isolated = self.policy(in_port).is_some_and(|p| p.isolated);
+        self.ports().filter(move |&p| {
+            p != in_port
+                && self
+                    .policy(p)
+                    .is_some_and(|pol| pol.vlan.is_member(vlan) && !(isolated && pol.isolated))
+        })
+    }
+
+    /// How a frame decided as `d` changes on its way out of `port` (`None`: the port is not
+    /// in the frame's VLAN).
+    pub fn egress_edit(&self, port: PortId, d: &Decision) -> Option<Edit> {
+        let pol = self.policy(port)?;
+        let egress = pol.vlan.egress(d.vlan, self.service.contains(d.vlan));
+        vlan::port::edit(usize::from(d.strip), egress)
     }
 }
 
@@ -360,9 +666,9 @@ mod tests {
         for s in [&mut a, &mut b] {
             s.forward(secs(0), PortId(2), &frame(mac(9), mac(3)));
         }
-        let one: Vec<Verdict> = frames
+        let one: Vec<Decision> = frames
             .iter()
-            .map(|f| a.forward(secs(1), PortId(0), f))
+            .map(|f| a.decide(secs(1), PortId(0), f))
             .collect();
         let mut batch = Vec::new();
         b.forward_batch(
@@ -380,7 +686,7 @@ mod tests {
     #[test]
     fn flood_never_includes_the_ingress_port() {
         let s = switch(4);
-        let t: Vec<_> = s.flood_targets(PortId(2)).collect();
+        let t: Vec<_> = s.flood_targets(PortId(2), VlanId::DEFAULT).collect();
         assert_eq!(t, vec![PortId(0), PortId(1), PortId(3)]);
     }
 
@@ -434,7 +740,8 @@ mod tests {
         );
         s.remove_port(PortId(0));
         assert_eq!(
-            s.flood_targets(PortId(1)).collect::<Vec<_>>(),
+            s.flood_targets(PortId(1), VlanId::DEFAULT)
+                .collect::<Vec<_>>(),
             vec![PortId(2)]
         );
         assert_eq!(s.add_port("again"), PortId(0));
