@@ -29,7 +29,7 @@ const FORMAT: &str = "vfabric-guest-image-v1";
 const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "8021q"];
 /// Modules that are only put into the image; load them in the guest with `modprobe NAME` (or the
 /// kernel argument `vf.modprobe=NAME`).
-const EXTRA_MODULES: &[&str] = &["virtio_blk", "dummy", "ext4", "crc32c_generic"];
+const EXTRA_MODULES: &[&str] = &["virtio_blk", "dummy", "ext4", "crc32c_generic", "pktgen"];
 /// Dynamically linked host programs copied in with their shared libraries (from `ldd`).
 const PROGRAMS: &[&str] = &["/usr/bin/iperf3"];
 const BUSYBOX: &str = "/usr/bin/busybox";

@@ -920,6 +920,107 @@ static_macs = ["zz"]
     }
 
     #[test]
+    fn vlan_and_security_keys() {
+        let src = r#"
+[[switch]]
+name = "s"
+[[switch.port]]
+name = "a"
+type = "vhost-user-net"
+socket = "a.sock"
+vlan = 10
+max_macs = 16
+allowed_macs = ["52:54:00:00:00:01"]
+allowed_ips = ["10.0.0.5", "fd00::5"]
+storm_limit = "1000pps"
+isolated = true
+[[switch.port]]
+name = "t"
+type = "vhost-user-net"
+socket = "t.sock"
+trunk = [10, 20, "100-199"]
+native_vlan = 1
+[[switch.port]]
+name = "q"
+type = "vhost-user-net"
+socket = "q.sock"
+qinq = 300
+"#;
+        let t = parse(Path::new("/etc/t.toml"), src).unwrap();
+        let p = &t.switches[0].ports;
+        let a = &p[0].policy;
+        assert_eq!(
+            a.vlan,
+            vlan::PortVlan::Access(vlan::VlanId::new(10).unwrap())
+        );
+        assert_eq!(
+            (a.max_macs, a.storm_pps, a.isolated),
+            (Some(16), Some(1000), true)
+        );
+        assert_eq!(a.allowed_ips.as_ref().unwrap().len(), 2);
+        let vlan::PortVlan::Trunk { allowed, native } = &p[1].policy.vlan else {
+            panic!("{:?}", p[1].policy.vlan)
+        };
+        assert_eq!((allowed.len(), native.map(|n| n.get())), (102, Some(1)));
+        assert_eq!(p[2].policy.vlan.service_vlan().map(|v| v.get()), Some(300));
+        let port = |extra: &str| {
+            format!(
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"vhost-user-net\"\nsocket = \"p.sock\"\n{extra}\n"
+            )
+        };
+        let table: &[(&str, &str)] = &[
+            (
+                "vlan = 4095",
+                "/etc/t.toml:7:8: switch \"s\" port \"p\": vlan: 4095 is not a VLAN id (1-4094)",
+            ),
+            (
+                "vlan = 10\ntrunk = [20]",
+                "switch \"s\" port \"p\": vlan: a port is either an access port",
+            ),
+            (
+                "native_vlan = 5",
+                "/etc/t.toml:7:15: switch \"s\" port \"p\": native_vlan: only a trunk",
+            ),
+            (
+                "trunk = [\"30-20\"]",
+                "/etc/t.toml:7:10: switch \"s\" port \"p\": trunk:",
+            ),
+            (
+                "trunk = [0]",
+                "/etc/t.toml:7:10: switch \"s\" port \"p\": trunk: 0 is not a VLAN id",
+            ),
+            (
+                "trunk = []",
+                "/etc/t.toml:7:9: switch \"s\" port \"p\": trunk: a trunk carries at least one VLAN",
+            ),
+            (
+                "max_macs = 0",
+                "/etc/t.toml:7:12: switch \"s\" port \"p\": max_macs: 0: must be 1-1000000",
+            ),
+            (
+                "allowed_ips = [\"10.0.0\"]",
+                "/etc/t.toml:7:16: switch \"s\" port \"p\": allowed_ips: `10.0.0` is not an IPv4 or IPv6 address",
+            ),
+            (
+                "allowed_macs = [\"ff:ff:ff:ff:ff:ff\"]",
+                "/etc/t.toml:7:17: switch \"s\" port \"p\": allowed_macs:",
+            ),
+            (
+                "storm_limit = \"fast\"",
+                "/etc/t.toml:7:15: switch \"s\" port \"p\": storm_limit: `fast` is not a rate",
+            ),
+        ];
+        for (extra, want) in table {
+            let src = port(extra);
+            let got = errors(&src);
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{extra}\nwant {want}\ngot {got:?}"
+            );
+        }
+    }
+
+    #[test]
     fn disks() {
         let src = r#"
 [[disk]]
