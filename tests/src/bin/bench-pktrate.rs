@@ -11,6 +11,9 @@
 //! `bench-pktrate --scale [ROUNDS]`: vfabric only, 64 B frames, a switch with 64 ports and
 //! 10^6 forwarding entries against one with 2 ports and 1 entry (alternating), plus vfabric's
 //! resident memory per idle port and per 10^6 entries.
+//!
+//! `bench-pktrate --vlan [ROUNDS]`: vfabric only, 64 B frames, untagged forwarding against
+//! an access port and a trunk (every frame gets an 802.1Q tag pushed or popped).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -246,6 +249,12 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
 
 /// Runs the generator on CPU 1 and returns the total received packet rate (both ports).
 fn generate(dir: &Path, frame_len: usize, server: bool) -> Result<f64> {
+    generate_with(dir, frame_len, server, false)
+}
+
+/// `generate`; with `tagged`, the generator's port 1 sends 802.1Q VLAN 10 frames and
+/// strips the tag of what it receives (port 0 stays untagged).
+fn generate_with(dir: &Path, frame_len: usize, server: bool, tagged: bool) -> Result<f64> {
     let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
     let log_path = dir.join("gen.log");
     let log = std::fs::File::create(&log_path)?;
@@ -298,6 +307,12 @@ fn generate(dir: &Path, frame_len: usize, server: bool) -> Result<f64> {
     };
     // Let both sides connect (OVS dials every second), fill the loop, settle, measure 5 s.
     std::thread::sleep(Duration::from_secs(6));
+    if tagged {
+        say("port stop 1", Duration::from_millis(500))?;
+        say("vlan set strip on 1", Duration::from_millis(200))?;
+        say("tx_vlan set 1 10", Duration::from_millis(200))?;
+        say("port start 1", Duration::from_secs(2))?;
+    }
     say("start tx_first 32", Duration::from_secs(3))?;
     say("show port stats all", Duration::from_secs(5))?;
     say("show port stats all", Duration::from_millis(500))?;
@@ -389,7 +404,71 @@ fn scale(rounds: usize, vfabric: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Tag push/pop cost: two default (untagged) ports against an access port (VLAN 10) and a
+/// trunk (VLAN 10), where every frame gets a tag pushed or popped; 64 B, alternating.
+fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
+    let mut plain = Vec::new();
+    let mut tagged = Vec::new();
+    for r in 0..rounds {
+        for vlan in [false, true] {
+            let dir = tempfile::Builder::new().prefix("vfvl").tempdir_in("/tmp")?;
+            let topo = topology(dir.path(), 2, 0)?;
+            if vlan {
+                let t = std::fs::read_to_string(&topo)?;
+                let mut out = String::new();
+                for (i, part) in t.split("[[switch.port]]").enumerate() {
+                    if i > 0 {
+                        out.push_str("[[switch.port]]");
+                    }
+                    out.push_str(part);
+                    if i == 1 {
+                        out.push_str("vlan = 10\n");
+                    } else if i == 2 {
+                        out.push_str("trunk = [10]\n");
+                    }
+                }
+                std::fs::write(&topo, out)?;
+            }
+            let sw = start_vfabric(dir.path(), vfabric, &topo)?;
+            let pps = generate_with(dir.path(), 64, false, vlan)?;
+            drop(sw);
+            println!(
+                "round {r} {:<8} {:>7.3} Mpps",
+                if vlan { "push/pop" } else { "untagged" },
+                pps / 1e6
+            );
+            if vlan {
+                tagged.push(pps)
+            } else {
+                plain.push(pps)
+            }
+        }
+    }
+    let (p, t) = (median(plain), median(tagged));
+    println!();
+    println!("| 64 B | untagged Mpps | push/pop Mpps | cost |");
+    println!("|------|---------------|---------------|------|");
+    println!(
+        "|      | {:>13.3} | {:>13.3} | {:>4.1}% |",
+        p / 1e6,
+        t / 1e6,
+        (1.0 - t / p) * 100.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--vlan") {
+        let rounds = std::env::args()
+            .nth(2)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(3);
+        let vfabric = PathBuf::from(
+            std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
+        );
+        return vlan_cost(rounds, &vfabric);
+    }
     if std::env::args().nth(1).as_deref() == Some("--scale") {
         let rounds = std::env::args()
             .nth(2)
