@@ -235,11 +235,13 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             });
     }
     print_ready(&topo);
+    notify_systemd("READY=1");
     loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => print_stats(&fabric, &disks),
             Ok(sig) => {
                 tracing::info!("{sig}: shutting down");
+                notify_systemd("STOPPING=1");
                 for d in &disks {
                     d.image.close();
                 }
@@ -253,6 +255,24 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+}
+
+/// Tells systemd (`Type=notify` services) about our state through $NOTIFY_SOCKET, if set.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),
+        None => SocketAddr::from_pathname(Path::new(&path)),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state}: {e}");
     }
 }
 

@@ -124,3 +124,60 @@ fn run_replaces_stale_sockets_and_cleans_up_on_sigterm() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(!dir.path().join("a.sock").exists() && !dir.path().join("b.sock").exists());
 }
+
+/// Every example topology is valid: `vfabric check` accepts it.
+#[test]
+fn every_example_topology_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let out = Command::new(BIN).arg("check").arg(&p).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "only {n} examples");
+}
+
+/// Under systemd (`Type=notify`), `run` says READY=1 on $NOTIFY_SOCKET once serving.
+#[test]
+fn run_notifies_systemd_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let topo = write(
+        dir.path(),
+        "t.toml",
+        &two_ports(
+            &dir.path().join("a.sock").to_string_lossy(),
+            &dir.path().join("b.sock").to_string_lossy(),
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&topo)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf);
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n.unwrap()]).to_string();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.path().join("a.sock").exists(), "socket left behind");
+}
