@@ -75,6 +75,7 @@ pub struct Fabric {
     log: PathBuf,
     ports: Vec<PortSpec>,
     env: Vec<(String, String)>,
+    control: Option<PathBuf>,
 }
 
 impl Fabric {
@@ -107,9 +108,35 @@ impl Fabric {
             log: dir.join("vfabric.log"),
             ports: ports.to_vec(),
             env: Vec::new(),
+            control: None,
         };
         f.launch()?;
         Ok(f)
+    }
+
+    /// The control socket vfabric announced.
+    pub fn control_socket(&self) -> Option<&Path> {
+        self.control.as_deref()
+    }
+
+    /// The topology file it runs.
+    pub fn topology(&self) -> &Path {
+        &self.topology
+    }
+
+    /// Runs `vfabric ctl -t <topology> ARGS...` and returns (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let out = Command::new(vfabric_bin()?)
+            .arg("ctl")
+            .arg("-t")
+            .arg(&self.topology)
+            .args(args)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// The socket of a port.
@@ -149,8 +176,18 @@ impl Fabric {
         });
         self.child = Some(child);
         self.lines = Some(rx);
-        self.wait_line(|l| l == "vfabric ready", Duration::from_secs(20))
-            .with_context(|| format!("vfabric did not get ready; log:\n{}", self.log_tail()))?;
+        let mut control = None;
+        self.wait_line(
+            |l| {
+                if let Some(rest) = l.strip_prefix("control: ") {
+                    control = rest.split(' ').next().map(PathBuf::from);
+                }
+                l == "vfabric ready"
+            },
+            Duration::from_secs(20),
+        )
+        .with_context(|| format!("vfabric did not get ready; log:\n{}", self.log_tail()))?;
+        self.control = control;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! vfabric's switch: the pure core (`core`), the topology model (`topology`) and the data
 //! plane that joins vhost-user ports to the core (`dataplane`).
 
+pub mod control;
 pub mod core;
 pub mod dataplane;
 pub mod topology;

@@ -10,6 +10,7 @@ use nix::sys::signal::{SigSet, Signal};
 use vhost_backends::blk::{self, Disk};
 use vhost_backends::net::FrameSwitch;
 use vhost_backends::server::{Role, bind_socket, run_port};
+use vswitch::control;
 use vswitch::dataplane::Fabric;
 use vswitch::topology::{self, DiskFormat, PortKind, Topology};
 
@@ -38,6 +39,61 @@ enum Command {
     Check {
         /// The topology file (TOML).
         topology: PathBuf,
+    },
+    /// Talk to a running vfabric through its control socket.
+    Ctl {
+        /// The control socket (default: the one of the topology given with -t).
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        /// The topology file vfabric runs (finds its control socket).
+        #[arg(short, long)]
+        topology: Option<PathBuf>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: CtlCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Ports and disks, with link state and VLAN mode.
+    Ports,
+    /// Counters of every port and disk, or of one.
+    Stats { name: Option<String> },
+    /// The forwarding database.
+    Fdb {
+        #[command(subcommand)]
+        cmd: FdbCmd,
+    },
+    /// The topology as Graphviz dot.
+    Graph,
+}
+
+#[derive(Subcommand)]
+enum FdbCmd {
+    /// Entries (of one switch).
+    Show { switch: Option<String> },
+    /// Forget learned entries (of a switch, of one of its ports).
+    Flush {
+        switch: Option<String>,
+        port: Option<String>,
+    },
+    /// Add a static entry.
+    Add {
+        switch: String,
+        mac: String,
+        port: String,
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Remove an entry.
+    Del {
+        switch: String,
+        mac: String,
+        #[arg(long)]
+        vlan: Option<u16>,
     },
 }
 
@@ -72,6 +128,168 @@ fn main() -> ExitCode {
             Some(t) => run(&topology, t),
             None => ExitCode::FAILURE,
         },
+        Command::Ctl {
+            socket,
+            topology,
+            json,
+            cmd,
+        } => ctl(socket, topology, json, cmd),
+    }
+}
+
+fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlCmd) -> ExitCode {
+    let path = match (socket, topology) {
+        (Some(s), _) => s,
+        (None, Some(t)) => match load(&t) {
+            Some(topo) => control::socket_path(&t, &topo.control),
+            None => return ExitCode::FAILURE,
+        },
+        (None, None) => {
+            eprintln!("vfabric ctl: give the control socket (-s) or the topology file (-t)");
+            return ExitCode::from(2);
+        }
+    };
+    let words: Vec<String> = match &cmd {
+        CtlCmd::Ports => vec!["ports".into()],
+        CtlCmd::Stats { name } => std::iter::once("stats".to_string())
+            .chain(name.clone())
+            .collect(),
+        CtlCmd::Graph => vec!["graph".into()],
+        CtlCmd::Fdb { cmd } => {
+            let mut w = vec!["fdb".to_string()];
+            match cmd {
+                FdbCmd::Show { switch } => {
+                    w.push("show".into());
+                    w.extend(switch.clone());
+                }
+                FdbCmd::Flush { switch, port } => {
+                    w.push("flush".into());
+                    w.extend(switch.clone());
+                    w.extend(port.clone());
+                }
+                FdbCmd::Add {
+                    switch,
+                    mac,
+                    port,
+                    vlan,
+                } => {
+                    w.extend(["add".into(), switch.clone(), mac.clone(), port.clone()]);
+                    w.extend(vlan.map(|v| v.to_string()));
+                }
+                FdbCmd::Del { switch, mac, vlan } => {
+                    w.extend(["del".into(), switch.clone(), mac.clone()]);
+                    w.extend(vlan.map(|v| v.to_string()));
+                }
+            }
+            w
+        }
+    };
+    match control::call(&path, &words) {
+        Ok(v) => {
+            print_answer(&cmd, &v, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vfabric ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Human-readable output of a `ctl` answer (JSON with --json).
+fn print_answer(cmd: &CtlCmd, v: &serde_json::Value, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        );
+        return;
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match cmd {
+        CtlCmd::Graph => {
+            let _ = write!(out, "{}", v.as_str().unwrap_or_default());
+        }
+        CtlCmd::Ports => {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<16} {:<16} {:<5} {:<24} SOCKET",
+                "SWITCH", "PORT/DISK", "TYPE", "LINK", "VLAN"
+            );
+            for p in v.as_array().into_iter().flatten() {
+                let name = p.get("port").or(p.get("disk")).map(s).unwrap_or_default();
+                let link = match p.get("connected") {
+                    Some(serde_json::Value::Bool(true)) => "up",
+                    Some(_) => "down",
+                    None => "-",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<16} {:<16} {:<5} {:<24} {}",
+                    p.get("switch").map(s).unwrap_or_else(|| "-".into()),
+                    name,
+                    s(&p["type"]),
+                    link,
+                    p.get("vlan").map(s).unwrap_or_else(|| "-".into()),
+                    s(&p["socket"])
+                );
+            }
+        }
+        CtlCmd::Stats { .. } => {
+            for l in v.as_array().into_iter().flatten() {
+                let who = l.get("port").or(l.get("disk"));
+                match who {
+                    Some(name) => {
+                        let _ = writeln!(out, "{}:", s(name));
+                        for (k, c) in l["counters"].as_object().into_iter().flatten() {
+                            if c.as_u64() != Some(0) {
+                                let _ = writeln!(out, "  {k:<24} {c}");
+                            }
+                        }
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "switch {}: {} forwarding entries",
+                            s(&l["switch"]),
+                            l["fdb_entries"]
+                        );
+                    }
+                }
+            }
+        }
+        CtlCmd::Fdb {
+            cmd: FdbCmd::Show { .. },
+        } => {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<5} {:<18} {:<16} AGE",
+                "SWITCH", "VLAN", "MAC", "PORT"
+            );
+            for e in v.as_array().into_iter().flatten() {
+                let age = if e["static"] == serde_json::Value::Bool(true) {
+                    "static".to_string()
+                } else {
+                    format!("{}s", e["age_s"])
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<5} {:<18} {:<16} {age}",
+                    s(&e["switch"]),
+                    e["vlan"],
+                    s(&e["mac"]),
+                    s(&e["port"])
+                );
+            }
+        }
+        CtlCmd::Fdb { .. } => {
+            let _ = writeln!(out, "{v}");
+        }
     }
 }
 
@@ -188,6 +406,24 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             }
         }
     }
+    let ctl_path = control::socket_path(path, &topo.control);
+    let ctl_listener = match control::bind(&ctl_path, &topo.control) {
+        Ok(l) => {
+            bound.push(ctl_path.clone());
+            l
+        }
+        Err(e) => {
+            eprintln!(
+                "{}: control: socket {}: {e}; nothing started",
+                path.display(),
+                ctl_path.display()
+            );
+            for b in &bound {
+                let _ = std::fs::remove_file(b);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     // Signals are taken synchronously by this thread; block them before any thread exists.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
@@ -234,6 +470,20 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
                 }
             });
     }
+    let control = Arc::new(control::Control {
+        fabric: fabric.clone(),
+        topology: topo.clone(),
+        disks: disks.clone(),
+    });
+    if let Err(e) = ctl_listener.serve(control) {
+        eprintln!("cannot start the control thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "control: {} (vfabric ctl -s {} ports)",
+        ctl_path.display(),
+        ctl_path.display()
+    );
     print_ready(&topo);
     notify_systemd("READY=1");
     loop {
@@ -370,46 +620,7 @@ fn print_ready(topo: &Topology) {
 
 fn print_stats(fabric: &Fabric, disks: &[Arc<Disk>]) {
     let mut out = std::io::stdout().lock();
-    for d in disks {
-        let mut counters = serde_json::Map::new();
-        for (k, v) in d.counters.snapshot() {
-            counters.insert(k.into(), v.into());
-        }
-        let line = serde_json::json!({"disk": d.config.name, "counters": counters});
-        let _ = writeln!(out, "{line}");
-    }
-    for sw in fabric.switches() {
-        let core = sw.core();
-        for (i, port) in sw.ports().iter().enumerate() {
-            let mut counters = serde_json::Map::new();
-            for (k, v) in port.counters().fields() {
-                counters.insert(k.into(), v.into());
-            }
-            let id = vswitch::core::PortId(i as u32);
-            if let Some(s) = core.port_stats(id) {
-                for (k, v) in s.fields() {
-                    counters.insert(k.into(), v.into());
-                }
-            }
-            counters.insert(
-                "fdb_port_entries".into(),
-                core.fdb().port_entries(id).into(),
-            );
-            let line = serde_json::json!({
-                "switch": core.name(),
-                "port": port.name(),
-                "connected": port.is_connected(),
-                "connections": port.connections(),
-                "counters": counters,
-            });
-            let _ = writeln!(out, "{line}");
-        }
-        let f = core.fdb_stats();
-        let line = serde_json::json!({
-            "switch": core.name(),
-            "fdb_entries": core.fdb().len(),
-            "fdb_learned": f.learned, "fdb_moves": f.moves, "fdb_aged_out": f.aged_out, "fdb_table_full": f.table_full,
-        });
+    for line in control::stats_lines(fabric, disks, None) {
         let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();

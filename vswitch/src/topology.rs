@@ -66,6 +66,31 @@ impl std::error::Error for ConfigErrors {}
 pub struct Topology {
     pub switches: Vec<SwitchConfig>,
     pub disks: Vec<DiskConfig>,
+    pub control: ControlConfig,
+}
+
+/// The control socket (`vfabric ctl`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Explicit path; `None`: the default for the topology file (see `control::default_socket`).
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket file (default 0600).
+    pub mode: u32,
+    /// Owner and group given to the socket file (names or numbers); members of `group` may
+    /// use it.
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: None,
+            mode: 0o600,
+            owner: None,
+            group: None,
+        }
+    }
 }
 
 /// Image formats a disk may name.
@@ -149,6 +174,16 @@ struct RawTopology {
     switch: Vec<Spanned<RawSwitch>>,
     #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
+    control: Option<Spanned<RawControl>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -453,8 +488,44 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
         });
     }
     let disks = parse_disks(&mut cx, base, raw.disk, &mut port_names, &mut sockets);
+    let mut control = ControlConfig::default();
+    if let Some(c) = raw.control {
+        let c = c.into_inner();
+        if let Some(sock) = &c.socket {
+            let path = base.join(sock.get_ref());
+            if sock.get_ref().is_empty() {
+                cx.error(sock.span(), "control: socket", "empty socket path");
+            } else if let Some(other) = sockets.get(&path) {
+                cx.error(
+                    sock.span(),
+                    "control: socket",
+                    format!("{} is already the socket of \"{other}\"", path.display()),
+                );
+            }
+            control.socket = Some(path);
+        }
+        if let Some(m) = &c.mode {
+            match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+                Ok(bits) if bits <= 0o777 && bits & 0o600 == 0o600 => control.mode = bits,
+                _ => cx.error(
+                    m.span(),
+                    "control: mode",
+                    format!(
+                        "`{}` is not an octal mode with owner read/write (like \"0660\")",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+        control.owner = c.owner.map(|o| o.into_inner());
+        control.group = c.group.map(|g| g.into_inner());
+    }
     if cx.errors.is_empty() {
-        Ok(Topology { switches, disks })
+        Ok(Topology {
+            switches,
+            disks,
+            control,
+        })
     } else {
         Err(ConfigErrors(cx.errors))
     }

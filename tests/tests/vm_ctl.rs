@@ -1,0 +1,142 @@
+//! `vfabric ctl` against a running fabric with guests: ports, stats, the forwarding table
+//! (show, add, del, flush), graph, and a peer without access refused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+
+use anyhow::Result;
+use serde_json::Value;
+use vfabric_tests::fabric::vfabric_bin;
+use vfabric_tests::lab::{GuestOpts, NetLab, mac};
+use vfabric_tests::qemu::Qemu;
+
+fn json(lab: &NetLab, args: &[&str]) -> Result<Value> {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = lab.fabric.ctl(&a)?;
+    anyhow::ensure!(code == 0, "ctl {args:?}: exit {code}: {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+fn fdb_has(v: &Value, mac: &str, port: &str) -> bool {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["mac"] == mac && e["port"] == port)
+}
+
+#[test]
+fn ctl_reads_and_changes_a_running_fabric() -> Result<()> {
+    let mut lab = NetLab::start(2, &[Qemu::system()?], GuestOpts::default())?;
+    lab.ping(1, 2, 3)?;
+    // ports: both up, default VLAN mode.
+    let ports = json(&lab, &["ports"])?;
+    let ports = ports.as_array().unwrap();
+    assert_eq!(ports.len(), 2);
+    assert!(
+        ports
+            .iter()
+            .all(|p| p["connected"] == true && p["vlan"] == "trunk all native 1"),
+        "{ports:?}"
+    );
+    // stats: the pings were counted on both sides.
+    let st = json(&lab, &["stats", "vm1"])?;
+    assert!(
+        st[0]["counters"]["rx_frames"].as_u64().unwrap_or(0) >= 3,
+        "{st}"
+    );
+    assert!(
+        st[0]["counters"]["tx_frames"].as_u64().unwrap_or(0) >= 3,
+        "{st}"
+    );
+    let (code, _, err) = lab.fabric.ctl(&["stats", "nope"])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("no port or disk `nope`"), "{err}");
+    // fdb show: each guest learned on its port.
+    let fdb = json(&lab, &["fdb", "show", "lab"])?;
+    assert!(
+        fdb_has(&fdb, &mac(1), "vm1") && fdb_has(&fdb, &mac(2), "vm2"),
+        "{fdb}"
+    );
+    // add / del a static entry.
+    json(
+        &lab,
+        &[
+            "fdb",
+            "add",
+            "lab",
+            "52:54:00:00:00:77",
+            "vm2",
+            "--vlan",
+            "1",
+        ],
+    )?;
+    let fdb = json(&lab, &["fdb", "show"])?;
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "52:54:00:00:00:77" && e["static"] == true)
+    );
+    json(&lab, &["fdb", "del", "lab", "52:54:00:00:00:77"])?;
+    let (code, _, err) = lab
+        .fabric
+        .ctl(&["fdb", "del", "lab", "52:54:00:00:00:77"])?;
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = lab
+        .fabric
+        .ctl(&["fdb", "add", "lab", "ff:ff:ff:ff:ff:ff", "vm1"])?;
+    assert_eq!(code, 1, "{err}");
+    // flush one port: its entries go, the other's stay.
+    let r = json(&lab, &["fdb", "flush", "lab", "vm1"])?;
+    assert!(r["removed"].as_u64().unwrap_or(0) >= 1, "{r}");
+    let fdb = json(&lab, &["fdb", "show", "lab"])?;
+    assert!(
+        !fdb_has(&fdb, &mac(1), "vm1") && fdb_has(&fdb, &mac(2), "vm2"),
+        "{fdb}"
+    );
+    // Traffic still flows (flooded until relearned), and vm1 is learned again.
+    lab.ping(1, 2, 2)?;
+    assert!(fdb_has(&json(&lab, &["fdb", "show"])?, &mac(1), "vm1"));
+    // graph: dot with both ports up.
+    let (code, dot, _) = lab.fabric.ctl(&["graph"])?;
+    assert_eq!(code, 0);
+    assert!(dot.starts_with("graph vfabric {"), "{dot}");
+    assert!(
+        dot.contains("\"sw:lab\" -- \"port:vm1\"") && dot.contains("up"),
+        "{dot}"
+    );
+    // A user without access: refused by the file mode, and by vfabric itself when the
+    // mode is opened up.
+    let sock = lab
+        .fabric
+        .control_socket()
+        .expect("vfabric announced its control socket")
+        .to_path_buf();
+    let nobody = |args: &[&str]| -> Result<(i32, String)> {
+        let out = std::process::Command::new(vfabric_bin()?)
+            .arg("ctl")
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, err) = nobody(&["ports"])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("Permission denied"), "{err}");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+    let (code, err) = nobody(&["fdb", "flush"])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        fdb_has(&json(&lab, &["fdb", "show"])?, &mac(2), "vm2"),
+        "a refused flush flushed"
+    );
+    Ok(())
+}

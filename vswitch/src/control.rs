@@ -1,0 +1,514 @@
+//! The control socket behind `vfabric ctl`: one JSON request line in, one JSON answer line
+//! out, per connection.
+//!
+//! The socket is created with mode 0600 (or the topology's `[control] mode`) and may be
+//! given an owner and group; on top of the file permissions, every peer's credentials are
+//! checked (root, vfabric's own user, or a member of the configured group), so a socket
+//! moved or re-moded by mistake still refuses strangers. Served by a single-threaded tokio
+//! runtime on its own thread; the data path never waits for it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::core::{MacAddr, PortId};
+use crate::dataplane::Fabric;
+use crate::topology::{ControlConfig, PortKind, Topology};
+use vhost_backends::blk::Disk;
+
+/// A request: a command and its arguments.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Request {
+    pub cmd: Vec<String>,
+}
+
+/// The default control socket of a topology file: `<dir>/<stem>-<hash>.ctl`, where `<dir>`
+/// is `$XDG_RUNTIME_DIR/vfabric` for users with a runtime directory, `/run/vfabric` for root,
+/// else `/tmp/vfabric-<uid>`, and `<hash>` comes from the file's absolute path (two
+/// topologies with the same name in different places never share a socket).
+pub fn default_socket(topology: &Path) -> PathBuf {
+    let stem = topology
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vfabric".into());
+    let abs = std::fs::canonicalize(topology).unwrap_or_else(|_| topology.to_path_buf());
+    // FNV-1a: stable across builds and platforms.
+    let hash = abs
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let stem = format!("{stem}-{:08x}", hash as u32);
+    let uid = nix::unistd::geteuid();
+    let dir = if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("vfabric")
+    } else if uid.is_root() {
+        PathBuf::from("/run/vfabric")
+    } else {
+        PathBuf::from(format!("/tmp/vfabric-{uid}"))
+    };
+    dir.join(format!("{stem}.ctl"))
+}
+
+/// The control socket of `topo`, loaded from `file`.
+pub fn socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
+    cfg.socket.clone().unwrap_or_else(|| default_socket(file))
+}
+
+fn lookup_uid(name: &str) -> io::Result<nix::unistd::Uid> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Uid::from_raw(n));
+    }
+    nix::unistd::User::from_name(name)?
+        .map(|u| u.uid)
+        .ok_or_else(|| io::Error::other(format!("no user `{name}`")))
+}
+
+fn lookup_gid(name: &str) -> io::Result<nix::unistd::Gid> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    nix::unistd::Group::from_name(name)?
+        .map(|g| g.gid)
+        .ok_or_else(|| io::Error::other(format!("no group `{name}`")))
+}
+
+/// What the control socket serves.
+pub struct Control {
+    pub fabric: Arc<Fabric>,
+    pub topology: Topology,
+    pub disks: Vec<Arc<Disk>>,
+}
+
+/// A bound control socket, not serving yet.
+pub struct Listener {
+    listener: std::os::unix::net::UnixListener,
+    group: Option<nix::unistd::Gid>,
+    pub path: PathBuf,
+}
+
+/// Creates the control socket (stale files replaced, a live one refused) with its mode,
+/// owner and group.
+pub fn bind(path: &Path, cfg: &ControlConfig) -> io::Result<Listener> {
+    let owner = cfg.owner.as_deref().map(lookup_uid).transpose()?;
+    let group = cfg.group.as_deref().map(lookup_gid).transpose()?;
+    let listener = vhost_backends::server::bind_socket(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))?;
+    if owner.is_some() || group.is_some() {
+        nix::unistd::chown(path, owner, group)?;
+    }
+    Ok(Listener {
+        listener,
+        group,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Listener {
+    /// Serves requests forever on a thread of its own.
+    pub fn serve(self, control: Arc<Control>) -> io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("control socket: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let l = match tokio::net::UnixListener::from_std(self.listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("control socket: {e}");
+                            return;
+                        }
+                    };
+                    loop {
+                        let Ok((stream, _)) = l.accept().await else {
+                            continue;
+                        };
+                        let control = control.clone();
+                        let group = self.group;
+                        tokio::spawn(async move {
+                            if let Err(e) = connection(stream, &control, group).await {
+                                tracing::debug!("control connection: {e}");
+                            }
+                        });
+                    }
+                });
+            })?;
+        Ok(())
+    }
+}
+
+/// Whether a peer may use the socket: root, our own user, or a member of `group`.
+fn allowed(stream: &tokio::net::UnixStream, group: Option<nix::unistd::Gid>) -> bool {
+    let Ok(cred) = stream.peer_cred() else {
+        return false;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    cred.uid() == 0 || cred.uid() == me || group.is_some_and(|g| g.as_raw() == cred.gid())
+}
+
+async fn connection(
+    stream: tokio::net::UnixStream,
+    control: &Control,
+    group: Option<nix::unistd::Gid>,
+) -> io::Result<()> {
+    let ok = allowed(&stream, group);
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let answer = if !ok {
+        json!({"ok": false, "error": "permission denied"})
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match control.handle(&req) {
+                Ok(data) => json!({"ok": true, "data": data}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        }
+    };
+    let mut out = answer.to_string();
+    out.push('\n');
+    w.write_all(out.as_bytes()).await?;
+    w.shutdown().await
+}
+
+fn vlan_mode(p: &vlan::PortVlan) -> String {
+    match p {
+        vlan::PortVlan::Access(v) => format!("access {}", v.get()),
+        vlan::PortVlan::Tunnel { svlan } => format!("qinq {}", svlan.get()),
+        vlan::PortVlan::Trunk { allowed, native } => {
+            let all = allowed.len() == 4094;
+            let vids = if all {
+                "all".to_string()
+            } else {
+                let v: Vec<String> = allowed.iter().map(|v| v.get().to_string()).collect();
+                v.join(",")
+            };
+            match native {
+                Some(n) => format!("trunk {vids} native {}", n.get()),
+                None => format!("trunk {vids}"),
+            }
+        }
+    }
+}
+
+impl Control {
+    /// Answers one request.
+    pub fn handle(&self, req: &Request) -> Result<Value, String> {
+        let args: Vec<&str> = req.cmd.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["ports"] => Ok(self.ports()),
+            ["stats"] => Ok(self.stats(None)),
+            ["stats", name] => {
+                let v = self.stats(Some(name));
+                if v.as_array().is_some_and(|a| a.is_empty()) {
+                    Err(format!("no port or disk `{name}`"))
+                } else {
+                    Ok(v)
+                }
+            }
+            ["fdb", "show"] => self.fdb_show(None),
+            ["fdb", "show", sw] => self.fdb_show(Some(sw)),
+            ["fdb", "flush"] => self.fdb_flush(None, None),
+            ["fdb", "flush", sw] => self.fdb_flush(Some(sw), None),
+            ["fdb", "flush", sw, port] => self.fdb_flush(Some(sw), Some(port)),
+            ["fdb", "add", sw, mac, port] => self.fdb_add(sw, mac, port, None),
+            ["fdb", "add", sw, mac, port, vlan] => self.fdb_add(sw, mac, port, Some(vlan)),
+            ["fdb", "del", sw, mac] => self.fdb_del(sw, mac, None),
+            ["fdb", "del", sw, mac, vlan] => self.fdb_del(sw, mac, Some(vlan)),
+            ["graph"] => Ok(Value::String(self.graph())),
+            _ => Err(format!(
+                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, graph)",
+                req.cmd.join(" ")
+            )),
+        }
+    }
+
+    fn switch(&self, name: &str) -> Result<usize, String> {
+        self.topology
+            .switches
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no switch `{name}`"))
+    }
+
+    fn ports(&self) -> Value {
+        let mut out = Vec::new();
+        for (sw_cfg, sw) in self.topology.switches.iter().zip(self.fabric.switches()) {
+            for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
+                let PortKind::VhostUserNet(v) = &p.kind;
+                out.push(json!({
+                    "switch": sw_cfg.name,
+                    "port": p.name,
+                    "type": "vhost-user-net",
+                    "socket": v.socket,
+                    "connected": port.is_connected(),
+                    "connections": port.connections(),
+                    "vlan": vlan_mode(&p.policy.vlan),
+                    "queues": v.queues,
+                }));
+            }
+        }
+        for (d, disk) in self.topology.disks.iter().zip(&self.disks) {
+            out.push(json!({
+                "disk": d.name,
+                "type": "vhost-user-blk",
+                "socket": d.socket,
+                "path": d.path,
+                "readonly": d.readonly,
+                "queues": d.queues,
+                "connections": disk.counters.connections.load(std::sync::atomic::Ordering::Relaxed),
+            }));
+        }
+        Value::Array(out)
+    }
+
+    /// Every port's and disk's counters (or just `only`'s).
+    pub fn stats(&self, only: Option<&str>) -> Value {
+        Value::Array(stats_lines(&self.fabric, &self.disks, only))
+    }
+
+    fn fdb_show(&self, sw: Option<&str>) -> Result<Value, String> {
+        let now = self.fabric.now();
+        let mut out = Vec::new();
+        for (i, s) in self.fabric.switches().iter().enumerate() {
+            let name = &self.topology.switches[i].name;
+            if sw.is_some_and(|w| w != name) {
+                continue;
+            }
+            let core = s.core();
+            let mut rows: Vec<(u16, String, Value)> = core
+                .fdb()
+                .entries(now)
+                .map(|(vlan, mac, e)| {
+                    let row = json!({
+                        "switch": name,
+                        "vlan": vlan.get(),
+                        "mac": mac.to_string(),
+                        "port": core.port_name(e.port).unwrap_or("?"),
+                        "static": e.is_static,
+                        "age_s": now.since(e.last_seen).as_secs(),
+                    });
+                    (vlan.get(), mac.to_string(), row)
+                })
+                .collect();
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            out.extend(rows.into_iter().map(|r| r.2));
+        }
+        if let Some(w) = sw {
+            self.switch(w)?;
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn port_id(&self, si: usize, port: &str) -> Result<PortId, String> {
+        self.topology.switches[si]
+            .ports
+            .iter()
+            .position(|p| p.name == port)
+            .map(|i| PortId(i as u32))
+            .ok_or_else(|| {
+                format!(
+                    "no port `{port}` on switch `{}`",
+                    self.topology.switches[si].name
+                )
+            })
+    }
+
+    fn fdb_flush(&self, sw: Option<&str>, port: Option<&str>) -> Result<Value, String> {
+        let mut removed = 0usize;
+        let targets: Vec<usize> = match sw {
+            Some(w) => vec![self.switch(w)?],
+            None => (0..self.fabric.switches().len()).collect(),
+        };
+        for si in targets {
+            let port = port.map(|p| self.port_id(si, p)).transpose()?;
+            let mut core = self.fabric.switches()[si].core();
+            match port {
+                Some(p) => removed += core.fdb_mut().flush_port(p),
+                None => {
+                    let ports: Vec<PortId> = core.ports().collect();
+                    for p in ports {
+                        removed += core.fdb_mut().flush_port(p);
+                    }
+                }
+            }
+        }
+        Ok(json!({"removed": removed}))
+    }
+
+    fn vlan_arg(v: Option<&&str>) -> Result<vlan::VlanId, String> {
+        match v {
+            None => Ok(vlan::VlanId::DEFAULT),
+            Some(s) => s
+                .parse::<u32>()
+                .ok()
+                .and_then(|n| vlan::VlanId::new(n).ok())
+                .ok_or_else(|| format!("`{s}` is not a VLAN id (1-4094)")),
+        }
+    }
+
+    fn fdb_add(
+        &self,
+        sw: &str,
+        mac: &str,
+        port: &str,
+        vlan: Option<&&str>,
+    ) -> Result<Value, String> {
+        let si = self.switch(sw)?;
+        let p = self.port_id(si, port)?;
+        let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
+        if !mac.is_valid_source() {
+            return Err(format!("{mac} is a group or zero address"));
+        }
+        let vlan = Self::vlan_arg(vlan)?;
+        let now = self.fabric.now();
+        self.fabric.switches()[si]
+            .core()
+            .add_static(now, vlan, mac, p);
+        Ok(json!({"added": mac.to_string(), "vlan": vlan.get(), "port": port}))
+    }
+
+    fn fdb_del(&self, sw: &str, mac: &str, vlan: Option<&&str>) -> Result<Value, String> {
+        let si = self.switch(sw)?;
+        let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
+        let vlan = Self::vlan_arg(vlan)?;
+        let removed = self.fabric.switches()[si]
+            .core()
+            .fdb_mut()
+            .remove(vlan, mac);
+        if removed {
+            Ok(json!({"removed": mac.to_string(), "vlan": vlan.get()}))
+        } else {
+            Err(format!(
+                "no entry for {mac} in VLAN {} on `{sw}`",
+                vlan.get()
+            ))
+        }
+    }
+
+    /// The topology as Graphviz dot: switches, their ports (with VLAN mode and link state),
+    /// disks.
+    pub fn graph(&self) -> String {
+        let mut g = String::from("graph vfabric {\n  node [fontname=\"sans\"];\n");
+        for (sw_cfg, sw) in self.topology.switches.iter().zip(self.fabric.switches()) {
+            g += &format!(
+                "  \"sw:{0}\" [shape=box, label=\"switch {0}\"];\n",
+                sw_cfg.name
+            );
+            for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
+                let state = if port.is_connected() { "up" } else { "down" };
+                g += &format!(
+                    "  \"port:{0}\" [shape=ellipse, label=\"{0}\\n{1}\\n{2}\"];\n  \"sw:{3}\" -- \"port:{0}\";\n",
+                    p.name,
+                    vlan_mode(&p.policy.vlan),
+                    state,
+                    sw_cfg.name
+                );
+            }
+        }
+        for d in &self.topology.disks {
+            g += &format!(
+                "  \"disk:{0}\" [shape=cylinder, label=\"disk {0}\\n{1}\"];\n",
+                d.name,
+                d.path.display()
+            );
+        }
+        g += "}\n";
+        g
+    }
+}
+
+/// The counters of every port (and every disk), one JSON object each: what SIGUSR1 prints
+/// and `vfabric ctl stats` shows.
+pub fn stats_lines(fabric: &Fabric, disks: &[Arc<Disk>], only: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for d in disks {
+        if only.is_some_and(|o| o != d.config.name) {
+            continue;
+        }
+        let counters: BTreeMap<&str, u64> = d.counters.snapshot().into_iter().collect();
+        out.push(json!({"disk": d.config.name, "counters": counters}));
+    }
+    for sw in fabric.switches() {
+        let core = sw.core();
+        for (i, port) in sw.ports().iter().enumerate() {
+            if only.is_some_and(|o| o != port.name()) {
+                continue;
+            }
+            let mut counters = serde_json::Map::new();
+            for (k, v) in port.counters().fields() {
+                counters.insert(k.into(), v.into());
+            }
+            let id = PortId(i as u32);
+            if let Some(s) = core.port_stats(id) {
+                for (k, v) in s.fields() {
+                    counters.insert(k.into(), v.into());
+                }
+            }
+            counters.insert(
+                "fdb_port_entries".into(),
+                core.fdb().port_entries(id).into(),
+            );
+            out.push(json!({
+                "switch": core.name(),
+                "port": port.name(),
+                "connected": port.is_connected(),
+                "connections": port.connections(),
+                "counters": counters,
+            }));
+        }
+        if only.is_none() {
+            let f = core.fdb_stats();
+            out.push(json!({
+                "switch": core.name(),
+                "fdb_entries": core.fdb().len(),
+                "fdb_learned": f.learned, "fdb_moves": f.moves, "fdb_aged_out": f.aged_out, "fdb_table_full": f.table_full,
+            }));
+        }
+    }
+    out
+}
+
+/// Sends one request to the control socket at `path` and returns the answer's data.
+pub fn call(path: &Path, cmd: &[String]) -> Result<Value, String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "{}: {e} (is vfabric running with this topology?)",
+            path.display()
+        )
+    })?;
+    let mut line =
+        serde_json::to_string(&Request { cmd: cmd.to_vec() }).map_err(|e| e.to_string())?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&answer).map_err(|e| format!("bad answer: {e}"))?;
+    if v["ok"] == Value::Bool(true) {
+        Ok(v["data"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or("failed").to_string())
+    }
+}
