@@ -93,6 +93,8 @@ pub struct Listener {
     listener: std::os::unix::net::UnixListener,
     group: Option<nix::unistd::Gid>,
     pub path: PathBuf,
+    /// The Prometheus endpoint, served on the same thread.
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 /// Creates the control socket (stale files replaced, a live one refused) with its mode,
@@ -109,6 +111,7 @@ pub fn bind(path: &Path, cfg: &ControlConfig) -> io::Result<Listener> {
         listener,
         group,
         path: path.to_path_buf(),
+        metrics: None,
     })
 }
 
@@ -116,6 +119,9 @@ impl Listener {
     /// Serves requests forever on a thread of its own.
     pub fn serve(self, control: Arc<Control>) -> io::Result<()> {
         self.listener.set_nonblocking(true)?;
+        if let Some(m) = &self.metrics {
+            m.set_nonblocking(true)?;
+        }
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -130,6 +136,14 @@ impl Listener {
                     }
                 };
                 rt.block_on(async move {
+                    if let Some(m) = self.metrics {
+                        match tokio::net::TcpListener::from_std(m) {
+                            Ok(m) => {
+                                tokio::spawn(crate::metrics::serve(m, control.clone()));
+                            }
+                            Err(e) => tracing::error!("metrics endpoint: {e}"),
+                        }
+                    }
                     let l = match tokio::net::UnixListener::from_std(self.listener) {
                         Ok(l) => l,
                         Err(e) => {

@@ -4,4 +4,5 @@
 pub mod control;
 pub mod core;
 pub mod dataplane;
+pub mod metrics;
 pub mod topology;

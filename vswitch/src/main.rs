@@ -407,7 +407,7 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
         }
     }
     let ctl_path = control::socket_path(path, &topo.control);
-    let ctl_listener = match control::bind(&ctl_path, &topo.control) {
+    let mut ctl_listener = match control::bind(&ctl_path, &topo.control) {
         Ok(l) => {
             bound.push(ctl_path.clone());
             l
@@ -424,6 +424,23 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = topo.metrics {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                if let Ok(a) = l.local_addr() {
+                    println!("metrics: http://{a}/metrics");
+                }
+                ctl_listener.metrics = Some(l);
+            }
+            Err(e) => {
+                eprintln!("{}: metrics: {addr}: {e}; nothing started", path.display());
+                for b in &bound {
+                    let _ = std::fs::remove_file(b);
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Signals are taken synchronously by this thread; block them before any thread exists.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {

@@ -67,6 +67,8 @@ pub struct Topology {
     pub switches: Vec<SwitchConfig>,
     pub disks: Vec<DiskConfig>,
     pub control: ControlConfig,
+    /// Address of the Prometheus endpoint (`metrics = "127.0.0.1:9100"`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The control socket (`vfabric ctl`).
@@ -175,6 +177,7 @@ struct RawTopology {
     #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
     control: Option<Spanned<RawControl>>,
+    metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -520,11 +523,29 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
         control.owner = c.owner.map(|o| o.into_inner());
         control.group = c.group.map(|g| g.into_inner());
     }
+    let metrics = raw
+        .metrics
+        .as_ref()
+        .and_then(|m| match m.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.error(
+                    m.span(),
+                    "metrics",
+                    format!(
+                        "`{}` is not an address:port like \"127.0.0.1:9100\"",
+                        m.get_ref()
+                    ),
+                );
+                None
+            }
+        });
     if cx.errors.is_empty() {
         Ok(Topology {
             switches,
             disks,
             control,
+            metrics,
         })
     } else {
         Err(ConfigErrors(cx.errors))

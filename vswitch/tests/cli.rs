@@ -181,3 +181,59 @@ fn run_notifies_systemd_when_ready() {
     assert!(status.success(), "{status:?}");
     assert!(!dir.path().join("a.sock").exists(), "socket left behind");
 }
+
+/// `metrics = "..."`: a Prometheus endpoint with per-port counters, FDB sizes and drops by
+/// reason; other paths are 404.
+#[test]
+fn metrics_endpoint_serves_counters() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = two_ports(
+        &dir.path().join("a.sock").to_string_lossy(),
+        &dir.path().join("b.sock").to_string_lossy(),
+    );
+    text.insert_str(0, "metrics = \"127.0.0.1:0\"\n");
+    let topo = write(dir.path(), "m.toml", &text);
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&topo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("metrics: http://") {
+            addr = a.strip_suffix("/metrics").map(str::to_string);
+        }
+        if line == "vfabric ready" {
+            break;
+        }
+    }
+    let addr = addr.expect("vfabric printed its metrics address");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let body = get("/metrics");
+    let other = get("/other");
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for want in [
+        "# TYPE vfabric_port_up gauge",
+        "vfabric_port_up{switch=\"lab\",port=\"a\"} 0",
+        "vfabric_port_rx_frames_total{switch=\"lab\",port=\"b\"} 0",
+        "vfabric_port_drops_total{switch=\"lab\",port=\"a\",where=\"switch\",reason=\"vlan_tagged\"} 0",
+        "vfabric_fdb_entries{switch=\"lab\"} 0",
+        "# EOF",
+    ] {
+        assert!(body.contains(want), "missing {want}:\n{body}");
+    }
+}

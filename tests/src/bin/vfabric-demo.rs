@@ -28,6 +28,18 @@ fn main() -> Result<()> {
         lab.fabric.pid().unwrap_or(0),
         lab.dir().display()
     );
+    println!("\n-- the topology vfabric runs --");
+    for l in std::fs::read_to_string(lab.fabric.topology())?.lines() {
+        if !l.trim().is_empty() {
+            println!("  {l}");
+        }
+    }
+    println!("\n-- vfabric ctl ports --");
+    let (_, ports, _) = lab.fabric.ctl(&["ports"])?;
+    for l in ports.lines() {
+        println!("  {l}");
+    }
+    println!();
     for i in 1..=2 {
         println!(
             "  vm{i}: {} / mac 52:54:00:00:00:0{i}, booted in {:.1?}",
