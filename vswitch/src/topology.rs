@@ -282,6 +282,8 @@ struct Ctx<'a> {
     file: &'a Path,
     src: &'a str,
     errors: Vec<ConfigError>,
+    /// Also check that the files the topology names (images) exist and can be read.
+    check_files: bool,
 }
 
 impl Ctx<'_> {
@@ -318,15 +320,22 @@ pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(path, &src)
+    parse_checked(path, &src, true)
 }
 
 /// Validates topology text; `file` names it in errors and anchors relative socket paths.
 pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
+    parse_checked(file, src, false)
+}
+
+/// `parse`; with `check_files`, images that are missing or unreadable are errors too (what
+/// `load`, and so `vfabric check` and `run`, do).
+pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topology, ConfigErrors> {
     let mut cx = Ctx {
         file,
         src,
         errors: Vec::new(),
+        check_files,
     };
     let raw: RawTopology = match toml::from_str(src) {
         Ok(r) => r,
@@ -616,6 +625,15 @@ fn parse_disks(
         let path = match (&d.path, format) {
             (Some(p), _) if !p.get_ref().is_empty() => {
                 let path = base.join(p.get_ref());
+                if cx.check_files
+                    && let Err(e) = std::fs::File::open(&path)
+                {
+                    cx.error(
+                        p.span(),
+                        format!("{here}: path"),
+                        format!("{}: {e}", path.display()),
+                    );
+                }
                 if let Some(other) = images.insert(path.clone(), name.clone()) {
                     cx.error(
                         p.span(),
