@@ -106,6 +106,52 @@ fn ctl_reads_and_changes_a_running_fabric() -> Result<()> {
         dot.contains("\"sw:lab\" -- \"port:vm1\"") && dot.contains("up"),
         "{dot}"
     );
+    // capture: vm2's port, both directions, into a pcap file a reader takes back.
+    let pcap = lab.dir().join("vm2.pcap");
+    let mut cap = std::process::Command::new(vfabric_bin()?)
+        .arg("ctl")
+        .arg("-t")
+        .arg(lab.fabric.topology())
+        .args(["capture", "vm2"])
+        .arg(&pcap)
+        .args(["--count", "6"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut err = std::io::BufReader::new(cap.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first)?;
+    assert!(first.starts_with("capturing vm2"), "{first}");
+    lab.ping(1, 2, 3)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cap.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            cap.kill()?;
+            anyhow::bail!("capture did not end after 6 frames");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(cap.wait()?.success());
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&pcap)?)?;
+    let (mut frames, mut requests, mut replies) = (0, 0, 0);
+    while let Some(p) = reader.next_packet() {
+        let p = p?;
+        frames += 1;
+        let d = &p.data;
+        // ICMP echo request from vm1 to vm2 / reply back (IPv4 protocol 1, type 8 / 0).
+        if d.len() > 34 && d[12..14] == [0x08, 0x00] && d[23] == 1 {
+            if d[34] == 8 && d[6..12] == [0x52, 0x54, 0, 0, 0, 1] {
+                requests += 1;
+            }
+            if d[34] == 0 && d[6..12] == [0x52, 0x54, 0, 0, 0, 2] {
+                replies += 1;
+            }
+        }
+    }
+    assert_eq!(frames, 6);
+    assert!(
+        requests >= 2 && replies >= 2,
+        "{requests} requests, {replies} replies"
+    );
     // A user without access: refused by the file mode, and by vfabric itself when the
     // mode is opened up.
     let sock = lab

@@ -17,11 +17,40 @@ use vlan::VlanId;
 use crate::core::{Decision, PortId, Switch, Time, Verdict};
 use crate::topology::{PortKind, Topology};
 
+/// A capture of one port's frames, both directions, as they are on the port's wire
+/// (ingress as the guest sent them, egress after the VLAN edit). Fed by the data path
+/// without blocking it: when the reader lags, frames are dropped and counted.
+pub struct Tap {
+    /// Only frames classified in this VLAN.
+    pub vlan: Option<VlanId>,
+    tx: tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Tap {
+    fn offer(&self, vlan: VlanId, frame: Vec<u8>) {
+        if self.vlan.is_some_and(|v| v != vlan) {
+            return;
+        }
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        if self.tx.try_send((ns, frame)).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// One switch at run time: the decision core and its ports' devices (index = `PortId`).
 pub struct SwitchRuntime {
     core: Mutex<Switch>,
     ports: Vec<Arc<NetPort>>,
     poller: Option<Arc<Poller>>,
+    taps: Vec<arc_swap::ArcSwapOption<Tap>>,
+    /// Captures running on this switch (the data path looks at taps only when non-zero).
+    tapping: std::sync::atomic::AtomicUsize,
 }
 
 impl SwitchRuntime {
@@ -33,6 +62,44 @@ impl SwitchRuntime {
     /// The ports, in `PortId` order.
     pub fn ports(&self) -> &[Arc<NetPort>] {
         &self.ports
+    }
+
+    /// Starts capturing port `port` (only frames of `vlan`, if given); frames arrive on the
+    /// returned channel until `stop_capture`. One capture per port at a time.
+    pub fn start_capture(
+        &self,
+        port: usize,
+        vlan: Option<VlanId>,
+    ) -> Result<tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>, String> {
+        let slot = self.taps.get(port).ok_or("no such port")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let tap = Arc::new(Tap {
+            vlan,
+            tx,
+            dropped: Default::default(),
+        });
+        let prev = slot.compare_and_swap(&None::<Arc<Tap>>, Some(tap));
+        if prev.is_some() {
+            return Err("the port is already being captured".into());
+        }
+        self.tapping
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(rx)
+    }
+
+    /// Ends the capture of `port`; returns how many frames the reader missed.
+    pub fn stop_capture(&self, port: usize) -> u64 {
+        let Some(slot) = self.taps.get(port) else {
+            return 0;
+        };
+        match slot.swap(None) {
+            Some(t) => {
+                self.tapping
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                t.dropped.load(std::sync::atomic::Ordering::Relaxed)
+            }
+            None => 0,
+        }
     }
 }
 
@@ -62,6 +129,33 @@ struct Scratch {
     floods: Vec<(VlanId, Vec<PortId>)>,
     /// (destination port, frame index, edit) for every copy the batch makes.
     copies: Vec<(usize, usize, FrameEdit)>,
+}
+
+/// Copies a batch's frames to the captures of its ingress port and of the ports that
+/// receive them.
+fn feed_taps(
+    sw: &SwitchRuntime,
+    in_port: PortId,
+    frames: &[TxFrame<'_>],
+    decisions: &[Decision],
+    copies: &[(usize, usize, FrameEdit)],
+) {
+    if let Some(tap) = sw.taps.get(in_port.index()).and_then(|t| t.load_full()) {
+        for (f, d) in frames.iter().zip(decisions) {
+            tap.offer(d.vlan, f.to_vec());
+        }
+    }
+    for &(p, i, e) in copies {
+        if let (Some(tap), Some(f), Some(d)) = (
+            sw.taps.get(p).and_then(|t| t.load_full()),
+            frames.get(i),
+            decisions.get(i),
+        ) {
+            let mut bytes = f.to_vec();
+            e.apply(&mut bytes);
+            tap.offer(d.vlan, bytes);
+        }
+    }
 }
 
 fn frame_edit(e: vlan::Edit) -> FrameEdit {
@@ -118,10 +212,13 @@ impl Fabric {
                     key(si, id.index()),
                 ));
             }
+            let taps = (0..ports.len()).map(|_| Default::default()).collect();
             switches.push(SwitchRuntime {
                 core: Mutex::new(core),
                 ports,
                 poller,
+                taps,
+                tapping: Default::default(),
             });
         }
         Ok(Arc::new(Fabric { start, switches }))
@@ -270,6 +367,9 @@ impl FrameSwitch for Fabric {
                             Verdict::Drop(_) => {}
                         }
                     }
+                }
+                if sw.tapping.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    feed_taps(sw, in_port, frames, &decisions, copies);
                 }
                 // The ports that get anything, in first-appearance order (flags are all false
                 // between batches: only the ports set here are cleared again below).

@@ -69,6 +69,17 @@ enum CtlCmd {
     },
     /// The topology as Graphviz dot.
     Graph,
+    /// Capture a port's frames (both directions) into a pcap file (Wireshark, tcpdump -r).
+    Capture {
+        port: String,
+        file: PathBuf,
+        /// Stop after this many frames (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Only frames of this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,7 +160,26 @@ fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlC
             return ExitCode::from(2);
         }
     };
+    if let CtlCmd::Capture {
+        port,
+        file,
+        count,
+        vlan,
+    } = &cmd
+    {
+        return match capture(&path, port, file, *count, *vlan) {
+            Ok(n) => {
+                eprintln!("{n} frames written to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vfabric ctl: capture: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let words: Vec<String> = match &cmd {
+        CtlCmd::Capture { .. } => vec![],
         CtlCmd::Ports => vec!["ports".into()],
         CtlCmd::Stats { name } => std::iter::once("stats".to_string())
             .chain(name.clone())
@@ -194,6 +224,67 @@ fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlC
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ctl capture`: asks vfabric for a port's frames and writes them as pcap (nanosecond
+/// timestamps, Ethernet). Returns how many frames were written.
+fn capture(
+    sock: &Path,
+    port: &str,
+    file: &Path,
+    count: Option<u64>,
+    vlan: Option<u16>,
+) -> Result<u64, String> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    let mut cmd = vec![
+        "capture".to_string(),
+        port.to_string(),
+        count.unwrap_or(0).to_string(),
+    ];
+    cmd.extend(vlan.map(|v| v.to_string()));
+    let mut req = serde_json::to_string(&control::Request { cmd }).map_err(|e| e.to_string())?;
+    req.push('\n');
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut header = String::new();
+    r.read_line(&mut header).map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_str(&header).map_err(|e| format!("bad answer: {e}"))?;
+    if v["ok"] != serde_json::Value::Bool(true) {
+        return Err(v["error"].as_str().unwrap_or("refused").to_string());
+    }
+    let out = std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut w = pcap_file::pcap::PcapWriter::with_header(
+        std::io::BufWriter::new(out),
+        pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::ETHERNET,
+            ts_resolution: pcap_file::TsResolution::NanoSecond,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!("capturing {port} into {}", file.display());
+    let mut n = 0u64;
+    loop {
+        let mut head = [0u8; 12];
+        if r.read_exact(&mut head).is_err() {
+            break;
+        }
+        let ns = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
+        let mut data = vec![0u8; len as usize];
+        r.read_exact(&mut data).map_err(|e| e.to_string())?;
+        let pkt = pcap_file::pcap::PcapPacket::new(std::time::Duration::from_nanos(ns), len, &data);
+        w.write_packet(&pkt).map_err(|e| e.to_string())?;
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            break;
+        }
+    }
+    w.into_writer().flush().map_err(|e| e.to_string())?;
+    Ok(n)
 }
 
 /// Human-readable output of a `ctl` answer (JSON with --json).
@@ -287,7 +378,7 @@ fn print_answer(cmd: &CtlCmd, v: &serde_json::Value, json: bool) {
                 );
             }
         }
-        CtlCmd::Fdb { .. } => {
+        CtlCmd::Fdb { .. } | CtlCmd::Capture { .. } => {
             let _ = writeln!(out, "{v}");
         }
     }
