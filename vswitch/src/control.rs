@@ -81,6 +81,19 @@ fn lookup_gid(name: &str) -> io::Result<nix::unistd::Gid> {
         .ok_or_else(|| io::Error::other(format!("no group `{name}`")))
 }
 
+/// Gives a socket file its configured mode, owner and group.
+pub fn apply_perms(path: &Path, perms: &crate::topology::SocketPerms) -> io::Result<()> {
+    let owner = perms.owner.as_deref().map(lookup_uid).transpose()?;
+    let group = perms.group.as_deref().map(lookup_gid).transpose()?;
+    if let Some(m) = perms.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))?;
+    }
+    if owner.is_some() || group.is_some() {
+        nix::unistd::chown(path, owner, group)?;
+    }
+    Ok(())
+}
+
 /// What the control socket serves.
 pub struct Control {
     pub fabric: Arc<Fabric>,

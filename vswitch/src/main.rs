@@ -450,9 +450,11 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             disk_roles.push((disk.clone(), Role::Client(d.socket.clone())));
             continue;
         }
-        match bind_socket(&d.socket) {
+        match bind_socket(&d.socket).and_then(|l| {
+            bound.push(d.socket.clone());
+            control::apply_perms(&d.socket, &d.perms).map(|()| l)
+        }) {
             Ok(l) => {
-                bound.push(d.socket.clone());
                 disk_roles.push((disk.clone(), Role::Server(l)));
             }
             Err(e) => {
@@ -476,9 +478,11 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
                 roles.push((port.clone(), Role::Client(v.socket.clone())));
                 continue;
             }
-            match bind_socket(&v.socket) {
+            match bind_socket(&v.socket).and_then(|l| {
+                bound.push(v.socket.clone());
+                control::apply_perms(&v.socket, &v.perms).map(|()| l)
+            }) {
                 Ok(l) => {
-                    bound.push(v.socket.clone());
                     roles.push((port.clone(), Role::Server(l)));
                 }
                 Err(e) => {

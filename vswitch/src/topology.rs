@@ -123,6 +123,7 @@ pub struct DiskConfig {
     pub serial: String,
     /// Size of a null disk, bytes.
     pub size: u64,
+    pub perms: SocketPerms,
 }
 
 /// One switch.
@@ -152,6 +153,14 @@ pub enum PortKind {
     VhostUserNet(VhostUserNet),
 }
 
+/// Ownership and permissions given to a listening socket file (unset: the process's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketPerms {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
 /// A vhost-user-net port.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VhostUserNet {
@@ -167,6 +176,7 @@ pub struct VhostUserNet {
     pub queues: u16,
     /// Offer checksum/TCP segmentation offloads to the guest (default true).
     pub offloads: bool,
+    pub perms: SocketPerms,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +188,7 @@ struct RawTopology {
     disk: Vec<Spanned<RawDisk>>,
     control: Option<Spanned<RawControl>>,
     metrics: Option<Spanned<String>>,
+    socket_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +206,9 @@ struct RawDisk {
     name: Spanned<String>,
     socket: Option<Spanned<String>>,
     client: Option<Spanned<bool>>,
+    mode: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
     readonly: Option<Spanned<bool>>,
@@ -238,6 +252,9 @@ struct RawPort {
     kind: Spanned<String>,
     socket: Option<Spanned<String>>,
     client: Option<Spanned<bool>>,
+    mode: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     mac: Option<Spanned<String>>,
     static_macs: Option<Spanned<Vec<Spanned<String>>>>,
     queues: Option<Spanned<i64>>,
@@ -347,6 +364,17 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
         }
     };
     let base = file.parent().unwrap_or(Path::new("."));
+    // Relative socket paths live in `socket_dir` (itself relative to the file), else next to
+    // the file.
+    let sock_base_buf = match &raw.socket_dir {
+        Some(d) if !d.get_ref().is_empty() => base.join(d.get_ref()),
+        Some(d) => {
+            cx.error(d.span(), "socket_dir", "empty path");
+            base.to_path_buf()
+        }
+        None => base.to_path_buf(),
+    };
+    let sock_base = sock_base_buf.as_path();
     let mut switches = Vec::new();
     let mut switch_names: HashMap<String, usize> = HashMap::new();
     let mut port_names: HashMap<String, String> = HashMap::new();
@@ -414,7 +442,7 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             }
             let socket = match &p.socket {
                 Some(s) if !s.get_ref().is_empty() => {
-                    let path = base.join(s.get_ref());
+                    let path = sock_base.join(s.get_ref());
                     if let Some(other) = sockets.insert(path.clone(), pname.clone()) {
                         cx.error(
                             s.span(),
@@ -479,12 +507,15 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
                 }
             };
             let policy = port_policy(&mut cx, &p, &here);
+            let client = p.client.map(|c| *c.get_ref()).unwrap_or(false);
+            let perms = socket_perms(&mut cx, &p.mode, &p.owner, &p.group, client, &here);
             ports.push(PortConfig {
                 policy,
                 name: pname,
                 kind: PortKind::VhostUserNet(VhostUserNet {
                     socket,
-                    client: p.client.map(|c| *c.get_ref()).unwrap_or(false),
+                    client,
+                    perms,
                     mac,
                     static_macs,
                     queues,
@@ -499,12 +530,19 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             ports,
         });
     }
-    let disks = parse_disks(&mut cx, base, raw.disk, &mut port_names, &mut sockets);
+    let disks = parse_disks(
+        &mut cx,
+        base,
+        sock_base,
+        raw.disk,
+        &mut port_names,
+        &mut sockets,
+    );
     let mut control = ControlConfig::default();
     if let Some(c) = raw.control {
         let c = c.into_inner();
         if let Some(sock) = &c.socket {
-            let path = base.join(sock.get_ref());
+            let path = sock_base.join(sock.get_ref());
             if sock.get_ref().is_empty() {
                 cx.error(sock.span(), "control: socket", "empty socket path");
             } else if let Some(other) = sockets.get(&path) {
@@ -564,6 +602,7 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
 fn parse_disks(
     cx: &mut Ctx<'_>,
     base: &Path,
+    sock_base: &Path,
     raw: Vec<Spanned<RawDisk>>,
     names: &mut HashMap<String, String>,
     sockets: &mut HashMap<PathBuf, String>,
@@ -584,7 +623,7 @@ fn parse_disks(
         }
         let socket = match &d.socket {
             Some(s) if !s.get_ref().is_empty() => {
-                let path = base.join(s.get_ref());
+                let path = sock_base.join(s.get_ref());
                 if let Some(other) = sockets.insert(path.clone(), name.clone()) {
                     cx.error(
                         s.span(),
@@ -718,10 +757,13 @@ fn parse_disks(
                 String::new()
             }
         };
+        let client = d.client.map(|c| *c.get_ref()).unwrap_or(false);
+        let perms = socket_perms(cx, &d.mode, &d.owner, &d.group, client, &here);
         disks.push(DiskConfig {
+            perms,
             name,
             socket,
-            client: d.client.map(|c| *c.get_ref()).unwrap_or(false),
+            client,
             path,
             format,
             readonly: d.readonly.map(|r| *r.get_ref()).unwrap_or(false),
@@ -731,6 +773,49 @@ fn parse_disks(
         });
     }
     disks
+}
+
+/// Parses an octal socket mode like "0660" (owner read/write required).
+fn parse_mode(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|&m| m <= 0o777 && m & 0o600 == 0o600)
+}
+
+fn socket_perms(
+    cx: &mut Ctx<'_>,
+    mode: &Option<Spanned<String>>,
+    owner: &Option<Spanned<String>>,
+    group: &Option<Spanned<String>>,
+    client: bool,
+    here: &str,
+) -> SocketPerms {
+    let mut p = SocketPerms::default();
+    for (key, v) in [("mode", mode), ("owner", owner), ("group", group)] {
+        if let (Some(v), true) = (v, client) {
+            cx.error(
+                v.span(),
+                format!("{here}: {key}"),
+                "only a socket vfabric listens on has an owner, group and mode (not with `client = true`)",
+            );
+        }
+    }
+    if let Some(m) = mode {
+        match parse_mode(m.get_ref()) {
+            Some(bits) => p.mode = Some(bits),
+            None => cx.error(
+                m.span(),
+                format!("{here}: mode"),
+                format!(
+                    "`{}` is not an octal mode with owner read/write (like \"0660\")",
+                    m.get_ref()
+                ),
+            ),
+        }
+    }
+    p.owner = owner.as_ref().map(|o| o.get_ref().clone());
+    p.group = group.as_ref().map(|g| g.get_ref().clone());
+    p
 }
 
 fn vlan_id(cx: &mut Ctx<'_>, v: &Spanned<i64>, field: &str) -> Option<vlan::VlanId> {

@@ -257,3 +257,62 @@ fn check_reports_a_missing_image() {
         "{err}"
     );
 }
+
+/// `socket_dir` places relative sockets; `mode`/`group` are applied to listening sockets; a
+/// group that does not exist stops `run` with nothing left behind.
+#[test]
+fn socket_dir_mode_and_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let text = "socket_dir = \"socks\"\n[[switch]]\nname = \"lab\"\n\
+                [[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"a.sock\"\nmode = \"0660\"\ngroup = \"1\"\n\
+                [[switch.port]]\nname = \"b\"\ntype = \"vhost-user-net\"\nsocket = \"b.sock\"\n";
+    let topo = write(dir.path(), "s.toml", text);
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&topo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap() == "vfabric ready" {
+            break;
+        }
+    }
+    let a = std::fs::metadata(dir.path().join("socks/a.sock")).unwrap();
+    let b = dir.path().join("socks/b.sock");
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(a.permissions().mode() & 0o777, 0o660);
+    assert_eq!(a.gid(), 1);
+    assert!(!b.exists(), "b.sock left behind");
+    // An unknown group: refused, no socket remains.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &text.replace("group = \"1\"", "group = \"no-such-group-vf\""),
+    );
+    let out = Command::new(BIN).arg("run").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no group `no-such-group-vf`"), "{err}");
+    assert!(!dir.path().join("socks/a.sock").exists());
+    // Not with client = true.
+    let client = write(
+        dir.path(),
+        "client.toml",
+        &text.replace("mode = \"0660\"", "client = true\nmode = \"0660\""),
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("port \"a\": mode: only a socket vfabric listens on")
+    );
+}
