@@ -259,6 +259,9 @@ pub struct VmConfig {
     pub cpus: u32,
     pub nics: Vec<NetDev>,
     pub disks: Vec<BlkDev>,
+    /// Guest RAM shared with the backends (`share=on`); false reproduces the common
+    /// mistake of a QEMU without shared memory.
+    pub shared_memory: bool,
     /// Addresses /init assigns: (interface, CIDR), e.g. `("eth0", "10.0.0.1/24")`; the interface
     /// is brought up. `eth0.100` works when `extra_cmdline` has `vf.vlan=eth0:100`.
     pub ips: Vec<(String, String)>,
@@ -281,6 +284,7 @@ impl VmConfig {
             cpus: 1,
             nics: Vec::new(),
             disks: Vec::new(),
+            shared_memory: true,
             ips: Vec::new(),
             extra_cmdline: String::new(),
             extra_args: Vec::new(),
@@ -357,7 +361,11 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
     push(&["-machine", "q35,memory-backend=mem"]);
     push(&[
         "-object",
-        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+        &if cfg.shared_memory {
+            format!("memory-backend-memfd,id=mem,size={mem},share=on")
+        } else {
+            format!("memory-backend-ram,id=mem,size={mem}")
+        },
     ]);
     push(&["-m", &mem, "-smp", &cfg.cpus.to_string()]);
     push(&["-kernel", &opt_path(kernel), "-initrd", &opt_path(initrd)]);

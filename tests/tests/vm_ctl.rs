@@ -184,5 +184,8 @@ fn ctl_reads_and_changes_a_running_fabric() -> Result<()> {
         fdb_has(&json(&lab, &["fdb", "show"])?, &mac(2), "vm2"),
         "a refused flush flushed"
     );
+    // Guests with shared memory never trigger the "no shared memory" diagnosis.
+    let log = std::fs::read_to_string(lab.dir().join("vfabric.log"))?;
+    assert!(!log.contains("shared no guest memory"), "{log}");
     Ok(())
 }

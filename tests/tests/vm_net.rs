@@ -286,3 +286,40 @@ fn tso_from_one_guest_is_segmented_for_a_guest_without_offloads() -> Result<()> 
     }
     Ok(())
 }
+
+#[test]
+fn a_qemu_without_shared_memory_gets_a_clear_error() -> Result<()> {
+    use vfabric_tests::fabric::{Fabric, PortSpec};
+    use vfabric_tests::qemu::{NetDev, Vm, VmConfig};
+    let dir = tempfile::Builder::new().prefix("vfs").tempdir_in("/tmp")?;
+    let fabric = Fabric::start(dir.path(), &[PortSpec::new("vm1")])?;
+    let mut cfg = VmConfig::new("noshare", qemu());
+    cfg.shared_memory = false;
+    cfg.nics.push(NetDev {
+        socket: fabric.socket("vm1"),
+        mac: vfabric_tests::lab::mac(1),
+        queues: 1,
+        qemu_is_server: false,
+    });
+    cfg.ips.push(("eth0".into(), "10.0.0.1/24".into()));
+    let mut vm = Vm::start(cfg, dir.path())?;
+    vm.wait_ready(Duration::from_secs(60))?;
+    // The guest's driver starts the device; QEMU cannot share its RAM and falls back to
+    // userspace virtio, sending no memory table. vfabric says so, naming the port and the fix.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = fabric.log_tail();
+        if log.contains("port vm1: the VMM started the device but shared no guest memory")
+            && log.contains("share=on")
+        {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no clear error in vfabric's log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    vm.kill();
+    Ok(())
+}

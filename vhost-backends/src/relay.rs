@@ -234,6 +234,10 @@ impl EarlyEnableFilter {
 /// What a device adds to the relay: protocol features the `vhost` crate's handler refuses
 /// to serve (the relay answers them itself) and a word when a ring was enabled.
 pub trait RelayHooks {
+    /// How the device is named in log messages ("port vm1").
+    fn label(&self) -> String {
+        "vhost-user device".into()
+    }
     /// Protocol feature bits added to the backend's `GET_PROTOCOL_FEATURES` answer.
     fn extra_protocol_features(&self) -> u64 {
         0
@@ -253,6 +257,18 @@ pub trait RelayHooks {
 /// No hooks: the relay only absorbs early enables.
 pub struct NoHooks;
 impl RelayHooks for NoHooks {}
+
+/// Only a name for log messages.
+pub struct Named(pub String);
+impl RelayHooks for Named {
+    fn label(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// How long after SET_FEATURES a VMM has to share guest memory before vfabric says why the
+/// link will stay dead.
+const MEMORY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 const PROTOCOL_REPLY_ACK: u64 = 1 << 3;
 
@@ -275,6 +291,9 @@ pub fn run_with(
     let version = 0x1;
     let extra = hooks.extra_protocol_features();
     let mut reply_ack = false;
+    // Whether the VMM shared guest memory, and since when it should have.
+    let mut have_memory = false;
+    let mut memory_due: Option<std::time::Instant> = None;
     // Ring enables forwarded to the handler whose reply is awaited: (ring, enabled, whether the
     // VMM asked for the reply).
     let mut awaited: std::collections::VecDeque<(u32, bool, bool)> = Default::default();
@@ -284,7 +303,28 @@ pub fn run_with(
                 PollFd::new(frontend.as_fd(), PollFlags::POLLIN),
                 PollFd::new(backend.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = match memory_due {
+                Some(due) => {
+                    let left = due.saturating_duration_since(std::time::Instant::now());
+                    PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                        .unwrap_or(PollTimeout::NONE)
+                }
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    if memory_due.is_some_and(|d| std::time::Instant::now() >= d) {
+                        memory_due = None;
+                        log::error!(
+                            "{}: the VMM started the device but shared no guest memory, so the link \
+                             stays dead (QEMU: \"Failed initializing vhost-user memory map\"). Start \
+                             QEMU with shared guest RAM: -object memory-backend-memfd,id=mem,size=<RAM>,share=on \
+                             -machine memory-backend=mem (or -numa node,memdev=mem)",
+                            hooks.label()
+                        );
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -322,6 +362,18 @@ pub fn run_with(
             };
             let req = msg.request();
             let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+            if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
+                && !msg.fds.is_empty()
+            {
+                have_memory = true;
+                memory_due = None;
+            }
+            if req == FrontendReq::SET_FEATURES as u32 && !have_memory {
+                memory_due = Some(std::time::Instant::now() + MEMORY_GRACE);
+            }
+            if req == FrontendReq::RESET_OWNER as u32 || req == FrontendReq::RESET_DEVICE as u32 {
+                memory_due = None;
+            }
             if req == FrontendReq::SET_PROTOCOL_FEATURES as u32 {
                 reply_ack = msg
                     .payload_u64()

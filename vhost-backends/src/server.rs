@@ -160,7 +160,9 @@ pub fn serve_connection(
     let started = daemon.start_client(&inner_path.to_string_lossy());
     let _ = fs::remove_file(&inner_path);
     started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
-    let relayed = accept_own(&inner_listener).and_then(|inner| relay::run(stream, inner));
+    let hooks = relay::Named(format!("port {}", port.name()));
+    let relayed =
+        accept_own(&inner_listener).and_then(|inner| relay::run_with(stream, inner, &hooks));
     // Both relay sockets are closed now: the daemon's request loop ends.
     let waited = daemon.wait();
     for h in &handlers {

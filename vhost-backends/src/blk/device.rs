@@ -797,6 +797,10 @@ pub struct BlkHooks(pub Arc<BlkBackend>);
 const PROTOCOL_INFLIGHT_SHMFD: u64 = 1 << 12;
 
 impl RelayHooks for BlkHooks {
+    fn label(&self) -> String {
+        format!("disk {}", self.0.disk.config.name)
+    }
+
     fn extra_protocol_features(&self) -> u64 {
         PROTOCOL_INFLIGHT_SHMFD
     }
