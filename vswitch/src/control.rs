@@ -97,7 +97,10 @@ pub fn apply_perms(path: &Path, perms: &crate::topology::SocketPerms) -> io::Res
 /// What the control socket serves.
 pub struct Control {
     pub fabric: Arc<Fabric>,
-    pub topology: Topology,
+    /// The topology being served (replaced by a reload).
+    pub topology: std::sync::RwLock<Topology>,
+    /// The file it came from (re-read by a reload).
+    pub file: PathBuf,
     pub disks: Vec<Arc<Disk>>,
 }
 
@@ -245,6 +248,23 @@ fn vlan_mode(p: &vlan::PortVlan) -> String {
 }
 
 impl Control {
+    fn topo(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the topology file and applies what changed in place: VLAN modes, port
+    /// security, static addresses, MAC aging. Untouched ports keep their guests, counters
+    /// and learned addresses; a port whose VLAN mode changed forgets its learned addresses.
+    /// Anything else (ports or disks added, removed or re-plumbed) needs a restart: the
+    /// reload is then refused as a whole, naming what differs; nothing is half-applied.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let new = crate::topology::load(&self.file).map_err(|e| e.to_string())?;
+        let mut guard = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        let changes = self.fabric.reload(&guard, &new)?;
+        *guard = new;
+        Ok(changes)
+    }
+
     /// `capture PORT [COUNT] [VLAN]`: a JSON header line, then frame records
     /// (timestamp ns u64, length u32, both little endian, then the bytes) until COUNT frames
     /// were sent or the client went away.
@@ -254,17 +274,12 @@ impl Control {
         w: &mut tokio::net::unix::OwnedWriteHalf,
         mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     ) -> io::Result<()> {
-        let found = self
-            .topology
-            .switches
-            .iter()
-            .enumerate()
-            .find_map(|(si, s)| {
-                s.ports
-                    .iter()
-                    .position(|p| Some(&p.name) == args.first())
-                    .map(|pi| (si, pi))
-            });
+        let found = self.topo().switches.iter().enumerate().find_map(|(si, s)| {
+            s.ports
+                .iter()
+                .position(|p| Some(&p.name) == args.first())
+                .map(|pi| (si, pi))
+        });
         let count: u64 = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let vlan = args
             .get(2)
@@ -340,15 +355,16 @@ impl Control {
             ["fdb", "del", sw, mac] => self.fdb_del(sw, mac, None),
             ["fdb", "del", sw, mac, vlan] => self.fdb_del(sw, mac, Some(vlan)),
             ["graph"] => Ok(Value::String(self.graph())),
+            ["reload"] => self.reload().map(|c| json!({"changes": c})),
             _ => Err(format!(
-                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, graph)",
+                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, graph, reload, capture)",
                 req.cmd.join(" ")
             )),
         }
     }
 
     fn switch(&self, name: &str) -> Result<usize, String> {
-        self.topology
+        self.topo()
             .switches
             .iter()
             .position(|s| s.name == name)
@@ -357,7 +373,7 @@ impl Control {
 
     fn ports(&self) -> Value {
         let mut out = Vec::new();
-        for (sw_cfg, sw) in self.topology.switches.iter().zip(self.fabric.switches()) {
+        for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
             for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
                 let PortKind::VhostUserNet(v) = &p.kind;
                 out.push(json!({
@@ -372,7 +388,7 @@ impl Control {
                 }));
             }
         }
-        for (d, disk) in self.topology.disks.iter().zip(&self.disks) {
+        for (d, disk) in self.topo().disks.iter().zip(&self.disks) {
             out.push(json!({
                 "disk": d.name,
                 "type": "vhost-user-blk",
@@ -395,7 +411,7 @@ impl Control {
         let now = self.fabric.now();
         let mut out = Vec::new();
         for (i, s) in self.fabric.switches().iter().enumerate() {
-            let name = &self.topology.switches[i].name;
+            let name = &self.topo().switches[i].name;
             if sw.is_some_and(|w| w != name) {
                 continue;
             }
@@ -425,7 +441,7 @@ impl Control {
     }
 
     fn port_id(&self, si: usize, port: &str) -> Result<PortId, String> {
-        self.topology.switches[si]
+        self.topo().switches[si]
             .ports
             .iter()
             .position(|p| p.name == port)
@@ -433,7 +449,7 @@ impl Control {
             .ok_or_else(|| {
                 format!(
                     "no port `{port}` on switch `{}`",
-                    self.topology.switches[si].name
+                    self.topo().switches[si].name
                 )
             })
     }
@@ -514,7 +530,7 @@ impl Control {
     /// disks.
     pub fn graph(&self) -> String {
         let mut g = String::from("graph vfabric {\n  node [fontname=\"sans\"];\n");
-        for (sw_cfg, sw) in self.topology.switches.iter().zip(self.fabric.switches()) {
+        for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
             g += &format!(
                 "  \"sw:{0}\" [shape=box, label=\"switch {0}\"];\n",
                 sw_cfg.name
@@ -530,7 +546,7 @@ impl Control {
                 );
             }
         }
-        for d in &self.topology.disks {
+        for d in &self.topo().disks {
             g += &format!(
                 "  \"disk:{0}\" [shape=cylinder, label=\"disk {0}\\n{1}\"];\n",
                 d.name,

@@ -118,6 +118,15 @@ fn unkey(k: usize) -> (usize, usize) {
     (k >> 16, k & 0xffff)
 }
 
+/// The VLAN a port's static addresses live in: its untagged VLAN.
+fn home_vlan(v: &vlan::PortVlan) -> VlanId {
+    match v {
+        vlan::PortVlan::Access(v) => *v,
+        vlan::PortVlan::Trunk { native, .. } => native.unwrap_or(VlanId::DEFAULT),
+        vlan::PortVlan::Tunnel { svlan } => *svlan,
+    }
+}
+
 /// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
 #[derive(Default)]
 struct Scratch {
@@ -191,13 +200,8 @@ impl Fabric {
                 let PortKind::VhostUserNet(v) = &p.kind;
                 // Static addresses live in the port's untagged VLAN (access, native or
                 // service VLAN).
-                let home = match &p.policy.vlan {
-                    vlan::PortVlan::Access(v) => Some(*v),
-                    vlan::PortVlan::Trunk { native, .. } => *native,
-                    vlan::PortVlan::Tunnel { svlan } => Some(*svlan),
-                };
                 for mac in &v.static_macs {
-                    core.add_static(Time(0), home.unwrap_or(VlanId::DEFAULT), *mac, id);
+                    core.add_static(Time(0), home_vlan(&p.policy.vlan), *mac, id);
                 }
                 ports.push(NetPort::new(
                     NetPortConfig {
@@ -297,6 +301,97 @@ impl Fabric {
             .iter()
             .map(|s| s.core().fdb_mut().expire(now))
             .sum()
+    }
+
+    /// Applies the in-place changes from `old` to `new` (VLAN modes, port security, static
+    /// addresses, MAC aging) and returns them, described; refuses, changing nothing, when
+    /// anything else differs (that needs a restart).
+    pub fn reload(&self, old: &Topology, new: &Topology) -> Result<Vec<String>, String> {
+        let mut blockers = Vec::new();
+        if old.disks != new.disks {
+            blockers.push("disks changed".to_string());
+        }
+        if old.control != new.control || old.metrics != new.metrics {
+            blockers.push("the control socket or metrics address changed".to_string());
+        }
+        let names = |t: &Topology| {
+            t.switches
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(old) != names(new) {
+            blockers.push("switches added, removed or renamed".to_string());
+        }
+        for (a, b) in old.switches.iter().zip(&new.switches) {
+            if a.busy_poll != b.busy_poll {
+                blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
+            }
+            let pn = |s: &crate::topology::SwitchConfig| {
+                s.ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+            };
+            if pn(a) != pn(b) {
+                blockers.push(format!(
+                    "switch \"{}\": ports added, removed or reordered",
+                    a.name
+                ));
+                continue;
+            }
+            for (pa, pb) in a.ports.iter().zip(&b.ports) {
+                let plumbing = |p: &crate::topology::PortConfig| {
+                    let PortKind::VhostUserNet(v) = &p.kind;
+                    let mut v = v.clone();
+                    v.static_macs.clear();
+                    v
+                };
+                if plumbing(pa) != plumbing(pb) {
+                    blockers.push(format!(
+                        "port \"{}\": socket, queues, mac, offloads or socket permissions changed",
+                        pa.name
+                    ));
+                }
+            }
+        }
+        if !blockers.is_empty() {
+            return Err(format!(
+                "reload refused, nothing changed (restart vfabric to apply): {}",
+                blockers.join("; ")
+            ));
+        }
+        let mut changes = Vec::new();
+        let now = self.now();
+        for ((a, b), rt) in old.switches.iter().zip(&new.switches).zip(&self.switches) {
+            let mut core = rt.core();
+            if a.mac_aging != b.mac_aging {
+                core.fdb_mut().set_aging(b.mac_aging);
+                changes.push(format!(
+                    "switch \"{}\": mac_aging {:?}",
+                    b.name, b.mac_aging
+                ));
+            }
+            for (i, (pa, pb)) in a.ports.iter().zip(&b.ports).enumerate() {
+                let id = PortId(i as u32);
+                if pa.policy != pb.policy {
+                    core.set_policy(id, pb.policy.clone());
+                    changes.push(format!("port \"{}\": VLAN/security policy", pb.name));
+                }
+                let (PortKind::VhostUserNet(va), PortKind::VhostUserNet(vb)) = (&pa.kind, &pb.kind);
+                if va.static_macs != vb.static_macs || pa.policy.vlan != pb.policy.vlan {
+                    let home_a = home_vlan(&pa.policy.vlan);
+                    for m in &va.static_macs {
+                        core.fdb_mut().remove(home_a, *m);
+                    }
+                    let home_b = home_vlan(&pb.policy.vlan);
+                    for m in &vb.static_macs {
+                        core.add_static(now, home_b, *m, id);
+                    }
+                    if va.static_macs != vb.static_macs {
+                        changes.push(format!("port \"{}\": static_macs", pb.name));
+                    }
+                }
+            }
+        }
+        Ok(changes)
     }
 
     /// How often `expire` should run.

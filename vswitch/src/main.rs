@@ -69,6 +69,9 @@ enum CtlCmd {
     },
     /// The topology as Graphviz dot.
     Graph,
+    /// Re-read the topology file and apply VLAN, security, static-address and aging changes
+    /// in place (SIGHUP does the same).
+    Reload,
     /// Capture a port's frames (both directions) into a pcap file (Wireshark, tcpdump -r).
     Capture {
         port: String,
@@ -185,6 +188,7 @@ fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlC
             .chain(name.clone())
             .collect(),
         CtlCmd::Graph => vec!["graph".into()],
+        CtlCmd::Reload => vec!["reload".into()],
         CtlCmd::Fdb { cmd } => {
             let mut w = vec!["fdb".to_string()];
             match cmd {
@@ -378,6 +382,20 @@ fn print_answer(cmd: &CtlCmd, v: &serde_json::Value, json: bool) {
                 );
             }
         }
+        CtlCmd::Reload => {
+            let changes: Vec<String> = v["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect();
+            if changes.is_empty() {
+                let _ = writeln!(out, "nothing changed");
+            }
+            for c in changes {
+                let _ = writeln!(out, "applied: {c}");
+            }
+        }
         CtlCmd::Fdb { .. } | CtlCmd::Capture { .. } => {
             let _ = writeln!(out, "{v}");
         }
@@ -538,7 +556,12 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     }
     // Signals are taken synchronously by this thread; block them before any thread exists.
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+    ] {
         signals.add(s);
     }
     if let Err(e) = signals.thread_block() {
@@ -584,10 +607,11 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     }
     let control = Arc::new(control::Control {
         fabric: fabric.clone(),
-        topology: topo.clone(),
+        topology: std::sync::RwLock::new(topo.clone()),
+        file: path.to_path_buf(),
         disks: disks.clone(),
     });
-    if let Err(e) = ctl_listener.serve(control) {
+    if let Err(e) = ctl_listener.serve(control.clone()) {
         eprintln!("cannot start the control thread: {e}");
         return ExitCode::FAILURE;
     }
@@ -601,6 +625,11 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => print_stats(&fabric, &disks),
+            Ok(Signal::SIGHUP) => match control.reload() {
+                Ok(changes) if changes.is_empty() => tracing::info!("reload: nothing changed"),
+                Ok(changes) => tracing::info!("reload: {}", changes.join(", ")),
+                Err(e) => tracing::error!("reload: {e}"),
+            },
             Ok(sig) => {
                 tracing::info!("{sig}: shutting down");
                 notify_systemd("STOPPING=1");

@@ -313,6 +313,23 @@ impl Switch {
         self.service = s;
     }
 
+    /// Replaces a port's policy. When its VLAN mode changes, the addresses learned on it are
+    /// forgotten (they may belong to VLANs the port no longer carries). Returns whether the
+    /// port exists.
+    pub fn set_policy(&mut self, port: PortId, policy: PortPolicy) -> bool {
+        let Some(Some(slot)) = self.ports.get_mut(port.index()) else {
+            return false;
+        };
+        let vlan_changed = slot.policy.vlan != policy.vlan;
+        slot.policy = policy;
+        slot.storm = Bucket::default();
+        if vlan_changed {
+            self.fdb.flush_port(port);
+        }
+        self.refresh_service();
+        true
+    }
+
     /// A port's policy.
     pub fn policy(&self, port: PortId) -> Option<&PortPolicy> {
         Some(&self.ports.get(port.index())?.as_ref()?.policy)
