@@ -264,3 +264,57 @@ fn reload_applies_vlan_changes_live_and_refuses_replumbing() -> Result<()> {
     assert_eq!(vm2["connections"], 1, "{vm2}");
     Ok(())
 }
+
+/// The minimum RTT (ms) of a busybox ping summary.
+fn min_rtt(out: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.contains("min/avg/max"))?;
+    line.split('=')
+        .nth(1)?
+        .trim()
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn impairments_delay_and_drop_pings() -> Result<()> {
+    let mut lab = NetLab::start(2, &[Qemu::system()?], GuestOpts::default())?;
+    lab.ping(1, 2, 3)?;
+    // 100 ms each way on vm2's link: every round trip takes at least 200 ms.
+    json(&lab, &["impair", "vm2", "--delay", "100"])?;
+    let out = lab.ping(1, 2, 5)?;
+    let min = min_rtt(&out).unwrap_or(0.0);
+    assert!(
+        min >= 195.0,
+        "min RTT {min} ms with 100 ms each way:\n{out}"
+    );
+    // 50 % loss each way: about a quarter of 100 pings come back.
+    json(&lab, &["impair", "vm2", "--loss", "50"])?;
+    let out = lab
+        .vm(1)
+        .run(
+            "ping -c 100 -i 0.05 -W 1 10.0.0.2",
+            std::time::Duration::from_secs(120),
+        )?
+        .output;
+    let got: u32 = out
+        .lines()
+        .find(|l| l.contains("packets received"))
+        .and_then(|l| l.split(", ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or(999);
+    assert!(
+        (5..=60).contains(&got),
+        "{got} of 100 with 50% loss each way:\n{out}"
+    );
+    let st = json(&lab, &["stats", "vm2"])?;
+    assert!(
+        st[0]["counters"]["impair_lost"].as_u64().unwrap_or(0) >= 40,
+        "{st}"
+    );
+    // Cleared: nothing lost, fast again.
+    json(&lab, &["impair", "vm2", "--clear"])?;
+    let out = lab.ping(1, 2, 5)?;
+    assert!(min_rtt(&out).unwrap_or(1e9) < 100.0, "{out}");
+    Ok(())
+}

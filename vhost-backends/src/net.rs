@@ -142,6 +142,45 @@ impl NetPort {
         res
     }
 
+    /// `frame` with `edit` applied as plain Ethernet frames: offloads completed in software
+    /// (checksum filled in, TCP super-frames cut into segments). For frames that must outlive
+    /// the sender's ring (held back by an impairment).
+    pub fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, mut out: impl FnMut(&[u8])) {
+        let meta = frame.meta().shifted(edit.shift());
+        SCRATCH.with_borrow_mut(|(whole, seg)| {
+            frame.copy_into(whole);
+            edit.apply(whole);
+            if meta.fits(Offloads::default()) {
+                out(whole);
+                return;
+            }
+            let _ = complete_in_software(
+                whole,
+                seg,
+                &meta,
+                |b| {
+                    out(b);
+                    Ok(())
+                },
+                &self.counters,
+            );
+        });
+    }
+
+    /// Copies plain frames (no offloads) into this port's guest's RX ring, in order, under
+    /// one lock, counting each outcome. The guest is not interrupted until `notify`.
+    pub fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
+        let c = &self.counters;
+        match &*self.conn.load() {
+            Some(conn) => conn.deliver_bytes(frames, hint, c),
+            None => {
+                for _ in frames {
+                    c.count_drop(RxDrop::LinkDown);
+                }
+            }
+        }
+    }
+
     /// Copies `frames`, in order, into this port's guest's RX ring under one lock of the
     /// ring (queue pair chosen from `hint`), counting each outcome and reporting it to
     /// `outcome`. The guest is not interrupted until `notify`.
@@ -270,6 +309,55 @@ impl Connection {
             return;
         }
         link_down(&mut frames, &mut outcome)
+    }
+
+    fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16, c: &NetCounters) {
+        let Some(vrings) = self.vrings.get() else {
+            frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
+            return;
+        };
+        let pairs = vrings.len() / 2;
+        let mem = self.mem.memory();
+        let mrg = self.features.load(Ordering::Relaxed) & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        for i in 0..pairs {
+            let q = (hint as usize + i) % pairs;
+            let mut st = vrings[2 * q].get_mut();
+            if !st.is_enabled() || !st.get_queue().ready() {
+                continue;
+            }
+            USED.with_borrow_mut(|used| {
+                used.clear();
+                let mut done = (0u64, 0u64);
+                if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
+                    for f in frames {
+                        match place_rx(
+                            &mut avail,
+                            &mem,
+                            Source::Bytes(f),
+                            [0; VNET_HDR_LEN],
+                            mrg,
+                            used,
+                        ) {
+                            Ok(()) => {
+                                done.0 += 1;
+                                done.1 += f.len() as u64;
+                            }
+                            Err(e) => c.count_drop(e),
+                        }
+                    }
+                } else {
+                    frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
+                }
+                publish_used(&mut st, &mem, used);
+                if !used.is_empty() {
+                    self.rx_pending[q].store(true, Ordering::Relaxed);
+                }
+                NetCounters::add(&c.tx_frames, done.0);
+                NetCounters::add(&c.tx_bytes, done.1);
+            });
+            return;
+        }
+        frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
     }
 
     /// Signals the RX rings with new used entries; returns how many interrupts were sent.

@@ -356,11 +356,61 @@ impl Control {
             ["fdb", "del", sw, mac, vlan] => self.fdb_del(sw, mac, Some(vlan)),
             ["graph"] => Ok(Value::String(self.graph())),
             ["reload"] => self.reload().map(|c| json!({"changes": c})),
+            ["impair", port, loss, delay, jitter, rate] => {
+                self.impair(port, loss, delay, jitter, rate)
+            }
             _ => Err(format!(
                 "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, graph, reload, capture)",
                 req.cmd.join(" ")
             )),
         }
+    }
+
+    /// `impair PORT LOSS% DELAY_MS JITTER_MS RATE_MBIT` (all 0: cleared).
+    fn impair(
+        &self,
+        port: &str,
+        loss: &str,
+        delay: &str,
+        jitter: &str,
+        rate: &str,
+    ) -> Result<Value, String> {
+        let num = |what: &str, s: &str, max: f64| -> Result<f64, String> {
+            s.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0 && *v <= max)
+                .ok_or_else(|| format!("{what}: `{s}` is not a number between 0 and {max}"))
+        };
+        let loss = num("loss", loss, 100.0)?;
+        let delay = num("delay", delay, 60_000.0)?;
+        let jitter = num("jitter", jitter, 60_000.0)?;
+        let rate = num("rate", rate, 1_000_000.0)?;
+        let topo = self.topo();
+        let (si, pi) = topo
+            .switches
+            .iter()
+            .enumerate()
+            .find_map(|(si, s)| {
+                s.ports
+                    .iter()
+                    .position(|p| p.name == port)
+                    .map(|pi| (si, pi))
+            })
+            .ok_or_else(|| format!("no port `{port}`"))?;
+        drop(topo);
+        let off = loss == 0.0 && delay == 0.0 && jitter == 0.0 && rate == 0.0;
+        let imp = (!off).then(|| {
+            crate::dataplane::Impairment::new(
+                loss / 100.0,
+                std::time::Duration::from_secs_f64(delay / 1000.0),
+                std::time::Duration::from_secs_f64(jitter / 1000.0),
+                (rate > 0.0).then_some((rate * 1e6) as u64),
+            )
+        });
+        self.fabric.switches()[si].set_impairment(pi, imp);
+        Ok(
+            json!({"port": port, "impaired": !off, "loss_pct": loss, "delay_ms": delay, "jitter_ms": jitter, "rate_mbit": rate}),
+        )
     }
 
     fn switch(&self, name: &str) -> Result<usize, String> {
@@ -589,6 +639,15 @@ pub fn stats_lines(fabric: &Fabric, disks: &[Arc<Disk>], only: Option<&str>) -> 
                 "fdb_port_entries".into(),
                 core.fdb().port_entries(id).into(),
             );
+            if let Some(imp) = sw.impairment(i) {
+                use std::sync::atomic::Ordering::Relaxed;
+                counters.insert("impair_lost".into(), imp.lost.load(Relaxed).into());
+                counters.insert(
+                    "impair_over_rate".into(),
+                    imp.over_rate.load(Relaxed).into(),
+                );
+                counters.insert("impair_delayed".into(), imp.delayed.load(Relaxed).into());
+            }
             out.push(json!({
                 "switch": core.name(),
                 "port": port.name(),

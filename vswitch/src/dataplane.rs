@@ -43,6 +43,145 @@ impl Tap {
     }
 }
 
+/// A link impairment on a port, applied to every frame into or out of it (like netem on
+/// both ends of a cable): random loss, a rate ceiling (frames beyond it are dropped), and a
+/// delay with random jitter (frames stay in order). For test networks.
+pub struct Impairment {
+    /// Probability of losing a frame, 0..=1.
+    pub loss: f64,
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// Bits per second; `None`: no ceiling.
+    pub rate_bps: Option<u64>,
+    state: Mutex<ImpairState>,
+    pub lost: std::sync::atomic::AtomicU64,
+    pub over_rate: std::sync::atomic::AtomicU64,
+    pub delayed: std::sync::atomic::AtomicU64,
+}
+
+struct ImpairState {
+    rng: u64,
+    tokens_bits: f64,
+    last: Instant,
+}
+
+impl Impairment {
+    pub fn new(loss: f64, delay: Duration, jitter: Duration, rate_bps: Option<u64>) -> Impairment {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        Impairment {
+            loss: loss.clamp(0.0, 1.0),
+            delay,
+            jitter,
+            rate_bps,
+            state: Mutex::new(ImpairState {
+                rng: seed,
+                tokens_bits: 0.0,
+                last: Instant::now(),
+            }),
+            lost: Default::default(),
+            over_rate: Default::default(),
+            delayed: Default::default(),
+        }
+    }
+
+    /// Decides one frame of `len` bytes: `None` = dropped, else the extra delay.
+    fn judge(&self, len: usize) -> Option<Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // xorshift64*: uniform numbers for loss and jitter.
+        let mut next = || {
+            st.rng ^= st.rng >> 12;
+            st.rng ^= st.rng << 25;
+            st.rng ^= st.rng >> 27;
+            (st.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if self.loss > 0.0 && next() < self.loss {
+            self.lost.fetch_add(1, Relaxed);
+            return None;
+        }
+        let jitter = self.jitter.mul_f64(next());
+        if let Some(bps) = self.rate_bps {
+            let now = Instant::now();
+            let burst = (bps as f64 / 10.0).max(16.0 * 1518.0 * 8.0);
+            st.tokens_bits = (st.tokens_bits
+                + now.duration_since(st.last).as_secs_f64() * bps as f64)
+                .min(burst);
+            st.last = now;
+            let bits = (len * 8) as f64;
+            if st.tokens_bits < bits {
+                self.over_rate.fetch_add(1, Relaxed);
+                return None;
+            }
+            st.tokens_bits -= bits;
+        }
+        Some(self.delay + jitter)
+    }
+}
+
+/// Held-back frames by (due time, arrival number): the receiving port and the frame.
+type Held = std::collections::BTreeMap<(Instant, u64), (Arc<NetPort>, Vec<u8>)>;
+
+/// Frames held back by impairments, delivered when due by one thread per fabric.
+#[derive(Default)]
+struct DelayLine {
+    queue: Mutex<Held>,
+    wake: std::sync::Condvar,
+    seq: std::sync::atomic::AtomicU64,
+    started: std::sync::OnceLock<()>,
+}
+
+impl DelayLine {
+    fn push(self: &Arc<Self>, due: Instant, port: Arc<NetPort>, frame: Vec<u8>) {
+        self.started.get_or_init(|| {
+            let me = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("delay-line".into())
+                .spawn(move || me.run());
+        });
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.insert((due, seq), (port, frame));
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            let wait = match q.keys().next() {
+                Some(&(due, _)) if due <= now => Duration::ZERO,
+                Some(&(due, _)) => due - now,
+                None => Duration::from_secs(3600),
+            };
+            if !wait.is_zero() {
+                q = self
+                    .wake
+                    .wait_timeout(q, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+                continue;
+            }
+            let mut due: Vec<(Arc<NetPort>, Vec<u8>)> = Vec::new();
+            while let Some(entry) = q.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            drop(q);
+            for (port, frame) in &due {
+                port.deliver_bytes(std::slice::from_ref(frame), 0);
+                port.notify();
+            }
+            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// One switch at run time: the decision core and its ports' devices (index = `PortId`).
 pub struct SwitchRuntime {
     core: Mutex<Switch>,
@@ -51,6 +190,10 @@ pub struct SwitchRuntime {
     taps: Vec<arc_swap::ArcSwapOption<Tap>>,
     /// Captures running on this switch (the data path looks at taps only when non-zero).
     tapping: std::sync::atomic::AtomicUsize,
+    impairments: Vec<arc_swap::ArcSwapOption<Impairment>>,
+    /// Impaired ports on this switch (looked at only when non-zero).
+    impaired: std::sync::atomic::AtomicUsize,
+    delay_line: Arc<DelayLine>,
 }
 
 impl SwitchRuntime {
@@ -85,6 +228,31 @@ impl SwitchRuntime {
         self.tapping
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(rx)
+    }
+
+    /// Sets (or with `None` clears) the impairment of `port`; false if there is no such port.
+    pub fn set_impairment(&self, port: usize, imp: Option<Impairment>) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let Some(slot) = self.impairments.get(port) else {
+            return false;
+        };
+        let new = imp.map(Arc::new);
+        let had = slot.swap(new.clone()).is_some();
+        match (had, new.is_some()) {
+            (false, true) => {
+                self.impaired.fetch_add(1, AcqRel);
+            }
+            (true, false) => {
+                self.impaired.fetch_sub(1, AcqRel);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The impairment of `port`, if any.
+    pub fn impairment(&self, port: usize) -> Option<Arc<Impairment>> {
+        self.impairments.get(port)?.load_full()
     }
 
     /// Ends the capture of `port`; returns how many frames the reader missed.
@@ -140,6 +308,46 @@ struct Scratch {
     copies: Vec<(usize, usize, FrameEdit)>,
 }
 
+/// Applies the impairments of the ingress port and of each receiving port to the batch's
+/// copies: lost ones are removed, delayed ones go to the delay line as plain frames.
+fn impair(
+    sw: &SwitchRuntime,
+    in_port: PortId,
+    frames: &[TxFrame<'_>],
+    copies: &mut Vec<(usize, usize, FrameEdit)>,
+) {
+    let from = sw.impairment(in_port.index());
+    copies.retain(|&(p, i, e)| {
+        let to = sw.impairment(p);
+        let (Some(frame), Some(port)) = (frames.get(i), sw.ports.get(p)) else {
+            return false;
+        };
+        if from.is_none() && to.is_none() {
+            return true;
+        }
+        let len = e.len_after(frame.len());
+        let mut delay = Duration::ZERO;
+        for imp in from.iter().chain(to.iter()) {
+            match imp.judge(len) {
+                None => return false,
+                Some(d) => delay += d,
+            }
+        }
+        if delay.is_zero() {
+            return true;
+        }
+        let due = Instant::now() + delay;
+        port.plain_frames(frame, e, |b| {
+            sw.delay_line.push(due, port.clone(), b.to_vec());
+        });
+        for imp in from.iter().chain(to.iter()) {
+            imp.delayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        false
+    });
+}
+
 /// Copies a batch's frames to the captures of its ingress port and of the ports that
 /// receive them.
 fn feed_taps(
@@ -183,6 +391,7 @@ impl Fabric {
     pub fn new(topo: &Topology) -> std::io::Result<Arc<Fabric>> {
         let start = Instant::now();
         let mut switches = Vec::new();
+        let delay_line = Arc::new(DelayLine::default());
         for (si, sw) in topo.switches.iter().enumerate() {
             let poller = if sw.busy_poll {
                 Some(Poller::new()?)
@@ -217,12 +426,16 @@ impl Fabric {
                 ));
             }
             let taps = (0..ports.len()).map(|_| Default::default()).collect();
+            let impairments = (0..ports.len()).map(|_| Default::default()).collect();
             switches.push(SwitchRuntime {
                 core: Mutex::new(core),
                 ports,
                 poller,
                 taps,
                 tapping: Default::default(),
+                impairments,
+                impaired: Default::default(),
+                delay_line: delay_line.clone(),
             });
         }
         Ok(Arc::new(Fabric { start, switches }))
@@ -465,6 +678,9 @@ impl FrameSwitch for Fabric {
                 }
                 if sw.tapping.load(std::sync::atomic::Ordering::Relaxed) > 0 {
                     feed_taps(sw, in_port, frames, &decisions, copies);
+                }
+                if sw.impaired.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    impair(sw, in_port, frames, copies);
                 }
                 // The ports that get anything, in first-appearance order (flags are all false
                 // between batches: only the ports set here are cleared again below).

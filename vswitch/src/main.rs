@@ -69,6 +69,25 @@ enum CtlCmd {
     },
     /// The topology as Graphviz dot.
     Graph,
+    /// Impair a port's link, both directions (test networks): loss, delay, jitter, rate.
+    Impair {
+        port: String,
+        /// Percent of frames lost.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Milliseconds of delay.
+        #[arg(long, default_value_t = 0.0)]
+        delay: f64,
+        /// Milliseconds of random extra delay (0..jitter).
+        #[arg(long, default_value_t = 0.0)]
+        jitter: f64,
+        /// Megabits per second; frames beyond are dropped.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Remove the impairment.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Re-read the topology file and apply VLAN, security, static-address and aging changes
     /// in place (SIGHUP does the same).
     Reload,
@@ -189,6 +208,30 @@ fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlC
             .collect(),
         CtlCmd::Graph => vec!["graph".into()],
         CtlCmd::Reload => vec!["reload".into()],
+        CtlCmd::Impair {
+            port,
+            loss,
+            delay,
+            jitter,
+            rate,
+            clear,
+        } => {
+            let n = |v: f64| {
+                if *clear {
+                    "0".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            vec![
+                "impair".into(),
+                port.clone(),
+                n(*loss),
+                n(*delay),
+                n(*jitter),
+                n(*rate),
+            ]
+        }
         CtlCmd::Fdb { cmd } => {
             let mut w = vec!["fdb".to_string()];
             match cmd {
@@ -396,7 +439,7 @@ fn print_answer(cmd: &CtlCmd, v: &serde_json::Value, json: bool) {
                 let _ = writeln!(out, "applied: {c}");
             }
         }
-        CtlCmd::Fdb { .. } | CtlCmd::Capture { .. } => {
+        CtlCmd::Fdb { .. } | CtlCmd::Capture { .. } | CtlCmd::Impair { .. } => {
             let _ = writeln!(out, "{v}");
         }
     }
