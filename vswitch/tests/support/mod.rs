@@ -117,8 +117,13 @@ impl Guest {
     }
 
     pub fn setup(sock: UnixStream, pairs: usize, order: Order, drop_features: u64) -> Guest {
+        Self::setup_queues(sock, 2 * pairs, order, drop_features)
+    }
+
+    /// `setup` for a device with `nq` queues of its own kind (a disk: one request queue).
+    pub fn setup_queues(sock: UnixStream, nq: usize, order: Order, drop_features: u64) -> Guest {
         let mut raw = sock.try_clone().unwrap();
-        let nq = 2 * pairs;
+        let pairs = nq / 2;
         let mut frontend = Frontend::from_stream(sock, nq as u64);
         let offered = frontend.get_features().unwrap();
         assert_ne!(offered & F_PROTOCOL, 0, "PROTOCOL_FEATURES offered");
