@@ -7,7 +7,6 @@
 //! (GET_VRING_BASE) first waits for its requests to finish. After a backend restart the
 //! requests still marked in flight are resubmitted, oldest first.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,7 +203,10 @@ enum OpKind {
 /// One queue's state, owned by its worker (the lock is for `stop_vring`).
 struct QueueState {
     io: Option<QueueIo>,
-    pending: HashMap<u32, Pending>,
+    /// Requests in the engine, by its slot number (slots are small and reused).
+    pending: Vec<Option<Pending>>,
+    /// Scratch for the chain being started.
+    descs: Vec<Descriptor>,
     counter: u64,
     /// Resubmission after a restart is done (or not needed) for this connection.
     recovered: bool,
@@ -245,7 +247,8 @@ impl BlkBackend {
             enabled_fds.push(EventFd::new(EFD_NONBLOCK)?);
             queues.push(Mutex::new(QueueState {
                 io: Some(io),
-                pending: HashMap::new(),
+                pending: Vec::new(),
+                descs: Vec::new(),
                 counter: 1,
                 recovered: false,
                 done: Vec::new(),
@@ -401,16 +404,17 @@ impl BlkBackend {
         };
         let slot = io.submit(&self.mem, job);
         add(&c.in_flight, 1);
-        st.pending.insert(
-            slot,
-            Pending {
-                head,
-                status: req.status,
-                used_len,
-                op,
-                bytes: req.data_len,
-            },
-        );
+        let i = slot as usize;
+        if st.pending.len() <= i {
+            st.pending.resize_with(i + 1, || None);
+        }
+        st.pending[i] = Some(Pending {
+            head,
+            status: req.status,
+            used_len,
+            op,
+            bytes: req.data_len,
+        });
     }
 
     /// Publishes used entries (the inflight region told first) and interrupts the guest if
@@ -464,8 +468,11 @@ impl BlkBackend {
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let descs: Vec<Descriptor> = chain.collect();
+                let mut descs = std::mem::take(&mut st.descs);
+                descs.clear();
+                descs.extend(chain);
                 self.start(&mem, iq.as_ref(), &mut st, head, &descs, false);
+                st.descs = descs;
                 started += 1;
             }
             if started > 0
@@ -529,7 +536,7 @@ impl BlkBackend {
         let c = &self.disk.counters;
         let mut used = std::mem::take(&mut st.answered);
         for d in done {
-            let Some(p) = st.pending.remove(&d.slot) else {
+            let Some(p) = st.pending.get_mut(d.slot as usize).and_then(Option::take) else {
                 continue;
             };
             c.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -286,6 +286,7 @@ impl Image {
             notify,
             slots: Vec::new(),
             free: Vec::new(),
+            iov_pool: IovPool(Vec::new()),
             ready: Vec::new(),
         })
     }
@@ -383,6 +384,13 @@ struct Slot {
 // another thread is sound.
 unsafe impl Send for Slot {}
 
+/// Empty iovec arrays kept for reuse.
+struct IovPool(Vec<Vec<libc::iovec>>);
+
+// SAFETY: every array in the pool was cleared before it was pooled: it holds capacity, no
+// pointers, so nothing refers to any memory when it moves between threads.
+unsafe impl Send for IovPool {}
+
 enum Engine {
     Uring {
         ring: Box<io_uring::IoUring>,
@@ -402,6 +410,8 @@ pub struct QueueIo {
     notify: EventFd,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
+    /// iovec arrays of finished jobs, kept for the next ones (no allocation per request).
+    iov_pool: IovPool,
     /// Completions already known (null engine, submission failures).
     ready: Vec<Done>,
 }
@@ -438,8 +448,9 @@ impl QueueIo {
     /// guest memory complete the job with -EFAULT.
     pub fn submit(&mut self, mem: &GuestMemoryAtomic<GuestMemoryMmap>, job: Job) -> u32 {
         let guard = mem.memory();
+        let iov = self.iov_pool.0.pop().unwrap_or_default();
         let slot = self.alloc(Slot {
-            iov: Vec::new(),
+            iov,
             _mem: guard.clone(),
             parts: 0,
             result: 0,
@@ -626,8 +637,10 @@ impl QueueIo {
         }
         for d in finished {
             if let Some(s) = self.slots.get_mut(d.slot as usize)
-                && s.take().is_some()
+                && let Some(mut old) = s.take()
             {
+                old.iov.clear();
+                self.iov_pool.0.push(old.iov);
                 self.free.push(d.slot);
                 out.push(d);
             }

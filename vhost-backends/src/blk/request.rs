@@ -98,23 +98,34 @@ pub enum Parsed {
     Bad,
 }
 
-/// Splits off the first `n` bytes of `segs` (which must hold at least `n`).
-fn take(segs: &[Seg], mut n: u64) -> (Vec<Seg>, Vec<Seg>) {
-    let mut head = Vec::new();
-    let mut rest = Vec::new();
+/// The first `n` bytes of `segs`.
+fn front(segs: &[Seg], mut n: u64) -> Vec<Seg> {
+    let mut head = Vec::with_capacity(segs.len());
     for &(a, l) in segs {
         if n == 0 {
-            rest.push((a, l));
-        } else if u64::from(l) <= n {
-            head.push((a, l));
+            break;
+        }
+        let k = u64::from(l).min(n);
+        if k > 0 {
+            head.push((a, k as u32));
+        }
+        n -= k;
+    }
+    head
+}
+
+/// The bytes of `segs` after the first `n`.
+fn after(segs: &[Seg], mut n: u64) -> Vec<Seg> {
+    let mut rest = Vec::with_capacity(segs.len());
+    for &(a, l) in segs {
+        if n >= u64::from(l) {
             n -= u64::from(l);
         } else {
-            head.push((a, n as u32));
             rest.push((a.unchecked_add(n), l - n as u32));
             n = 0;
         }
     }
-    (head, rest)
+    rest
 }
 
 fn total(segs: &[Seg]) -> u64 {
@@ -154,16 +165,21 @@ pub fn parse(
     if wlen == 0 {
         return Parsed::Bad;
     }
-    let (wdata, st) = take(writable, wlen - 1);
-    let Some(&(status, _)) = st.first() else {
+    let Some(status) = writable
+        .iter()
+        .rev()
+        .find(|s| s.1 > 0)
+        .map(|&(a, l)| a.unchecked_add(u64::from(l) - 1))
+    else {
         return Parsed::Bad;
     };
+    let wdata = || front(writable, wlen - 1);
     let fail = |code| Parsed::Fail { status, code };
     let mut hdr = [0u8; 16];
     if total(readable) < 16 {
         return fail(S_IOERR);
     }
-    let (_, rdata) = take(readable, 16);
+    let rdata = || after(readable, 16);
     if !gather(readable, &mut hdr, &mut read) {
         return fail(S_IOERR);
     }
@@ -183,7 +199,7 @@ pub fn parse(
     };
     match kind {
         T_IN | T_OUT => {
-            let data = if kind == T_IN { wdata } else { rdata };
+            let data = if kind == T_IN { wdata() } else { rdata() };
             let len = total(&data);
             let Some(offset) = sector.checked_mul(SECTOR) else {
                 return fail(S_IOERR);
@@ -202,6 +218,7 @@ pub fn parse(
         }
         T_FLUSH => req(Op::Flush, Vec::new()),
         T_GET_ID => {
+            let wdata = wdata();
             if total(&wdata) == 0 {
                 return fail(S_IOERR);
             }
@@ -215,6 +232,7 @@ pub fn parse(
             if lim.readonly {
                 return fail(S_IOERR);
             }
+            let rdata = rdata();
             let len = total(&rdata);
             if len == 0 || !len.is_multiple_of(RANGE_BYTES) {
                 return fail(S_IOERR);
