@@ -15,6 +15,33 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// `vfabric run FILE` until it prints "vfabric ready"; returns it and the lines before.
+fn run_ready(topo: &Path) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(topo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        if l == "vfabric ready" {
+            break;
+        }
+        seen.push(l);
+    }
+    (child, seen)
+}
+
+/// SIGTERM, then the exit status.
+fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap()
+}
+
 fn two_ports(a: &str, b: &str) -> String {
     format!(
         "[[switch]]\nname = \"lab\"\n[[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"{a}\"\n\
@@ -100,28 +127,11 @@ fn run_replaces_stale_sockets_and_cleans_up_on_sigterm() {
     drop(UnixListener::bind(dir.path().join("a.sock")).unwrap());
     assert!(dir.path().join("a.sock").exists());
     let f = write(dir.path(), "t.toml", &two_ports("a.sock", "b.sock"));
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(&f)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        if l == "vfabric ready" {
-            break;
-        }
-        seen.push(l);
-    }
+    let (child, seen) = run_ready(&f);
     let text = seen.join("\n");
     assert!(text.contains("-netdev vhost-user,id=a,chardev=a"), "{text}");
     assert!(std::os::unix::net::UnixStream::connect(dir.path().join("a.sock")).is_ok());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stop(child).code(), Some(0));
     assert!(!dir.path().join("a.sock").exists() && !dir.path().join("b.sock").exists());
 }
 
@@ -192,24 +202,12 @@ fn metrics_endpoint_serves_counters() {
     );
     text.insert_str(0, "metrics = \"127.0.0.1:0\"\n");
     let topo = write(dir.path(), "m.toml", &text);
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(&topo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(a) = line.strip_prefix("metrics: http://") {
-            addr = a.strip_suffix("/metrics").map(str::to_string);
-        }
-        if line == "vfabric ready" {
-            break;
-        }
-    }
-    let addr = addr.expect("vfabric printed its metrics address");
+    let (child, seen) = run_ready(&topo);
+    let addr = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics: http://")?.strip_suffix("/metrics"))
+        .expect("vfabric printed its metrics address")
+        .to_string();
     let get = |path: &str| {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -219,9 +217,7 @@ fn metrics_endpoint_serves_counters() {
     };
     let body = get("/metrics");
     let other = get("/other");
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    stop(child);
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for want in [
@@ -268,23 +264,10 @@ fn socket_dir_mode_and_group() {
                 [[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"a.sock\"\nmode = \"0660\"\ngroup = \"1\"\n\
                 [[switch.port]]\nname = \"b\"\ntype = \"vhost-user-net\"\nsocket = \"b.sock\"\n";
     let topo = write(dir.path(), "s.toml", text);
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(&topo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap() == "vfabric ready" {
-            break;
-        }
-    }
+    let (child, _) = run_ready(&topo);
     let a = std::fs::metadata(dir.path().join("socks/a.sock")).unwrap();
     let b = dir.path().join("socks/b.sock");
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    stop(child);
     assert_eq!(a.permissions().mode() & 0o777, 0o660);
     assert_eq!(a.gid(), 1);
     assert!(!b.exists(), "b.sock left behind");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use blkio::{Blkio, Completion, ReqFlags};
+use vfabric_tests::median;
 
 const IMAGE_SIZE: u64 = 1 << 30;
 
@@ -280,19 +281,6 @@ fn client(sock: &Path, secs: f64) -> Result<Vec<Result1>> {
         }
     }
     Ok(results)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() -> Result<()> {

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use vfabric_tests::dpdk::testpmd_io;
 use vfabric_tests::fabric::{Fabric, PortSpec};
 use vfabric_tests::lab::{BOOT, CMD, listening_cmd};
+use vfabric_tests::median;
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,19 +206,6 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
         rtt_ms: parse_avg_rtt(&ping).with_context(|| format!("ping output:\n{ping}"))?,
         gbps: parse_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() -> Result<()> {

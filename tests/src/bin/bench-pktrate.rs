@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vfabric_tests::dpdk::{testpmd_io, wait_for_paths};
+use vfabric_tests::median;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
@@ -338,18 +339,6 @@ fn generate_with(dir: &Path, frame_len: usize, server: bool, tagged: bool) -> Re
     Ok(pps[pps.len() - 2] + pps[pps.len() - 1])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// The scale benchmark: 2 ports / 1 entry against 64 ports / 10^6 entries, and memory.
 fn scale(rounds: usize, vfabric: &Path) -> Result<()> {
     let configs = [(2usize, 0usize), (64, 1_000_000)];
@@ -457,28 +446,25 @@ fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The vfabric binary under test ($VFABRIC_BIN, else the release build).
+fn vfabric_bin() -> PathBuf {
+    PathBuf::from(std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()))
+}
+
 fn main() -> Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("--vlan") {
+    let mode = std::env::args().nth(1);
+    if matches!(mode.as_deref(), Some("--vlan" | "--scale")) {
         let rounds = std::env::args()
             .nth(2)
             .map(|s| s.parse())
             .transpose()?
             .unwrap_or(3);
-        let vfabric = PathBuf::from(
-            std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
-        );
-        return vlan_cost(rounds, &vfabric);
-    }
-    if std::env::args().nth(1).as_deref() == Some("--scale") {
-        let rounds = std::env::args()
-            .nth(2)
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(3);
-        let vfabric = PathBuf::from(
-            std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
-        );
-        return scale(rounds, &vfabric);
+        let vfabric = vfabric_bin();
+        return if mode.as_deref() == Some("--vlan") {
+            vlan_cost(rounds, &vfabric)
+        } else {
+            scale(rounds, &vfabric)
+        };
     }
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -486,9 +472,7 @@ fn main() -> Result<()> {
     if sizes.is_empty() {
         sizes = vec![64, 1518];
     }
-    let vfabric = PathBuf::from(
-        std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()),
-    );
+    let vfabric = vfabric_bin();
     let contenders = [Who::Vfabric, Who::Ovs, Who::Testpmd];
     let mut results: Vec<(usize, Who, f64)> = Vec::new();
     for r in 0..rounds {
