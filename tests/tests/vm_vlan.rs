@@ -200,3 +200,50 @@ fn spoofing_and_mac_floods_are_contained() -> Result<()> {
     lab.ping(2, 1, 3)?;
     Ok(())
 }
+
+#[test]
+fn isolated_ports_and_a_broadcast_storm() -> Result<()> {
+    // vm1 and vm2 isolated (they only reach vm3); vm1 may send 50 broadcasts a second.
+    let mut lab = NetLab::start(
+        3,
+        &[qemu()],
+        opts(&[
+            (1, "isolated = true\nstorm_limit = \"50pps\""),
+            (2, "isolated = true"),
+        ]),
+    )?;
+    assert!(reaches(&mut lab, 1, "10.0.0.3")?, "isolated -> open port");
+    assert!(reaches(&mut lab, 2, "10.0.0.3")?, "isolated -> open port");
+    assert!(!reaches(&mut lab, 1, "10.0.0.2")?, "two isolated ports met");
+    // 2000 broadcast frames as fast as pktgen goes: at most a second's burst plus 50/s pass.
+    let before = lab.fabric.stats()?;
+    let got_before = before["vm3"]["tx_frames"].as_u64().unwrap_or(0);
+    lab.vm(1).run_ok(
+        "modprobe pktgen && \
+         echo 'add_device eth0' > /proc/net/pktgen/kpktgend_0 && \
+         P=/proc/net/pktgen/eth0 && \
+         echo 'count 2000' > $P && echo 'pkt_size 60' > $P && echo 'delay 0' > $P && \
+         echo 'dst 10.0.0.255' > $P && echo 'dst_mac ff:ff:ff:ff:ff:ff' > $P && \
+         echo start > /proc/net/pktgen/pgctrl",
+        std::time::Duration::from_secs(300),
+    )?;
+    let s = lab.fabric.stats()?;
+    let dropped = s["vm1"]["drop_storm"].as_u64().unwrap_or(0);
+    let passed = s["vm3"]["tx_frames"].as_u64().unwrap_or(0) - got_before;
+    assert!(
+        dropped >= 1500,
+        "only {dropped} of 2000 broadcasts dropped: {}",
+        s["vm1"]
+    );
+    assert!(passed <= 500, "{passed} broadcasts reached vm3");
+    // The isolated peer got none of the broadcasts that passed (at most a stray frame of
+    // its own neighbours' traffic).
+    let to_vm2 = s["vm2"]["tx_frames"].as_u64().unwrap_or(0)
+        - before["vm2"]["tx_frames"].as_u64().unwrap_or(0);
+    assert!(
+        to_vm2 < 10 && passed >= 50,
+        "vm2 got {to_vm2}, vm3 got {passed}"
+    );
+    assert!(reaches(&mut lab, 1, "10.0.0.3")?, "unicast still flows");
+    Ok(())
+}
