@@ -73,7 +73,17 @@ fn two_guests_ping_both_ways_udp_tcp_and_counters_agree() -> Result<()> {
     let s = lab.fabric.stats()?;
     for p in ["vm1", "vm2"] {
         for (k, v) in s[p].as_object().unwrap() {
-            if k.contains("drop") {
+            // A guest whose RX ring is momentarily empty (its driver refills late on a loaded
+            // TCG host) loses frames by design — the sender is never blocked — and TCP
+            // recovers; that one may be non-zero, within 1 % of what was delivered. Every
+            // other drop reason means a fault.
+            if k == "tx_drop_no_buffer" {
+                let delivered = s[p]["tx_frames"].as_u64().unwrap_or(0);
+                assert!(
+                    v.as_u64().unwrap_or(u64::MAX) * 100 <= delivered,
+                    "{p} {k}: {v} of {delivered}"
+                );
+            } else if k.contains("drop") {
                 assert_eq!(v.as_u64(), Some(0), "{p} {k}");
             }
         }
