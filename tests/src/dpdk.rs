@@ -3,20 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// Waits (at most 30 s) until every path in `paths` exists.
 pub fn wait_for_paths(paths: &[PathBuf], what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !paths.iter().all(|p| p.exists()) {
-        if Instant::now() > deadline {
-            bail!("{what}: {paths:?} never appeared");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    crate::wait_until(
+        Duration::from_secs(30),
+        || Ok(paths.iter().all(|p| p.exists())),
+        || format!("{what}: {paths:?} never appeared"),
+    )
 }
 
 /// Starts `dpdk-testpmd` forwarding between vhost-user server sockets `socks` in io mode,

@@ -7,13 +7,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use sha2::{Digest, Sha256};
 use vfabric_tests::fabric::Fabric;
 use vfabric_tests::lab::CMD;
 use vfabric_tests::qemu::{BlkDev, Qemu, Vm, VmConfig};
+use vfabric_tests::wait_until;
 
 const MIB: u64 = 1 << 20;
 
@@ -255,7 +256,8 @@ fn qcow2_file_system_survives_a_guest_reboot_and_passes_qemu_img_check() -> Resu
         "no flush reached the disk"
     );
     // A clean stop writes the qcow2 metadata back; the image is consistent.
-    assert_eq!(lab.fabric.terminate()?, Some(0));
+    let code = lab.fabric.terminate()?;
+    assert_eq!(code, Some(0), "vfabric's log:\n{}", lab.fabric.log_tail());
     let check = Command::new("qemu-img")
         .args(["check", "-q"])
         .arg(lab.path("root.qcow2"))
@@ -340,19 +342,16 @@ fn vfabric_killed_mid_write_loses_no_acknowledged_block() -> Result<()> {
         Ok(o.trim().parse()?)
     };
     // Wait until the stalled write is in flight: 40 answered, the 41st taken by the device.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = lab.fabric.stats()?;
-        let writes = s["disk:d"]["writes"].as_u64().unwrap_or(0);
-        if writes == STALL as u64 && s["disk:d"]["in_flight"].as_u64() == Some(1) {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the guest wrote too slowly ({writes} writes)"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let writes = std::cell::Cell::new(0);
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            let s = lab.fabric.stats()?;
+            writes.set(s["disk:d"]["writes"].as_u64().unwrap_or(0));
+            Ok(writes.get() == STALL as u64 && s["disk:d"]["in_flight"].as_u64() == Some(1))
+        },
+        || format!("the guest wrote too slowly ({} writes)", writes.get()),
+    )?;
     assert_eq!(
         count(&mut vm, "/tmp/acked")?,
         STALL,
@@ -361,16 +360,16 @@ fn vfabric_killed_mid_write_loses_no_acknowledged_block() -> Result<()> {
     // Crash, and come back without the stall; QEMU reconnects and the loop goes on.
     lab.fabric.kill();
     lab.fabric.restart_with_env(&[])?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while vm.run("test -e /tmp/done", CMD)?.code != 0 {
-        if Instant::now() > deadline {
-            bail!(
+    wait_until(
+        Duration::from_secs(300),
+        || Ok(vm.run("test -e /tmp/done", CMD)?.code == 0),
+        || {
+            format!(
                 "the write loop did not finish; log:\n{}",
                 lab.fabric.log_tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+            )
+        },
+    )?;
     assert_eq!(count(&mut vm, "/tmp/failed")?, 0, "writes failed");
     assert_eq!(count(&mut vm, "/tmp/acked")?, BLOCKS);
     // The request the crash left in flight was completed by the new vfabric.

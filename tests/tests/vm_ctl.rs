@@ -9,6 +9,7 @@ use serde_json::Value;
 use vfabric_tests::fabric::vfabric_bin;
 use vfabric_tests::lab::{CMD, GuestOpts, NetLab, mac};
 use vfabric_tests::qemu::Qemu;
+use vfabric_tests::wait_until;
 
 fn json(lab: &NetLab, args: &[&str]) -> Result<Value> {
     let mut a = vec!["--json"];
@@ -122,14 +123,15 @@ fn ctl_reads_and_changes_a_running_fabric() -> Result<()> {
     std::io::BufRead::read_line(&mut err, &mut first)?;
     assert!(first.starts_with("capturing vm2"), "{first}");
     lab.ping(1, 2, 3)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while cap.try_wait()?.is_none() {
-        if std::time::Instant::now() > deadline {
-            cap.kill()?;
-            anyhow::bail!("capture did not end after 6 frames");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let ended = wait_until(
+        std::time::Duration::from_secs(30),
+        || Ok(cap.try_wait()?.is_some()),
+        || "capture did not end after 6 frames".into(),
+    );
+    if ended.is_err() {
+        cap.kill()?;
     }
+    ended?;
     assert!(cap.wait()?.success());
     let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&pcap)?)?;
     let (mut frames, mut requests, mut replies) = (0, 0, 0);
@@ -238,22 +240,19 @@ fn reload_applies_vlan_changes_live_and_refuses_replumbing() -> Result<()> {
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     lab.wait_reachable(1, 3, std::time::Duration::from_secs(30))?;
     // The ping that ran throughout lost nothing; vm2 kept its one connection.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
-        if log.contains("done") {
-            assert!(
-                log.contains("100 packets transmitted, 100 packets received"),
-                "{log}"
-            );
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "background ping did not end"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    let mut log = String::new();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
+            Ok(log.contains("done"))
+        },
+        || "background ping did not end".into(),
+    )?;
+    assert!(
+        log.contains("100 packets transmitted, 100 packets received"),
+        "{log}"
+    );
     let ports = json(&lab, &["ports"])?;
     let vm2 = ports
         .as_array()

@@ -16,24 +16,31 @@ fn qemu() -> Qemu {
 /// Read while the guests are quiet (no reading changes between two guest snapshots).
 fn counters_agree(lab: &mut NetLab, i: usize) -> Result<()> {
     let port = format!("vm{i}");
-    let mut last = None;
-    for _ in 0..20 {
-        let before = lab.guest_counters(i)?;
-        let s = lab.fabric.stats()?;
-        let after = lab.guest_counters(i)?;
-        // The agent's own command does not touch eth0, so a quiet link reads the same twice.
-        if before == after {
+    let last = std::cell::Cell::new(None);
+    vfabric_tests::wait_until(
+        Duration::from_secs(10),
+        || {
+            let before = lab.guest_counters(i)?;
+            let s = lab.fabric.stats()?;
+            let after = lab.guest_counters(i)?;
+            // The agent's own command does not touch eth0, so a quiet link reads the same
+            // twice.
+            if before != after {
+                return Ok(false);
+            }
             let c = &s[&port];
             let rx = c["rx_frames"].as_u64().unwrap_or(u64::MAX);
             let tx = c["tx_frames"].as_u64().unwrap_or(u64::MAX);
-            if (rx, tx) == before {
-                return Ok(());
-            }
-            last = Some((before, (rx, tx)));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    anyhow::bail!("{port}: guest (tx, rx) vs switch (rx, tx) never agreed: {last:?}")
+            last.set(Some((before, (rx, tx))));
+            Ok((rx, tx) == before)
+        },
+        || {
+            format!(
+                "{port}: guest (tx, rx) vs switch (rx, tx) never agreed: {:?}",
+                last.get()
+            )
+        },
+    )
 }
 
 #[test]
@@ -316,20 +323,17 @@ fn a_qemu_without_shared_memory_gets_a_clear_error() -> Result<()> {
     vm.wait_ready(Duration::from_secs(60))?;
     // The guest's driver starts the device; QEMU cannot share its RAM and falls back to
     // userspace virtio, sending no memory table. vfabric says so, naming the port and the fix.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = fabric.log_tail();
-        if log.contains("port vm1: the VMM started the device but shared no guest memory")
-            && log.contains("share=on")
-        {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no clear error in vfabric's log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    vfabric_tests::wait_until(
+        Duration::from_secs(30),
+        || {
+            let log = fabric.log_tail();
+            Ok(
+                log.contains("port vm1: the VMM started the device but shared no guest memory")
+                    && log.contains("share=on"),
+            )
+        },
+        || format!("no clear error in vfabric's log:\n{}", fabric.log_tail()),
+    )?;
     vm.kill();
     Ok(())
 }

@@ -7,11 +7,11 @@ mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{
     BCAST, F_EVENT_IDX, F_GUEST_CSUM, F_GUEST_ECN, F_GUEST_TSO4, F_GUEST_TSO6, F_MRG_RXBUF, Guest,
-    Order, frame, mac,
+    Order, frame, mac, wait_for,
 };
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::vhost_user::message::VhostUserConfigFlags;
@@ -73,14 +73,11 @@ impl Lab {
 
     fn wait_connected(&self, i: usize, want: bool) {
         let port = &self.fabric.switches()[0].ports()[i];
-        let deadline = Instant::now() + T;
-        while port.is_connected() != want {
-            assert!(
-                Instant::now() < deadline,
-                "port p{i} connected={want} never happened"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(
+            T,
+            || port.is_connected() == want,
+            || format!("port p{i} connected={want} never happened"),
+        );
     }
 }
 
@@ -232,11 +229,11 @@ fn receiver_without_buffers_drops_and_counts_then_recovers() {
     for i in 0..5u8 {
         a.send(0, &frame(BCAST, mac(1), &[i; 50]));
     }
-    let deadline = Instant::now() + T;
-    while lab.counters(1).tx_drop_no_buffer < 5 {
-        assert!(Instant::now() < deadline, "{:?}", lab.counters(1));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(
+        T,
+        || lab.counters(1).tx_drop_no_buffer >= 5,
+        || format!("{:?}", lab.counters(1)),
+    );
     assert_eq!(lab.counters(1).tx_frames, 0);
     b.post_rx(0, 4, 2048);
     let f = frame(BCAST, mac(1), b"after");

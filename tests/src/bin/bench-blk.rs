@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use blkio::{Blkio, Completion, ReqFlags};
+use vfabric_tests::dpdk::wait_for_paths;
 use vfabric_tests::median;
 
 const IMAGE_SIZE: u64 = 1 << 30;
@@ -103,17 +104,6 @@ impl Drop for Proc {
     }
 }
 
-fn wait_socket(p: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.exists() {
-        if Instant::now() > deadline {
-            bail!("{} did not appear", p.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
 fn start(server: Server, backend: Backend, dir: &Path, image: &Path) -> Result<Proc> {
     let sock = dir.join("blk.sock");
     let _ = fs::remove_file(&sock);
@@ -163,7 +153,7 @@ fn start(server: Server, backend: Backend, dir: &Path, image: &Path) -> Result<P
         }
     };
     let p = Proc(child);
-    wait_socket(&sock)?;
+    wait_for_paths(std::slice::from_ref(&sock), &format!("{server:?}"))?;
     Ok(p)
 }
 

@@ -384,6 +384,15 @@ impl Guest {
     }
 }
 
+/// Waits (polling every 5 ms) until `ready` holds; panics with `what()` after `timeout`.
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{}", what());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// An Ethernet frame dst, src, ethertype 0x88b5 (local experimental), payload.
 pub fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
