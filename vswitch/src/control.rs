@@ -116,12 +116,11 @@ pub struct Listener {
 /// Creates the control socket (stale files replaced, a live one refused) with its mode,
 /// owner and group.
 pub fn bind(path: &Path, cfg: &ControlConfig) -> io::Result<Listener> {
-    let owner = cfg.owner.as_deref().map(lookup_uid).transpose()?;
-    let group = cfg.group.as_deref().map(lookup_gid).transpose()?;
+    let group = cfg.perms.group.as_deref().map(lookup_gid).transpose()?;
     let listener = vhost_backends::server::bind_socket(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))?;
-    if owner.is_some() || group.is_some() {
-        nix::unistd::chown(path, owner, group)?;
+    if let Err(e) = apply_perms(path, &cfg.perms) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
     }
     Ok(Listener {
         listener,
@@ -274,12 +273,7 @@ impl Control {
         w: &mut tokio::net::unix::OwnedWriteHalf,
         mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     ) -> io::Result<()> {
-        let found = self.topo().switches.iter().enumerate().find_map(|(si, s)| {
-            s.ports
-                .iter()
-                .position(|p| Some(&p.name) == args.first())
-                .map(|pi| (si, pi))
-        });
+        let found = args.first().and_then(|name| self.find_port(name));
         let count: u64 = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let vlan = args
             .get(2)
@@ -385,19 +379,9 @@ impl Control {
         let delay = num("delay", delay, 60_000.0)?;
         let jitter = num("jitter", jitter, 60_000.0)?;
         let rate = num("rate", rate, 1_000_000.0)?;
-        let topo = self.topo();
-        let (si, pi) = topo
-            .switches
-            .iter()
-            .enumerate()
-            .find_map(|(si, s)| {
-                s.ports
-                    .iter()
-                    .position(|p| p.name == port)
-                    .map(|pi| (si, pi))
-            })
+        let (si, pi) = self
+            .find_port(port)
             .ok_or_else(|| format!("no port `{port}`"))?;
-        drop(topo);
         let off = loss == 0.0 && delay == 0.0 && jitter == 0.0 && rate == 0.0;
         let imp = (!off).then(|| {
             crate::dataplane::Impairment::new(
@@ -411,6 +395,16 @@ impl Control {
         Ok(
             json!({"port": port, "impaired": !off, "loss_pct": loss, "delay_ms": delay, "jitter_ms": jitter, "rate_mbit": rate}),
         )
+    }
+
+    /// (switch index, port index) of the port called `name`.
+    fn find_port(&self, name: &str) -> Option<(usize, usize)> {
+        self.topo().switches.iter().enumerate().find_map(|(si, s)| {
+            s.ports
+                .iter()
+                .position(|p| p.name == name)
+                .map(|pi| (si, pi))
+        })
     }
 
     fn switch(&self, name: &str) -> Result<usize, String> {

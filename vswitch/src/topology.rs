@@ -76,21 +76,20 @@ pub struct Topology {
 pub struct ControlConfig {
     /// Explicit path; `None`: the default for the topology file (see `control::default_socket`).
     pub socket: Option<PathBuf>,
-    /// Permission bits of the socket file (default 0600).
-    pub mode: u32,
-    /// Owner and group given to the socket file (names or numbers); members of `group` may
+    /// Mode (0600 unless set), owner and group of the socket file; members of the group may
     /// use it.
-    pub owner: Option<String>,
-    pub group: Option<String>,
+    pub perms: SocketPerms,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             socket: None,
-            mode: 0o600,
-            owner: None,
-            group: None,
+            perms: SocketPerms {
+                mode: Some(0o600),
+                owner: None,
+                group: None,
+            },
         }
     }
 }
@@ -554,21 +553,11 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             }
             control.socket = Some(path);
         }
-        if let Some(m) = &c.mode {
-            match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
-                Ok(bits) if bits <= 0o777 && bits & 0o600 == 0o600 => control.mode = bits,
-                _ => cx.error(
-                    m.span(),
-                    "control: mode",
-                    format!(
-                        "`{}` is not an octal mode with owner read/write (like \"0660\")",
-                        m.get_ref()
-                    ),
-                ),
-            }
-        }
-        control.owner = c.owner.map(|o| o.into_inner());
-        control.group = c.group.map(|g| g.into_inner());
+        let perms = socket_perms(&mut cx, &c.mode, &c.owner, &c.group, false, "control");
+        control.perms = SocketPerms {
+            mode: perms.mode.or(control.perms.mode),
+            ..perms
+        };
     }
     let metrics = raw
         .metrics
