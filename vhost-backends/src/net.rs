@@ -172,7 +172,9 @@ impl NetPort {
     pub fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
         let c = &self.counters;
         match &*self.conn.load() {
-            Some(conn) => conn.deliver_bytes(frames, hint, c),
+            Some(conn) => {
+                conn.deliver_batch(frames.iter().map(|f| RxItem::Bytes(f)), hint, c, |_| {})
+            }
             None => {
                 for _ in frames {
                     c.count_drop(RxDrop::LinkDown);
@@ -192,7 +194,9 @@ impl NetPort {
     ) {
         let c = &self.counters;
         match &*self.conn.load() {
-            Some(conn) => conn.deliver_batch(frames, hint, c, outcome),
+            Some(conn) => {
+                conn.deliver_batch(frames.map(|(f, e)| RxItem::Frame(f, e)), hint, c, outcome)
+            }
             None => {
                 for _ in frames {
                     c.count_drop(RxDrop::LinkDown);
@@ -232,12 +236,12 @@ impl Connection {
     /// whole batch; the used entries are written after all the copies.
     fn deliver_batch<'f, 'a: 'f>(
         &self,
-        mut frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        mut frames: impl Iterator<Item = RxItem<'f, 'a>>,
         hint: u16,
         c: &NetCounters,
         mut outcome: impl FnMut(Result<(), RxDrop>),
     ) {
-        let link_down = |frames: &mut dyn Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        let link_down = |frames: &mut dyn Iterator<Item = RxItem<'f, 'a>>,
                          outcome: &mut dyn FnMut(Result<(), RxDrop>)| {
             for _ in frames {
                 c.count_drop(RxDrop::LinkDown);
@@ -275,7 +279,14 @@ impl Connection {
                         }
                         r
                     };
-                    for (frame, edit) in frames.by_ref() {
+                    for item in frames.by_ref() {
+                        let (frame, edit) = match item {
+                            RxItem::Frame(f, e) => (f, e),
+                            RxItem::Bytes(b) => {
+                                outcome(put(Source::Bytes(b), [0; VNET_HDR_LEN]));
+                                continue;
+                            }
+                        };
                         let meta = frame.meta().shifted(edit.shift());
                         let res = if meta.fits(rx_offloads) {
                             put(Source::Guest(frame, edit), meta.rx_header())
@@ -309,55 +320,6 @@ impl Connection {
             return;
         }
         link_down(&mut frames, &mut outcome)
-    }
-
-    fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16, c: &NetCounters) {
-        let Some(vrings) = self.vrings.get() else {
-            frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
-            return;
-        };
-        let pairs = vrings.len() / 2;
-        let mem = self.mem.memory();
-        let mrg = self.features.load(Ordering::Relaxed) & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
-        for i in 0..pairs {
-            let q = (hint as usize + i) % pairs;
-            let mut st = vrings[2 * q].get_mut();
-            if !st.is_enabled() || !st.get_queue().ready() {
-                continue;
-            }
-            USED.with_borrow_mut(|used| {
-                used.clear();
-                let mut done = (0u64, 0u64);
-                if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
-                    for f in frames {
-                        match place_rx(
-                            &mut avail,
-                            &mem,
-                            Source::Bytes(f),
-                            [0; VNET_HDR_LEN],
-                            mrg,
-                            used,
-                        ) {
-                            Ok(()) => {
-                                done.0 += 1;
-                                done.1 += f.len() as u64;
-                            }
-                            Err(e) => c.count_drop(e),
-                        }
-                    }
-                } else {
-                    frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
-                }
-                publish_used(&mut st, &mem, used);
-                if !used.is_empty() {
-                    self.rx_pending[q].store(true, Ordering::Relaxed);
-                }
-                NetCounters::add(&c.tx_frames, done.0);
-                NetCounters::add(&c.tx_bytes, done.1);
-            });
-            return;
-        }
-        frames.iter().for_each(|_| c.count_drop(RxDrop::LinkDown));
     }
 
     /// Signals the RX rings with new used entries; returns how many interrupts were sent.
@@ -422,6 +384,13 @@ fn complete_in_software(
         }
     }
     put(whole)
+}
+
+/// What a receiver is given: a frame in the sender's guest memory (with a VLAN edit), or
+/// plain bytes vfabric holds (frames held back by an impairment).
+enum RxItem<'f, 'a> {
+    Frame(&'f TxFrame<'a>, FrameEdit),
+    Bytes(&'f [u8]),
 }
 
 /// What is written into an RX ring: a guest's frame, or bytes built here.
