@@ -76,6 +76,8 @@ pub struct Fabric {
     ports: Vec<PortSpec>,
     env: Vec<(String, String)>,
     control: Option<PathBuf>,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
 }
 
 impl Fabric {
@@ -87,6 +89,17 @@ impl Fabric {
     /// `start`, with more topology text appended (e.g. `[[disk]]` tables; relative paths are
     /// relative to `dir`).
     pub fn start_with(dir: &Path, ports: &[PortSpec], extra: &str) -> Result<Fabric> {
+        Fabric::start_in(dir, ports, extra, None)
+    }
+
+    /// `start_with`, vfabric running inside network namespace `netns` (its vhost-user
+    /// sockets are files, reachable from QEMU outside it).
+    pub fn start_in(
+        dir: &Path,
+        ports: &[PortSpec],
+        extra: &str,
+        netns: Option<&str>,
+    ) -> Result<Fabric> {
         fs::create_dir_all(dir)?;
         let mut toml = String::from("[[switch]]\nname = \"lab\"\n");
         for p in ports {
@@ -109,6 +122,7 @@ impl Fabric {
             ports: ports.to_vec(),
             env: Vec::new(),
             control: None,
+            netns: netns.map(str::to_string),
         };
         f.launch()?;
         Ok(f)
@@ -154,7 +168,16 @@ impl Fabric {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut child = Command::new(vfabric_bin()?)
+        // `ip netns exec` execs vfabric: the child's pid is vfabric's.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str()]).arg(vfabric_bin()?);
+                c
+            }
+            None => Command::new(vfabric_bin()?),
+        };
+        let mut child = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-v")
             .arg("run")

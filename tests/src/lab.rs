@@ -26,6 +26,12 @@ pub struct GuestOpts {
     pub qemu_is_server: bool,
     /// Extra topology lines for single ports: (guest number, TOML lines).
     pub port_extra: Vec<(usize, String)>,
+    /// Topology text after the guests' ports (more `[[switch.port]]` tables of the switch).
+    pub topology_extra: String,
+    /// Run vfabric inside this network namespace.
+    pub fabric_netns: Option<String>,
+    /// The number of the first guest (guests are first..first+n-1, with their addresses).
+    pub first: usize,
 }
 
 impl Default for GuestOpts {
@@ -37,6 +43,9 @@ impl Default for GuestOpts {
             extra_cmdline: String::new(),
             qemu_is_server: false,
             port_extra: Vec::new(),
+            topology_extra: String::new(),
+            fabric_netns: None,
+            first: 1,
         }
     }
 }
@@ -62,7 +71,8 @@ impl NetLab {
     /// Starts vfabric with ports vm1..vmN and boots one guest per port with `qemu[i % len]`.
     pub fn start(n: usize, qemus: &[Qemu], opts: GuestOpts) -> Result<NetLab> {
         let dir = tempfile::Builder::new().prefix("vf").tempdir_in("/tmp")?;
-        let ports: Vec<PortSpec> = (1..=n)
+        let first = opts.first.max(1);
+        let ports: Vec<PortSpec> = (first..first + n)
             .map(|i| PortSpec {
                 name: format!("vm{i}"),
                 extra: format!(
@@ -78,15 +88,20 @@ impl NetLab {
                 ),
             })
             .collect();
-        let fabric = Fabric::start(dir.path(), &ports)?;
+        let fabric = Fabric::start_in(
+            dir.path(),
+            &ports,
+            &opts.topology_extra,
+            opts.fabric_netns.as_deref(),
+        )?;
         let mut lab = NetLab {
             fabric,
             vms: Vec::new(),
             dir,
             opts,
         };
-        for i in 1..=n {
-            let vm = lab.boot(i, qemus[(i - 1) % qemus.len()].clone())?;
+        for i in first..first + n {
+            let vm = lab.boot(i, qemus[(i - first) % qemus.len()].clone())?;
             lab.vms.push(vm);
         }
         for vm in &mut lab.vms {
@@ -124,7 +139,8 @@ impl NetLab {
 
     /// Guest `i` (1-based).
     pub fn vm(&mut self, i: usize) -> &mut Vm {
-        &mut self.vms[i - 1]
+        let first = self.opts.first.max(1);
+        &mut self.vms[i - first]
     }
 
     /// Pings from guest `from` to guest `to` `count` times; error unless every reply came.

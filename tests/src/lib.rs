@@ -5,6 +5,7 @@ pub mod dpdk;
 pub mod fabric;
 pub mod guest_image;
 pub mod lab;
+pub mod netns;
 pub mod qemu;
 
 /// Polls `ready` every 100 ms until it says yes; an error naming `what` once `timeout`

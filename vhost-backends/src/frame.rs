@@ -133,7 +133,7 @@ impl<'a> TxFrame<'a> {
     }
 
     /// Calls `f` with the pieces of guest memory holding the frame past `head()`.
-    fn for_each_tail_piece(&self, mut f: impl FnMut(VolatileSlice<'a>)) {
+    pub fn for_each_tail_piece(&self, mut f: impl FnMut(VolatileSlice<'a>)) {
         let mut skip = usize::from(self.info.head_len);
         for s in self.segs {
             if skip >= s.len() {
@@ -241,6 +241,43 @@ fn parse_into<'a>(
         len: len as u32,
         seg_start: start as u16,
         seg_count: (store.len() - start) as u16,
+    })
+}
+
+/// Reads a frame vfabric holds in its own memory (read from a TAP device or a VXLAN socket):
+/// `vnet` is its virtio-net header (all zero for a plain frame), `frame` the Ethernet frame.
+/// Checked like a guest's frame: the offloads must be among `offloads` and match the
+/// headers. Appends one piece to `store`.
+pub fn parse_host_frame<'a>(
+    vnet: [u8; VNET_HDR_LEN],
+    frame: &'a mut [u8],
+    offloads: Offloads,
+    store: &mut SegStore<'a>,
+) -> Result<FrameInfo, TxError> {
+    let len = frame.len();
+    if len < 14 {
+        return Err(TxError::Runt);
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(TxError::Oversize);
+    }
+    let mut head = [0u8; HEAD_COPY];
+    let head_len = len.min(HEAD_COPY);
+    head[..head_len].copy_from_slice(&frame[..head_len]);
+    let meta = OffloadMeta::from_tx_header(&vnet, &frame[..len.min(GSO_HEAD_COPY)], len, offloads)
+        .map_err(|_| TxError::BadOffload)?;
+    let start = store.len();
+    store
+        .try_push(VolatileSlice::from(frame))
+        .map_err(|_| TxError::TooFragmented)?;
+    Ok(FrameInfo {
+        vnet,
+        meta,
+        head,
+        head_len: head_len as u16,
+        len: len as u32,
+        seg_start: start as u16,
+        seg_count: 1,
     })
 }
 

@@ -145,26 +145,8 @@ impl NetPort {
     /// `frame` with `edit` applied as plain Ethernet frames: offloads completed in software
     /// (checksum filled in, TCP super-frames cut into segments). For frames that must outlive
     /// the sender's ring (held back by an impairment).
-    pub fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, mut out: impl FnMut(&[u8])) {
-        let meta = frame.meta().shifted(edit.shift());
-        SCRATCH.with_borrow_mut(|(whole, seg)| {
-            frame.copy_into(whole);
-            edit.apply(whole);
-            if meta.fits(Offloads::default()) {
-                out(whole);
-                return;
-            }
-            let _ = complete_in_software(
-                whole,
-                seg,
-                &meta,
-                |b| {
-                    out(b);
-                    Ok(())
-                },
-                &self.counters,
-            );
-        });
+    pub fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        plain_frames(frame, edit, &self.counters, out);
     }
 
     /// Copies plain frames (no offloads) into this port's guest's RX ring, in order, under
@@ -354,6 +336,37 @@ thread_local! {
     static USED: std::cell::RefCell<Vec<(u16, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Buffers for completing offloads in software: the whole frame, and one segment.
     static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `frame` with `edit` applied as plain Ethernet frames, offloads completed in software
+/// (checksum filled in, TCP super-frames cut into segments), for a receiver that takes no
+/// offloads (a VXLAN tunnel, a frame held back by an impairment). Counts the software work
+/// in `counters`.
+pub fn plain_frames(
+    frame: &TxFrame<'_>,
+    edit: FrameEdit,
+    counters: &NetCounters,
+    mut out: impl FnMut(&[u8]),
+) {
+    let meta = frame.meta().shifted(edit.shift());
+    SCRATCH.with_borrow_mut(|(whole, seg)| {
+        frame.copy_into(whole);
+        edit.apply(whole);
+        if meta.fits(Offloads::default()) {
+            out(whole);
+            return;
+        }
+        let _ = complete_in_software(
+            whole,
+            seg,
+            &meta,
+            |b| {
+                out(b);
+                Ok(())
+            },
+            counters,
+        );
+    });
 }
 
 /// Completes `whole` (a copy of `frame`) for a receiver without offloads and hands each

@@ -419,17 +419,40 @@ impl Control {
         let mut out = Vec::new();
         for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
             for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
-                let PortKind::VhostUserNet(v) = &p.kind;
-                out.push(json!({
+                let mut line = json!({
                     "switch": sw_cfg.name,
                     "port": p.name,
-                    "type": "vhost-user-net",
-                    "socket": v.socket,
+                    "type": p.kind.type_name(),
                     "connected": port.is_connected(),
-                    "connections": port.connections(),
                     "vlan": vlan_mode(&p.policy.vlan),
-                    "queues": v.queues,
-                }));
+                });
+                let extra = match &p.kind {
+                    PortKind::VhostUserNet(v) => json!({
+                        "socket": v.socket,
+                        "connections": port.connections(),
+                        "queues": v.queues,
+                    }),
+                    PortKind::Tap(t) => json!({
+                        "ifname": t.ifname,
+                        "netns": t.netns,
+                        "bridge": t.bridge,
+                        "queues": t.queues,
+                    }),
+                    PortKind::Vxlan(v) => json!({
+                        "vni": v.vni,
+                        "local": v.local.to_string(),
+                        "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                        "udp_port": v.port,
+                        "learned": match port {
+                            crate::dataplane::Port::Vxlan(x) => x.learned(),
+                            _ => 0,
+                        },
+                    }),
+                };
+                if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+                    l.extend(e.clone());
+                }
+                out.push(line);
             }
         }
         for (d, disk) in self.topo().disks.iter().zip(&self.disks) {
@@ -620,7 +643,7 @@ pub fn stats_lines(fabric: &Fabric, disks: &[Arc<Disk>], only: Option<&str>) -> 
                 continue;
             }
             let mut counters = serde_json::Map::new();
-            for (k, v) in port.counters().fields() {
+            for (k, v) in port.counters() {
                 counters.insert(k.into(), v.into());
             }
             let id = PortId(i as u32);

@@ -15,7 +15,97 @@ use vhost_backends::net::{FrameSwitch, NetPort, NetPortConfig, Poller, TX_BATCH}
 use vlan::VlanId;
 
 use crate::core::{Decision, PortId, Switch, Time, Verdict};
+use crate::tap::TapPort;
 use crate::topology::{PortKind, Topology};
+use crate::vxlan::VxlanPort;
+
+/// What a switch port is: a VM's virtio-net device, a TAP device or a VXLAN tunnel.
+#[derive(Clone)]
+pub enum Port {
+    Vm(Arc<NetPort>),
+    Tap(Arc<TapPort>),
+    Vxlan(Arc<VxlanPort>),
+}
+
+impl Port {
+    pub fn name(&self) -> &str {
+        match self {
+            Port::Vm(p) => p.name(),
+            Port::Tap(p) => p.name(),
+            Port::Vxlan(p) => p.name(),
+        }
+    }
+
+    /// The VM's device, for a VM port.
+    pub fn vm(&self) -> Option<&Arc<NetPort>> {
+        match self {
+            Port::Vm(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Link state: a guest connected; the TAP exists; a VXLAN socket is always up.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Port::Vm(p) => p.is_connected(),
+            Port::Tap(p) => p.is_up(),
+            Port::Vxlan(_) => true,
+        }
+    }
+
+    /// Guest connections served (VM ports; 0 for the others).
+    pub fn connections(&self) -> u64 {
+        match self {
+            Port::Vm(p) => p.connections(),
+            _ => 0,
+        }
+    }
+
+    /// Every counter, as (name, value).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            Port::Vm(p) => p.counters().fields(),
+            Port::Tap(p) => p.counters().fields(),
+            Port::Vxlan(p) => p.counters().fields(),
+        }
+    }
+
+    fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        hint: u16,
+    ) {
+        match self {
+            Port::Vm(p) => {
+                p.deliver_batch(frames, hint, |_| {});
+                p.notify();
+            }
+            Port::Tap(p) => p.deliver(frames, hint),
+            Port::Vxlan(p) => p.deliver(frames),
+        }
+    }
+
+    fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
+        match self {
+            Port::Vm(p) => {
+                p.deliver_bytes(frames, hint);
+                p.notify();
+            }
+            Port::Tap(p) => p.deliver_bytes(frames, hint),
+            Port::Vxlan(p) => p.deliver_bytes(frames),
+        }
+    }
+
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        match self {
+            Port::Vm(p) => p.plain_frames(frame, edit, out),
+            Port::Tap(p) => vhost_backends::net::plain_frames(frame, edit, &p.counters().net, out),
+            Port::Vxlan(p) => {
+                vhost_backends::net::plain_frames(frame, edit, &p.counters().net, out)
+            }
+        }
+    }
+}
 
 /// A capture of one port's frames, both directions, as they are on the port's wire
 /// (ingress as the guest sent them, egress after the VLAN edit). Fed by the data path
@@ -123,7 +213,7 @@ impl Impairment {
 }
 
 /// Held-back frames by (due time, arrival number): the receiving port and the frame.
-type Held = std::collections::BTreeMap<(Instant, u64), (Arc<NetPort>, Vec<u8>)>;
+type Held = std::collections::BTreeMap<(Instant, u64), (Port, Vec<u8>)>;
 
 /// Frames held back by impairments, delivered when due by one thread per fabric.
 #[derive(Default)]
@@ -135,7 +225,7 @@ struct DelayLine {
 }
 
 impl DelayLine {
-    fn push(self: &Arc<Self>, due: Instant, port: Arc<NetPort>, frame: Vec<u8>) {
+    fn push(self: &Arc<Self>, due: Instant, port: Port, frame: Vec<u8>) {
         self.started.get_or_init(|| {
             let me = self.clone();
             let _ = std::thread::Builder::new()
@@ -165,7 +255,7 @@ impl DelayLine {
                     .unwrap_or_else(|p| p.into_inner().0);
                 continue;
             }
-            let mut due: Vec<(Arc<NetPort>, Vec<u8>)> = Vec::new();
+            let mut due: Vec<(Port, Vec<u8>)> = Vec::new();
             while let Some(entry) = q.first_entry() {
                 if entry.key().0 > now {
                     break;
@@ -175,7 +265,6 @@ impl DelayLine {
             drop(q);
             for (port, frame) in &due {
                 port.deliver_bytes(std::slice::from_ref(frame), 0);
-                port.notify();
             }
             q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         }
@@ -185,7 +274,7 @@ impl DelayLine {
 /// One switch at run time: the decision core and its ports' devices (index = `PortId`).
 pub struct SwitchRuntime {
     core: Mutex<Switch>,
-    ports: Vec<Arc<NetPort>>,
+    ports: Vec<Port>,
     poller: Option<Arc<Poller>>,
     taps: Vec<arc_swap::ArcSwapOption<Tap>>,
     /// Captures running on this switch (the data path looks at taps only when non-zero).
@@ -203,7 +292,7 @@ impl SwitchRuntime {
     }
 
     /// The ports, in `PortId` order.
-    pub fn ports(&self) -> &[Arc<NetPort>] {
+    pub fn ports(&self) -> &[Port] {
         &self.ports
     }
 
@@ -387,14 +476,16 @@ thread_local! {
 }
 
 impl Fabric {
-    /// Builds the switches and ports of `topo` (no sockets, no threads yet).
-    pub fn new(topo: &Topology) -> std::io::Result<Arc<Fabric>> {
+    /// Builds the switches and ports of `topo`: creates the TAP devices and binds the VXLAN
+    /// sockets (vhost-user sockets and threads come later). An error names the port; a TAP
+    /// marked optional that cannot be created is logged and left down.
+    pub fn new(topo: &Topology) -> Result<Arc<Fabric>, String> {
         let start = Instant::now();
         let mut switches = Vec::new();
         let delay_line = Arc::new(DelayLine::default());
         for (si, sw) in topo.switches.iter().enumerate() {
             let poller = if sw.busy_poll {
-                Some(Poller::new()?)
+                Some(Poller::new().map_err(|e| format!("switch \"{}\": poller: {e}", sw.name))?)
             } else {
                 None
             };
@@ -406,24 +497,42 @@ impl Fabric {
             let mut ports = Vec::new();
             for p in &sw.ports {
                 let id = core.add_port_with(&p.name, p.policy.clone());
-                let PortKind::VhostUserNet(v) = &p.kind;
                 // Static addresses live in the port's untagged VLAN (access, native or
                 // service VLAN).
-                for mac in &v.static_macs {
+                for mac in &p.static_macs {
                     core.add_static(Time(0), home_vlan(&p.policy.vlan), *mac, id);
                 }
-                ports.push(NetPort::new(
-                    NetPortConfig {
-                        name: p.name.clone(),
-                        mac: v.mac.map(|m| m.0),
-                        queue_pairs: v.queues,
-                        threads: 1,
-                        mtu: None,
-                        offloads: v.offloads,
-                        poller: poller.clone(),
-                    },
-                    key(si, id.index()),
-                ));
+                let here = format!("switch \"{}\" port \"{}\"", sw.name, p.name);
+                ports.push(match &p.kind {
+                    PortKind::VhostUserNet(v) => Port::Vm(NetPort::new(
+                        NetPortConfig {
+                            name: p.name.clone(),
+                            mac: v.mac.map(|m| m.0),
+                            queue_pairs: v.queues,
+                            threads: 1,
+                            mtu: None,
+                            offloads: v.offloads,
+                            poller: poller.clone(),
+                        },
+                        key(si, id.index()),
+                    )),
+                    PortKind::Tap(t) => {
+                        let tap = TapPort::new(&p.name, t.clone());
+                        match tap.open() {
+                            Ok(()) => {}
+                            Err(e) if t.optional => {
+                                tracing::warn!(
+                                    "{here}: {e}; the port is optional: its link stays down"
+                                )
+                            }
+                            Err(e) => return Err(format!("{here}: {e}")),
+                        }
+                        Port::Tap(Arc::new(tap))
+                    }
+                    PortKind::Vxlan(v) => Port::Vxlan(Arc::new(
+                        VxlanPort::open(&p.name, v.clone()).map_err(|e| format!("{here}: {e}"))?,
+                    )),
+                });
             }
             let taps = (0..ports.len()).map(|_| Default::default()).collect();
             let impairments = (0..ports.len()).map(|_| Default::default()).collect();
@@ -439,6 +548,38 @@ impl Fabric {
             });
         }
         Ok(Arc::new(Fabric { start, switches }))
+    }
+
+    /// Starts the reader threads of the TAP and VXLAN ports.
+    pub fn start_host_ports(self: &Arc<Self>) -> std::io::Result<()> {
+        for (si, sw) in self.switches.iter().enumerate() {
+            for (pi, port) in sw.ports.iter().enumerate() {
+                match port {
+                    Port::Vm(_) => {}
+                    Port::Tap(tap) => {
+                        for q in 0..tap.queues() {
+                            let (fabric, tap) = (self.clone(), tap.clone());
+                            std::thread::Builder::new()
+                                .name(format!("tap-{}-{q}", tap.name()))
+                                .spawn(move || {
+                                    tap.receive(q, |frames| {
+                                        fabric.forward(si, pi, q as u16, frames)
+                                    })
+                                })?;
+                        }
+                    }
+                    Port::Vxlan(vx) => {
+                        let (fabric, vx) = (self.clone(), vx.clone());
+                        std::thread::Builder::new()
+                            .name(format!("vxlan-{}", vx.name()))
+                            .spawn(move || {
+                                vx.receive(|frames| fabric.forward(si, pi, 0, frames))
+                            })?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts the poll thread of every busy-poll switch.
@@ -463,7 +604,7 @@ impl Fabric {
         let mut passes = 0u32;
         loop {
             let mut work = 0;
-            for p in &sw.ports {
+            for p in sw.ports.iter().filter_map(Port::vm) {
                 work += p.poll_tx(self);
             }
             if work > 0 {
@@ -479,7 +620,7 @@ impl Fabric {
                 } else if now.duration_since(last_work) > POLL_IDLE {
                     poller.prepare_sleep();
                     let mut more = false;
-                    for p in &sw.ports {
+                    for p in sw.ports.iter().filter_map(Port::vm) {
                         more |= p.set_tx_notifications(true);
                     }
                     poller.sleep(if more {
@@ -487,7 +628,7 @@ impl Fabric {
                     } else {
                         Duration::from_millis(100)
                     });
-                    for p in &sw.ports {
+                    for p in sw.ports.iter().filter_map(Port::vm) {
                         p.set_tx_notifications(false);
                     }
                     passes = 0;
@@ -551,15 +692,9 @@ impl Fabric {
                 continue;
             }
             for (pa, pb) in a.ports.iter().zip(&b.ports) {
-                let plumbing = |p: &crate::topology::PortConfig| {
-                    let PortKind::VhostUserNet(v) = &p.kind;
-                    let mut v = v.clone();
-                    v.static_macs.clear();
-                    v
-                };
-                if plumbing(pa) != plumbing(pb) {
+                if pa.kind != pb.kind {
                     blockers.push(format!(
-                        "port \"{}\": socket, queues, mac, offloads or socket permissions changed",
+                        "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed",
                         pa.name
                     ));
                 }
@@ -588,7 +723,7 @@ impl Fabric {
                     core.set_policy(id, pb.policy.clone());
                     changes.push(format!("port \"{}\": VLAN/security policy", pb.name));
                 }
-                let (PortKind::VhostUserNet(va), PortKind::VhostUserNet(vb)) = (&pa.kind, &pb.kind);
+                let (va, vb) = (pa, pb);
                 if va.static_macs != vb.static_macs || pa.policy.vlan != pb.policy.vlan {
                     let home_a = home_vlan(&pa.policy.vlan);
                     for m in &va.static_macs {
@@ -611,9 +746,10 @@ impl Fabric {
     pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
 }
 
-impl FrameSwitch for Fabric {
-    fn tx_batch(&self, port: &NetPort, queue_pair: u16, frames: &[TxFrame<'_>]) {
-        let (si, pi) = unkey(port.key);
+impl Fabric {
+    /// Forwards a batch of frames received on port `pi` of switch `si` (queue `queue_pair`):
+    /// one lock of the switch to decide them all, then each receiver's frames in one go.
+    pub fn forward(&self, si: usize, pi: usize, queue_pair: u16, frames: &[TxFrame<'_>]) {
         let Some(sw) = self.switches.get(si) else {
             return;
         };
@@ -698,12 +834,18 @@ impl FrameSwitch for Fabric {
                         .iter()
                         .filter(|c| c.0 == p)
                         .filter_map(|&(_, i, e)| Some((frames.get(i)?, e)));
-                    sw.ports[p].deliver_batch(mine, queue_pair, |_| {});
-                    sw.ports[p].notify();
+                    sw.ports[p].deliver_batch(mine, queue_pair);
                     is_dest[p] = false;
                 }
             },
         );
+    }
+}
+
+impl FrameSwitch for Fabric {
+    fn tx_batch(&self, port: &NetPort, queue_pair: u16, frames: &[TxFrame<'_>]) {
+        let (si, pi) = unkey(port.key);
+        self.forward(si, pi, queue_pair, frames);
     }
 
     fn link_changed(&self, port: &NetPort, up: bool) {

@@ -4,5 +4,8 @@
 pub mod control;
 pub mod core;
 pub mod dataplane;
+pub mod hostport;
 pub mod metrics;
+pub mod tap;
 pub mod topology;
+pub mod vxlan;

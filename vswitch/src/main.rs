@@ -534,7 +534,9 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
     }
     for (sw_cfg, sw) in topo.switches.iter().zip(fabric.switches()) {
         for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
-            let PortKind::VhostUserNet(v) = &p.kind;
+            let (PortKind::VhostUserNet(v), Some(port)) = (&p.kind, port.vm()) else {
+                continue;
+            };
             if v.client {
                 roles.push((port.clone(), Role::Client(v.socket.clone())));
                 continue;
@@ -637,6 +639,10 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
         eprintln!("cannot start a poll thread: {e}");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = fabric.start_host_ports() {
+        eprintln!("cannot start a TAP or VXLAN thread: {e}");
+        return ExitCode::FAILURE;
+    }
     {
         let fabric = fabric.clone();
         let _ = std::thread::Builder::new()
@@ -714,7 +720,56 @@ fn print_ready(topo: &Topology) {
     let mut out = std::io::stdout().lock();
     for sw in &topo.switches {
         for p in &sw.ports {
-            let PortKind::VhostUserNet(v) = &p.kind;
+            let v = match &p.kind {
+                PortKind::VhostUserNet(v) => v,
+                PortKind::Tap(t) => {
+                    let _ = writeln!(
+                        out,
+                        "port {} (switch {}): tap {}{}{}{} ({} queue{})",
+                        p.name,
+                        sw.name,
+                        t.ifname,
+                        t.netns
+                            .as_ref()
+                            .map(|n| format!(" in namespace {n}"))
+                            .unwrap_or_default(),
+                        t.address
+                            .map(|(a, l)| format!(", address {a}/{l}"))
+                            .unwrap_or_default(),
+                        t.bridge
+                            .as_ref()
+                            .map(|b| format!(", bridge {b}"))
+                            .unwrap_or_default(),
+                        t.queues,
+                        if t.queues == 1 { "" } else { "s" }
+                    );
+                    continue;
+                }
+                PortKind::Vxlan(x) => {
+                    let _ = writeln!(
+                        out,
+                        "port {} (switch {}): vxlan vni {} from {} port {} to {}",
+                        p.name,
+                        sw.name,
+                        x.vni,
+                        x.local,
+                        x.port,
+                        x.remote
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  linux peer: ip link add vxlan{vni} type vxlan id {vni} local <peer address> remote {local} dstport {port}",
+                        vni = x.vni,
+                        local = x.local,
+                        port = x.port
+                    );
+                    continue;
+                }
+            };
             let sock = v.socket.display();
             let (chardev, role) = if v.client {
                 (

@@ -141,6 +141,8 @@ pub struct SwitchConfig {
 pub struct PortConfig {
     pub name: String,
     pub kind: PortKind,
+    /// Addresses pinned to this port in the forwarding table.
+    pub static_macs: Vec<MacAddr>,
     /// VLAN mode and port security.
     pub policy: PortPolicy,
 }
@@ -150,6 +152,53 @@ pub struct PortConfig {
 pub enum PortKind {
     /// A VM's virtio-net device over vhost-user.
     VhostUserNet(VhostUserNet),
+    /// A TAP device: the segment reaches the host kernel or a container's namespace.
+    Tap(TapConfig),
+    /// A VXLAN tunnel endpoint (RFC 7348): the segment reaches other hosts.
+    Vxlan(VxlanConfig),
+}
+
+impl PortKind {
+    /// The `type` key's value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PortKind::VhostUserNet(_) => "vhost-user-net",
+            PortKind::Tap(_) => "tap",
+            PortKind::Vxlan(_) => "vxlan",
+        }
+    }
+}
+
+/// A TAP port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapConfig {
+    /// The interface name (at most 15 bytes).
+    pub ifname: String,
+    /// Create the TAP inside this existing network namespace (`/run/netns/NAME`).
+    pub netns: Option<String>,
+    /// An address given to the TAP (in its namespace): address and prefix length.
+    pub address: Option<(std::net::IpAddr, u8)>,
+    /// Enslave the TAP to this existing Linux bridge (in its namespace).
+    pub bridge: Option<String>,
+    pub mtu: Option<u32>,
+    /// Queues of the multi-queue TAP (one reader thread each).
+    pub queues: u16,
+    /// When the TAP cannot be created (no CAP_NET_ADMIN, no namespace...), run without it
+    /// (its link stays down) instead of refusing to start.
+    pub optional: bool,
+}
+
+/// A VXLAN port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The 24-bit VXLAN network identifier.
+    pub vni: u32,
+    /// The local address the UDP socket binds.
+    pub local: std::net::IpAddr,
+    /// Static remote VTEPs: broadcast, unknown unicast and multicast go to all of them.
+    pub remote: Vec<std::net::IpAddr>,
+    /// UDP port (4789, the IANA port, unless set); the same on both ends.
+    pub port: u16,
 }
 
 /// Ownership and permissions given to a listening socket file (unset: the process's).
@@ -169,8 +218,6 @@ pub struct VhostUserNet {
     pub client: bool,
     /// MAC offered in the device's config space.
     pub mac: Option<MacAddr>,
-    /// Addresses pinned to this port in the forwarding table.
-    pub static_macs: Vec<MacAddr>,
     /// Queue pairs offered to the VMM.
     pub queues: u16,
     /// Offer checksum/TCP segmentation offloads to the guest (default true).
@@ -267,7 +314,69 @@ struct RawPort {
     allowed_ips: Option<Spanned<Vec<Spanned<String>>>>,
     storm_limit: Option<Spanned<String>>,
     isolated: Option<Spanned<bool>>,
+    // tap
+    ifname: Option<Spanned<String>>,
+    netns: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    bridge: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+    optional: Option<Spanned<bool>>,
+    // vxlan
+    vni: Option<Spanned<i64>>,
+    local: Option<Spanned<String>>,
+    remote: Option<Spanned<Vec<Spanned<String>>>>,
+    port: Option<Spanned<i64>>,
 }
+
+impl RawPort {
+    /// The type-specific keys present, with their spans.
+    fn specific_keys(&self) -> Vec<(&'static str, Range<usize>)> {
+        fn sp<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            v.as_ref().map(|s| s.span())
+        }
+        [
+            ("socket", sp(&self.socket)),
+            ("client", sp(&self.client)),
+            ("mode", sp(&self.mode)),
+            ("owner", sp(&self.owner)),
+            ("group", sp(&self.group)),
+            ("mac", sp(&self.mac)),
+            ("queues", sp(&self.queues)),
+            ("offloads", sp(&self.offloads)),
+            ("ifname", sp(&self.ifname)),
+            ("netns", sp(&self.netns)),
+            ("address", sp(&self.address)),
+            ("bridge", sp(&self.bridge)),
+            ("mtu", sp(&self.mtu)),
+            ("optional", sp(&self.optional)),
+            ("vni", sp(&self.vni)),
+            ("local", sp(&self.local)),
+            ("remote", sp(&self.remote)),
+            ("port", sp(&self.port)),
+        ]
+        .into_iter()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect()
+    }
+}
+
+/// The keys each port type takes besides `name`, `type`, the VLAN and security keys and
+/// `static_macs`.
+const PORT_KEYS: &[(&str, &[&str])] = &[
+    (
+        "vhost-user-net",
+        &[
+            "socket", "client", "mode", "owner", "group", "mac", "queues", "offloads",
+        ],
+    ),
+    (
+        "tap",
+        &[
+            "ifname", "netns", "address", "bridge", "mtu", "queues", "optional",
+        ],
+    ),
+    ("vxlan", &["vni", "local", "remote", "port"]),
+];
 
 /// One entry of `trunk`: a VLAN id or a range "100-199".
 #[derive(Deserialize)]
@@ -378,6 +487,9 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
     let mut switch_names: HashMap<String, usize> = HashMap::new();
     let mut port_names: HashMap<String, String> = HashMap::new();
     let mut sockets: HashMap<PathBuf, String> = HashMap::new();
+    // TAP interfaces (by namespace and name) and VXLAN endpoints (by address and port), each
+    // with the port that claims it.
+    let mut host_names: HashMap<String, String> = HashMap::new();
     if raw.switch.is_empty() && raw.disk.is_empty() {
         cx.error(
             0..0,
@@ -428,49 +540,29 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
                     format!("duplicate port name (also on switch \"{other}\")"),
                 );
             }
-            match p.kind.get_ref().as_str() {
-                "vhost-user-net" => {}
-                other => {
+            let type_name = p.kind.get_ref().as_str();
+            let Some((_, keys)) = PORT_KEYS.iter().find(|(t, _)| *t == type_name) else {
+                cx.error(
+                    p.kind.span(),
+                    format!("{here}: type"),
+                    format!(
+                        "unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan)"
+                    ),
+                );
+                continue;
+            };
+            for (key, span) in p.specific_keys() {
+                if !keys.contains(&key) {
                     cx.error(
-                        p.kind.span(),
-                        format!("{here}: type"),
-                        format!("unknown port type `{other}` (supported: vhost-user-net)"),
+                        span,
+                        format!("{here}: {key}"),
+                        format!(
+                            "not a key of a {type_name} port (its own keys: {})",
+                            keys.join(", ")
+                        ),
                     );
-                    continue;
                 }
             }
-            let socket = match &p.socket {
-                Some(s) if !s.get_ref().is_empty() => {
-                    let path = sock_base.join(s.get_ref());
-                    if let Some(other) = sockets.insert(path.clone(), pname.clone()) {
-                        cx.error(
-                            s.span(),
-                            format!("{here}: socket"),
-                            format!(
-                                "{} is already the socket of port \"{other}\"",
-                                path.display()
-                            ),
-                        );
-                    }
-                    path
-                }
-                Some(s) => {
-                    cx.error(s.span(), format!("{here}: socket"), "empty socket path");
-                    PathBuf::new()
-                }
-                None => {
-                    cx.error(
-                        p.name.span(),
-                        format!("{here}: socket"),
-                        "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)",
-                    );
-                    PathBuf::new()
-                }
-            };
-            let mac = p
-                .mac
-                .as_ref()
-                .and_then(|m| unicast_mac(&mut cx, m, &format!("{here}: mac")));
             let mut static_macs = Vec::new();
             for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
                 if let Some(mac) = unicast_mac(&mut cx, m, &format!("{here}: static_macs")) {
@@ -484,42 +576,24 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
                     static_macs.push(mac);
                 }
             }
-            let queues = match &p.queues {
-                None => DEFAULT_QUEUES,
-                Some(q)
-                    if (1..=i64::from(vhost_backends::net::MAX_QUEUE_PAIRS))
-                        .contains(q.get_ref()) =>
-                {
-                    *q.get_ref() as u16
-                }
-                Some(q) => {
-                    cx.error(
-                        q.span(),
-                        format!("{here}: queues"),
-                        format!(
-                            "{} queue pairs: must be 1-{}",
-                            q.get_ref(),
-                            vhost_backends::net::MAX_QUEUE_PAIRS
-                        ),
-                    );
-                    1
-                }
-            };
             let policy = port_policy(&mut cx, &p, &here);
-            let client = p.client.map(|c| *c.get_ref()).unwrap_or(false);
-            let perms = socket_perms(&mut cx, &p.mode, &p.owner, &p.group, client, &here);
+            let kind = match type_name {
+                "tap" => PortKind::Tap(tap_port(&mut cx, &p, &here, &mut host_names)),
+                "vxlan" => PortKind::Vxlan(vxlan_port(&mut cx, &p, &here, &mut host_names)),
+                _ => PortKind::VhostUserNet(vhost_port(
+                    &mut cx,
+                    &p,
+                    &here,
+                    sock_base,
+                    &pname,
+                    &mut sockets,
+                )),
+            };
             ports.push(PortConfig {
                 policy,
                 name: pname,
-                kind: PortKind::VhostUserNet(VhostUserNet {
-                    socket,
-                    client,
-                    perms,
-                    mac,
-                    static_macs,
-                    queues,
-                    offloads: p.offloads.map(|o| *o.get_ref()).unwrap_or(true),
-                }),
+                kind,
+                static_macs,
             });
         }
         switches.push(SwitchConfig {
@@ -771,6 +845,340 @@ fn parse_mode(s: &str) -> Option<u32> {
         .filter(|&m| m <= 0o777 && m & 0o600 == 0o600)
 }
 
+/// The vhost-user-net keys of `p`.
+fn vhost_port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    sock_base: &Path,
+    pname: &str,
+    sockets: &mut HashMap<PathBuf, String>,
+) -> VhostUserNet {
+    let socket = match &p.socket {
+        Some(s) if !s.get_ref().is_empty() => {
+            let path = sock_base.join(s.get_ref());
+            if let Some(other) = sockets.insert(path.clone(), pname.to_string()) {
+                cx.error(
+                    s.span(),
+                    format!("{here}: socket"),
+                    format!(
+                        "{} is already the socket of port \"{other}\"",
+                        path.display()
+                    ),
+                );
+            }
+            path
+        }
+        Some(s) => {
+            cx.error(s.span(), format!("{here}: socket"), "empty socket path");
+            PathBuf::new()
+        }
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: socket"),
+                "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)",
+            );
+            PathBuf::new()
+        }
+    };
+    let mac = p
+        .mac
+        .as_ref()
+        .and_then(|m| unicast_mac(cx, m, &format!("{here}: mac")));
+    let queues = queue_count(cx, p, here, DEFAULT_QUEUES, "queue pairs");
+    let client = p.client.as_ref().map(|c| *c.get_ref()).unwrap_or(false);
+    let perms = socket_perms(cx, &p.mode, &p.owner, &p.group, client, here);
+    VhostUserNet {
+        socket,
+        client,
+        perms,
+        mac,
+        queues,
+        offloads: p.offloads.as_ref().map(|o| *o.get_ref()).unwrap_or(true),
+    }
+}
+
+/// `queues`: 1 to MAX_QUEUE_PAIRS, `default` when absent.
+fn queue_count(cx: &mut Ctx<'_>, p: &RawPort, here: &str, default: u16, noun: &str) -> u16 {
+    match &p.queues {
+        None => default,
+        Some(q) if (1..=i64::from(vhost_backends::net::MAX_QUEUE_PAIRS)).contains(q.get_ref()) => {
+            *q.get_ref() as u16
+        }
+        Some(q) => {
+            cx.error(
+                q.span(),
+                format!("{here}: queues"),
+                format!(
+                    "{} {noun}: must be 1-{}",
+                    q.get_ref(),
+                    vhost_backends::net::MAX_QUEUE_PAIRS
+                ),
+            );
+            1
+        }
+    }
+}
+
+/// A network interface name the kernel accepts: 1-15 bytes, no '/', ':' or white space.
+fn valid_ifname(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// The TAP keys of `p`.
+fn tap_port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    host_names: &mut HashMap<String, String>,
+) -> TapConfig {
+    let netns = p.netns.as_ref().map(|n| {
+        let name = n.get_ref().clone();
+        if !check_netns_name(&name) {
+            cx.error(
+                n.span(),
+                format!("{here}: netns"),
+                format!("`{name}` is not a network namespace name"),
+            );
+        } else if cx.check_files && !Path::new("/run/netns").join(&name).exists() {
+            cx.error(
+                n.span(),
+                format!("{here}: netns"),
+                format!(
+                    "no network namespace `{name}` (/run/netns/{name} does not exist; create it with `ip netns add {name}`)"
+                ),
+            );
+        }
+        name
+    });
+    let ifname = match &p.ifname {
+        Some(n) if valid_ifname(n.get_ref()) => {
+            let key = format!("tap {} {}", netns.as_deref().unwrap_or(""), n.get_ref());
+            if let Some(other) = host_names.insert(key, p.name.get_ref().clone()) {
+                cx.error(
+                    n.span(),
+                    format!("{here}: ifname"),
+                    format!("{} is already the TAP of port \"{other}\"", n.get_ref()),
+                );
+            }
+            n.get_ref().clone()
+        }
+        Some(n) => {
+            cx.error(
+                n.span(),
+                format!("{here}: ifname"),
+                format!(
+                    "`{}` is not an interface name (1-15 bytes, no '/', ':' or spaces)",
+                    n.get_ref()
+                ),
+            );
+            String::new()
+        }
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: ifname"),
+                "missing (a tap port needs `ifname = \"vf-tap0\"`)",
+            );
+            String::new()
+        }
+    };
+    let address = p
+        .address
+        .as_ref()
+        .and_then(|a| match parse_cidr(a.get_ref()) {
+            Some(c) => Some(c),
+            None => {
+                cx.error(
+                    a.span(),
+                    format!("{here}: address"),
+                    format!(
+                        "`{}` is not an address with a prefix length (like \"10.8.0.254/24\")",
+                        a.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+    let bridge = p.bridge.as_ref().map(|b| {
+        if !valid_ifname(b.get_ref()) {
+            cx.error(
+                b.span(),
+                format!("{here}: bridge"),
+                format!("`{}` is not an interface name", b.get_ref()),
+            );
+        }
+        b.get_ref().clone()
+    });
+    let mtu = p.mtu.as_ref().and_then(|m| match *m.get_ref() {
+        v @ 68..=65535 => Some(v as u32),
+        v => {
+            cx.error(
+                m.span(),
+                format!("{here}: mtu"),
+                format!("{v}: must be 68-65535"),
+            );
+            None
+        }
+    });
+    TapConfig {
+        ifname,
+        netns,
+        address,
+        bridge,
+        mtu,
+        queues: queue_count(cx, p, here, 1, "queues"),
+        optional: p.optional.as_ref().map(|o| *o.get_ref()).unwrap_or(false),
+    }
+}
+
+/// `ip netns` names: no '/', not empty, not `.`/`..`.
+fn check_netns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains('/')
+}
+
+/// "10.8.0.254/24" or "fd00::1/64".
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (a, l) = s.trim().split_once('/')?;
+    let addr: std::net::IpAddr = a.parse().ok()?;
+    let len: u8 = l.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}
+
+/// The VXLAN keys of `p`.
+fn vxlan_port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    host_names: &mut HashMap<String, String>,
+) -> VxlanConfig {
+    let vni = match &p.vni {
+        Some(v) if (0..1 << 24).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            cx.error(
+                v.span(),
+                format!("{here}: vni"),
+                format!("{}: a VNI is 0-16777215", v.get_ref()),
+            );
+            0
+        }
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: vni"),
+                "missing (a vxlan port needs `vni = 100`)",
+            );
+            0
+        }
+    };
+    let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let local = match &p.local {
+        Some(l) => match l.get_ref().parse::<std::net::IpAddr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_multicast() => a,
+            _ => {
+                cx.error(
+                    l.span(),
+                    format!("{here}: local"),
+                    format!(
+                        "`{}` is not a unicast address of this host (like \"192.0.2.1\")",
+                        l.get_ref()
+                    ),
+                );
+                unspecified
+            }
+        },
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: local"),
+                "missing (a vxlan port needs `local = \"192.0.2.1\"`, the address its UDP socket binds)",
+            );
+            unspecified
+        }
+    };
+    let port = match &p.port {
+        None => 4789,
+        Some(v) if (1..=65535).contains(v.get_ref()) => *v.get_ref() as u16,
+        Some(v) => {
+            cx.error(
+                v.span(),
+                format!("{here}: port"),
+                format!("{}: a UDP port is 1-65535", v.get_ref()),
+            );
+            4789
+        }
+    };
+    if !local.is_unspecified() {
+        let key = format!("vxlan {}", std::net::SocketAddr::new(local, port));
+        if let Some(other) = host_names.insert(key, p.name.get_ref().clone()) {
+            let span = p.local.as_ref().map(|l| l.span()).unwrap_or(0..0);
+            cx.error(
+                span,
+                format!("{here}: local"),
+                format!(
+                    "{local} port {port} is already the endpoint of port \"{other}\" (one VXLAN port per local address and UDP port)"
+                ),
+            );
+        }
+    }
+    let mut remote = Vec::new();
+    match &p.remote {
+        None => cx.error(
+            p.name.span(),
+            format!("{here}: remote"),
+            "missing (a vxlan port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs)",
+        ),
+        Some(list) if list.get_ref().is_empty() => cx.error(
+            list.span(),
+            format!("{here}: remote"),
+            "empty: name at least one peer VTEP",
+        ),
+        Some(list) => {
+            for r in list.get_ref() {
+                match r.get_ref().parse::<std::net::IpAddr>() {
+                    Ok(a) if a.is_unspecified() || a.is_multicast() => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is not a unicast address"),
+                    ),
+                    Ok(a) if a.is_ipv4() != local.is_ipv4() => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is not of the same family as local {local}"),
+                    ),
+                    Ok(a) if a == local => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is the local address"),
+                    ),
+                    Ok(a) if remote.contains(&a) => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is listed twice"),
+                    ),
+                    Ok(a) => remote.push(a),
+                    Err(_) => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("`{}` is not an IP address", r.get_ref()),
+                    ),
+                }
+            }
+        }
+    }
+    VxlanConfig {
+        vni,
+        local,
+        remote,
+        port,
+    }
+}
+
 fn socket_perms(
     cx: &mut Ctx<'_>,
     mode: &Option<Spanned<String>>,
@@ -1007,17 +1415,136 @@ queues = 2
         let sw = &t.switches[0];
         assert_eq!(sw.name, "lab");
         assert_eq!(sw.mac_aging, Duration::from_secs(300));
-        let PortKind::VhostUserNet(p1) = &sw.ports[0].kind;
+        let PortKind::VhostUserNet(p1) = &sw.ports[0].kind else {
+            panic!("port 0 is vhost-user-net")
+        };
         assert_eq!(p1.socket, PathBuf::from("/run/vfabric/vm1.sock"));
         assert_eq!(p1.mac, Some("52:54:00:00:00:01".parse().unwrap()));
         assert_eq!((p1.client, p1.queues), (false, DEFAULT_QUEUES));
-        let PortKind::VhostUserNet(p2) = &sw.ports[1].kind;
+        let PortKind::VhostUserNet(p2) = &sw.ports[1].kind else {
+            panic!("port 1 is vhost-user-net")
+        };
         assert_eq!(
             p2.socket,
             PathBuf::from("/etc/vf/vm2.sock"),
             "relative to the file"
         );
         assert_eq!((p2.client, p2.queues), (true, 2));
+    }
+
+    #[test]
+    fn tap_and_vxlan_ports() {
+        let src = r#"
+[[switch]]
+name = "lab"
+[[switch.port]]
+name = "host"
+type = "tap"
+ifname = "vf-host0"
+address = "10.8.0.254/24"
+bridge = "br0"
+mtu = 9000
+queues = 2
+vlan = 10
+[[switch.port]]
+name = "dc2"
+type = "vxlan"
+vni = 100
+local = "192.0.2.1"
+remote = ["192.0.2.2", "192.0.2.3"]
+"#;
+        let t = parse(Path::new("/t.toml"), src).unwrap();
+        let sw = &t.switches[0];
+        assert_eq!(
+            sw.ports[0].kind,
+            PortKind::Tap(TapConfig {
+                ifname: "vf-host0".into(),
+                netns: None,
+                address: Some(("10.8.0.254".parse().unwrap(), 24)),
+                bridge: Some("br0".into()),
+                mtu: Some(9000),
+                queues: 2,
+                optional: false,
+            })
+        );
+        assert_eq!(
+            sw.ports[0].policy.vlan,
+            vlan::PortVlan::Access(vlan::VlanId::new(10).unwrap())
+        );
+        assert_eq!(
+            sw.ports[1].kind,
+            PortKind::Vxlan(VxlanConfig {
+                vni: 100,
+                local: "192.0.2.1".parse().unwrap(),
+                remote: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
+                port: 4789,
+            })
+        );
+    }
+
+    #[test]
+    fn tap_and_vxlan_errors() {
+        let head = "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\n";
+        let table: &[(&str, &str)] = &[
+            (
+                "type = \"tap\"\nifname = \"t0\"\nsocket = \"a.sock\"\n",
+                "/t.toml:7:10: switch \"s\" port \"p\": socket: not a key of a tap port",
+            ),
+            (
+                "type = \"tap\"\n",
+                "/t.toml:4:8: switch \"s\" port \"p\": ifname: missing",
+            ),
+            (
+                "type = \"tap\"\nifname = \"much-too-long-name\"\n",
+                "/t.toml:6:10: switch \"s\" port \"p\": ifname: `much-too-long-name` is not an interface name",
+            ),
+            (
+                "type = \"tap\"\nifname = \"t0\"\naddress = \"10.0.0.1\"\n",
+                "/t.toml:7:11: switch \"s\" port \"p\": address: `10.0.0.1` is not an address with a prefix length",
+            ),
+            (
+                "type = \"tap\"\nifname = \"t0\"\nmtu = 20\n",
+                "/t.toml:7:7: switch \"s\" port \"p\": mtu: 20: must be 68-65535",
+            ),
+            (
+                "type = \"vxlan\"\nvni = 16777216\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.2\"]\n",
+                "/t.toml:6:7: switch \"s\" port \"p\": vni: 16777216: a VNI is 0-16777215",
+            ),
+            (
+                "type = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"2001:db8::1\"]\n",
+                "/t.toml:8:11: switch \"s\" port \"p\": remote: 2001:db8::1 is not of the same family",
+            ),
+            (
+                "type = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\nremote = []\n",
+                "/t.toml:8:10: switch \"s\" port \"p\": remote: empty",
+            ),
+            (
+                "type = \"vxlan\"\nvni = 1\nremote = [\"192.0.2.2\"]\n",
+                "/t.toml:4:8: switch \"s\" port \"p\": local: missing",
+            ),
+            (
+                "type = \"vhost-user-net\"\nsocket = \"a.sock\"\nvni = 3\n",
+                "/t.toml:7:7: switch \"s\" port \"p\": vni: not a key of a vhost-user-net port",
+            ),
+        ];
+        for (body, want) in table {
+            let src = format!("{head}{body}");
+            let err = parse(Path::new("/t.toml"), &src).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{src}\n got: {err}\nwant: {want}");
+        }
+        // Two VXLAN ports cannot share an endpoint; two TAPs cannot share a name.
+        let src = "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"a\"\ntype = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.2\"]\n[[switch.port]]\nname = \"b\"\ntype = \"vxlan\"\nvni = 2\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.3\"]\n[[switch.port]]\nname = \"c\"\ntype = \"tap\"\nifname = \"t0\"\n[[switch.port]]\nname = \"d\"\ntype = \"tap\"\nifname = \"t0\"\n";
+        let err = parse(Path::new("/t.toml"), src).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "port \"b\": local: 192.0.2.1 port 4789 is already the endpoint of port \"a\""
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("port \"d\": ifname: t0 is already the TAP of port \"c\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1094,11 +1621,11 @@ static_macs = ["zz"]
         assert_eq!(got.len(), 4, "{got:#?}");
         assert!(got[0].contains("9:8: switch \"a\": name: duplicate switch name"));
         assert!(got[1].contains("11:8: switch \"a\" port \"p\": name: duplicate port name"));
-        assert!(got[2].contains(
+        assert!(got[3].contains(
             "13:10: switch \"a\" port \"p\": socket: /x.sock is already the socket of port \"p\""
         ));
         assert!(
-            got[3]
+            got[2]
                 .contains("14:16: switch \"a\" port \"p\": static_macs: `zz` is not a MAC address")
         );
     }

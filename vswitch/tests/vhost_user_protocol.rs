@@ -52,7 +52,7 @@ impl Lab {
         for (i, port) in fabric.switches()[0].ports().iter().enumerate() {
             let path = dir.path().join(format!("p{i}.sock"));
             let l = bind_socket(&path).unwrap();
-            let (port, sw) = (port.clone(), sw.clone());
+            let (port, sw) = (port.vm().unwrap().clone(), sw.clone());
             std::thread::spawn(move || run_port(port, sw, Role::Server(l)));
             sockets.push(path);
         }
@@ -68,7 +68,10 @@ impl Lab {
     }
 
     fn counters(&self, i: usize) -> NetCountersSnapshot {
-        self.fabric.switches()[0].ports()[i].counters()
+        self.fabric.switches()[0].ports()[i]
+            .vm()
+            .unwrap()
+            .counters()
     }
 
     fn wait_connected(&self, i: usize, want: bool) {
@@ -328,9 +331,9 @@ fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
     let vmm_path = dir.path().join("vmm.sock");
     // The VMM listens (QEMU server=on); vfabric dials it, retrying until it exists.
     let l = bind_socket(&srv_path).unwrap();
-    let (p0, sw0) = (ports[0].clone(), sw.clone());
+    let (p0, sw0) = (ports[0].vm().unwrap().clone(), sw.clone());
     std::thread::spawn(move || run_port(p0, sw0, Role::Server(l)));
-    let (p1, sw1, path1) = (ports[1].clone(), sw.clone(), vmm_path.clone());
+    let (p1, sw1, path1) = (ports[1].vm().unwrap().clone(), sw.clone(), vmm_path.clone());
     std::thread::spawn(move || run_port(p1, sw1, Role::Client(path1)));
     std::thread::sleep(Duration::from_millis(150)); // vfabric is retrying by now
     let vmm = std::os::unix::net::UnixListener::bind(&vmm_path).unwrap();

@@ -1,0 +1,197 @@
+//! Network namespaces a test creates for itself (the only place besides the guests and
+//! loopback where tests may send traffic), and small servers and clients run inside them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// A network namespace `vft-<tag>-<pid>`, deleted (with everything in it) on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates the namespace and brings its loopback up.
+    pub fn new(tag: &str) -> Result<Netns> {
+        let name = format!("vft-{tag}-{}", std::process::id());
+        // A namespace of the same name left by a killed earlier run of this pid is ours.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace; error (with its output) unless it succeeds.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
+    }
+
+    /// Runs a shell command line inside the namespace.
+    pub fn sh(&self, line: &str) -> Result<String> {
+        self.exec(&["sh", "-c", line])
+    }
+
+    /// Runs `f` on a thread that entered the namespace, and returns its result.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> std::thread::JoinHandle<Result<T>> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path)?;
+            f()
+        })
+    }
+
+    /// Serves `data` once over HTTP/1.0 at `addr` inside the namespace (a thread; the
+    /// listener exists when this returns). The thread ends after one response, or after
+    /// `timeout` without a client.
+    pub fn serve_http_once(
+        &self,
+        addr: SocketAddr,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<std::thread::JoinHandle<Result<()>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = self.run_in(move || {
+            let l = TcpListener::bind(addr);
+            let _ = tx.send(l.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let l = l?;
+            l.set_nonblocking(true)?;
+            let deadline = std::time::Instant::now() + timeout;
+            let (mut s, _) = loop {
+                match l.accept() {
+                    Ok(c) => break c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if std::time::Instant::now() > deadline {
+                            bail!("no client came to {addr} within {timeout:?}");
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            // Read the request head, then answer.
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b)?;
+                if n == 0 {
+                    bail!("the client closed before its request ended");
+                }
+                req.extend_from_slice(&b[..n]);
+            }
+            write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            )?;
+            s.write_all(&data)?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(())
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(h),
+            Ok(Err(e)) => bail!("listening on {addr} in {}: {e}", self.name),
+            Err(_) => bail!("the server thread in {} did not start", self.name),
+        }
+    }
+
+    /// Fetches `http://addr/path` from inside the namespace (bounded by `timeout`) and
+    /// returns (body length, SHA-256 of the body in hex).
+    pub fn http_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(usize, String)> {
+        let path = path.to_string();
+        self.run_in(move || {
+            let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all)?;
+            let at = all
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .context("no end of the response head")?;
+            let head = String::from_utf8_lossy(&all[..at]);
+            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                bail!("GET {path}: {head}");
+            }
+            let body = &all[at + 4..];
+            Ok((body.len(), sha256_hex(body)))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// SHA-256 in lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `n` bytes that do not compress or repeat (xorshift), the same for the same seed.
+pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Moves this thread into the network namespace at `path`.
+fn enter(path: &str) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| path.to_string())?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns(2) on a namespace file we hold open; it changes only this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

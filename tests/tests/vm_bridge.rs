@@ -1,0 +1,357 @@
+//! Bridging the switch out of the process: TAP ports into network namespaces the tests create
+//! (with an address, or enslaved to a Linux bridge there), and VXLAN tunnels between two
+//! vfabric instances and to the Linux kernel's vxlan device, over veth pairs between
+//! namespaces. Needs root (namespaces, TAP, veth). Traffic stays in the guests and in the
+//! namespaces created here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use vfabric_tests::lab::{CMD, GuestOpts, NetLab, ip};
+use vfabric_tests::netns::{Netns, pattern, sha256_hex};
+use vfabric_tests::qemu::Qemu;
+
+fn qemu() -> Qemu {
+    Qemu::system().expect("QEMU (run scripts/install-deps.sh)")
+}
+
+/// The address the namespace side of a TAP gets.
+const HOST_IP: &str = "10.0.0.254";
+
+fn counter(lab: &mut NetLab, port: &str, name: &str) -> Result<u64> {
+    lab.fabric.counter(port, name)
+}
+
+/// A guest downloads `size` bytes from an HTTP server in `ns` at HOST_IP and must get them
+/// byte for byte.
+fn download_exact(
+    lab: &mut NetLab,
+    guest: usize,
+    ns: &Netns,
+    size: usize,
+    seed: u64,
+) -> Result<()> {
+    let data = pattern(size, seed);
+    let want = sha256_hex(&data);
+    let addr: SocketAddr = format!("{HOST_IP}:8080").parse()?;
+    let server = ns.serve_http_once(addr, data, Duration::from_secs(120))?;
+    let out = lab.vm(guest).run_ok(
+        &format!("wget -q -O - http://{HOST_IP}:8080/d | sha256sum | cut -d' ' -f1"),
+        Duration::from_secs(180),
+    )?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    if out.trim() != want {
+        bail!("vm{guest} got {} for {size} bytes, want {want}", out.trim());
+    }
+    Ok(())
+}
+
+/// The namespace side downloads `size` bytes from a guest's httpd, byte for byte.
+fn upload_exact(lab: &mut NetLab, guest: usize, ns: &Netns, size: usize) -> Result<()> {
+    let mib = size / (1 << 20);
+    let want = lab.vm(guest).run_ok(
+        &format!(
+            "mkdir -p /tmp/www && head -c {size} /dev/urandom > /tmp/www/u && httpd -p 8081 -h /tmp/www && sha256sum /tmp/www/u | cut -d' ' -f1"
+        ),
+        CMD,
+    )?;
+    lab.wait_listening(guest, 8081)?;
+    let (len, got) = ns.http_get(
+        format!("{}:8081", ip(guest)).parse()?,
+        "/u",
+        Duration::from_secs(180),
+    )?;
+    if (len, got.as_str()) != (size, want.trim()) {
+        bail!(
+            "{mib} MiB from vm{guest}: got {len} bytes {got}, want {size} {}",
+            want.trim()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn tap_into_a_namespace_ping_and_20mb_both_ways_with_and_without_guest_offloads() -> Result<()> {
+    let ns = Netns::new("tap")?;
+    let opts = GuestOpts {
+        // Guest 2 negotiates no offloads: the kernel's TCP super-frames are cut for it.
+        port_extra: vec![(2, "offloads = false".into())],
+        topology_extra: format!(
+            "[[switch.port]]\nname = \"host\"\ntype = \"tap\"\nifname = \"vf-host0\"\nnetns = \"{}\"\naddress = \"{HOST_IP}/24\"\n",
+            ns.name()
+        ),
+        ..Default::default()
+    };
+    let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    // The TAP exists in the namespace, up, with its address; nothing appeared outside it.
+    let link = ns.exec(&["ip", "-o", "addr", "show", "dev", "vf-host0"])?;
+    assert!(link.contains(&format!("{HOST_IP}/24")), "{link}");
+    assert!(
+        !std::path::Path::new("/sys/class/net/vf-host0").exists(),
+        "the TAP leaked into the host's namespace"
+    );
+    for g in [1, 2] {
+        let out = lab
+            .vm(g)
+            .run_ok(&format!("ping -c 3 -W 5 {HOST_IP}"), CMD)?;
+        assert!(out.contains("3 packets received"), "vm{g}: {out}");
+    }
+    // And from the namespace to a guest.
+    let out = ns.exec(&["ping", "-c", "3", "-W", "5", &ip(1)])?;
+    assert!(out.contains("3 received"), "{out}");
+
+    // 20 MB from the namespace to each guest, byte-exact.
+    let before = counter(&mut lab, "vm2", "tx_sw_segmented")?;
+    download_exact(&mut lab, 1, &ns, 20 << 20, 7)?;
+    download_exact(&mut lab, 2, &ns, 20 << 20, 8)?;
+    // The kernel handed super-frames to the switch (TSO through the TAP): far fewer frames
+    // than 1448-byte segments; guest 1 took them whole, guest 2 got them cut in software.
+    let rx_frames = counter(&mut lab, "host", "rx_frames")?;
+    let rx_bytes = counter(&mut lab, "host", "rx_bytes")?;
+    assert!(
+        rx_bytes / rx_frames.max(1) > 1514,
+        "no super-frames from the kernel: {rx_bytes} bytes in {rx_frames} frames"
+    );
+    assert!(counter(&mut lab, "vm2", "tx_sw_segmented")? > before);
+    assert_eq!(counter(&mut lab, "host", "rx_drop_bad_offload")?, 0);
+
+    // 20 MB from a guest to the namespace: its TSO frames go to the kernel unsegmented.
+    upload_exact(&mut lab, 1, &ns, 20 << 20)?;
+    let tx_frames = counter(&mut lab, "host", "tx_frames")?;
+    let tx_bytes = counter(&mut lab, "host", "tx_bytes")?;
+    assert!(
+        tx_bytes / tx_frames.max(1) > 1514,
+        "guest super-frames were not passed to the kernel whole: {tx_bytes} bytes in {tx_frames} frames"
+    );
+    for c in ["tx_drop_error", "tx_drop_link_down", "rx_drop_runt"] {
+        assert_eq!(counter(&mut lab, "host", c)?, 0, "{c}");
+    }
+    Ok(())
+}
+
+#[test]
+fn tap_enslaved_to_a_bridge_in_a_namespace() -> Result<()> {
+    let ns = Netns::new("br")?;
+    ns.sh(&format!(
+        "ip link add br0 type bridge && ip addr add {HOST_IP}/24 dev br0 && ip link set br0 up"
+    ))?;
+    let opts = GuestOpts {
+        topology_extra: format!(
+            "[[switch.port]]\nname = \"host\"\ntype = \"tap\"\nifname = \"vf-br0p\"\nnetns = \"{}\"\nbridge = \"br0\"\n",
+            ns.name()
+        ),
+        ..Default::default()
+    };
+    let mut lab = NetLab::start(1, &[qemu()], opts)?;
+    let link = ns.exec(&["ip", "-o", "link", "show", "vf-br0p"])?;
+    assert!(link.contains("master br0"), "{link}");
+    let out = lab
+        .vm(1)
+        .run_ok(&format!("ping -c 3 -W 5 {HOST_IP}"), CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    download_exact(&mut lab, 1, &ns, 20 << 20, 9)?;
+    Ok(())
+}
+
+#[test]
+fn a_missing_tap_namespace_is_a_check_error_and_an_optional_tap_lets_the_rest_run() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("vf").tempdir_in("/tmp")?;
+    let topo = dir.path().join("t.toml");
+    std::fs::write(
+        &topo,
+        "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"h\"\ntype = \"tap\"\nifname = \"vf-x0\"\nnetns = \"vft-no-such-ns\"\n",
+    )?;
+    let out = std::process::Command::new(vfabric_tests::fabric::vfabric_bin()?)
+        .arg("check")
+        .arg(&topo)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(":7:9: switch \"s\" port \"h\": netns: no network namespace `vft-no-such-ns`"),
+        "{err}"
+    );
+    // An interface name the kernel refuses for a TAP (a loopback exists in every
+    // namespace): required, vfabric refuses to start; optional, it starts without it.
+    let ns = Netns::new("opt")?;
+    for (optional, starts) in [(false, false), (true, true)] {
+        std::fs::write(
+            &topo,
+            format!(
+                "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"h\"\ntype = \"tap\"\nifname = \"lo\"\nnetns = \"{}\"\noptional = {optional}\n[[switch.port]]\nname = \"vm\"\ntype = \"vhost-user-net\"\nsocket = \"vm.sock\"\n",
+                ns.name()
+            ),
+        )?;
+        let mut child = std::process::Command::new(vfabric_tests::fabric::vfabric_bin()?)
+            .arg("run")
+            .arg(&topo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let ready = lines.any(|l| l.is_ok_and(|l| l == "vfabric ready"));
+        assert_eq!(ready, starts, "optional = {optional}");
+        if ready {
+            assert!(dir.path().join("vm.sock").exists());
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let st = child.wait()?;
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut err)?;
+        assert!(err.contains("port \"h\": creating TAP `lo`"), "{err}");
+        if !starts {
+            assert!(!st.success());
+            assert!(
+                !dir.path().join("vm.sock").exists(),
+                "a socket was left behind"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Two namespaces joined by a veth pair, `a` 192.168.77.1 and `b` 192.168.77.2.
+fn underlay(tag: &str) -> Result<(Netns, Netns)> {
+    let a = Netns::new(&format!("{tag}a"))?;
+    let b = Netns::new(&format!("{tag}b"))?;
+    let (va, vb) = (format!("vx{tag}a"), format!("vx{tag}b"));
+    a.exec(&[
+        "ip",
+        "link",
+        "add",
+        &va,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "netns",
+        b.name(),
+    ])?;
+    a.sh(&format!(
+        "ip addr add 192.168.77.1/24 dev {va} && ip link set {va} up"
+    ))?;
+    b.sh(&format!(
+        "ip addr add 192.168.77.2/24 dev {vb} && ip link set {vb} up"
+    ))?;
+    Ok((a, b))
+}
+
+fn vxlan_port(local: &str, remote: &str) -> String {
+    format!(
+        "[[switch.port]]\nname = \"tunnel\"\ntype = \"vxlan\"\nvni = 100\nlocal = \"{local}\"\nremote = [\"{remote}\"]\n"
+    )
+}
+
+#[test]
+fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropped_and_counted()
+-> Result<()> {
+    let (a, b) = underlay("t")?;
+    // Guests at 1450 bytes: the 1500-byte underlay carries 1450 + 14 + 36 bytes.
+    let side = |ns: &Netns, first: usize, local: &str, remote: &str| GuestOpts {
+        first,
+        fabric_netns: Some(ns.name().to_string()),
+        topology_extra: vxlan_port(local, remote),
+        extra_cmdline: "vf.mtu=eth0:1450".into(),
+        ..Default::default()
+    };
+    let mut la = NetLab::start(1, &[qemu()], side(&a, 1, "192.168.77.1", "192.168.77.2"))?;
+    let mut lb = NetLab::start(1, &[qemu()], side(&b, 2, "192.168.77.2", "192.168.77.1"))?;
+    let out = la.vm(1).run_ok(&format!("ping -c 3 -W 5 {}", ip(2)), CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    let out = lb.vm(2).run_ok(&format!("ping -c 3 -W 5 {}", ip(1)), CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    // Full-size frames at the guests' MTU, and TCP (guest TSO cut in software before the
+    // tunnel): 4 MiB byte-exact.
+    la.vm(1)
+        .run_ok(&format!("ping -c 2 -W 5 -s 1422 {}", ip(2)), CMD)?;
+    let want = lb.vm(2).run_ok(
+        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
+        CMD,
+    )?;
+    lb.wait_listening(2, 8080)?;
+    let got = la.vm(1).run_ok(
+        &format!(
+            "wget -q -O - http://{}:8080/d | sha256sum | cut -d' ' -f1",
+            ip(2)
+        ),
+        Duration::from_secs(180),
+    )?;
+    assert_eq!(got.trim(), want.trim());
+    // The remote guest's MAC is learned behind the peer VTEP: unicast is not flooded.
+    let (code, out, err) = la.fabric.ctl(&["--json", "ports"])?;
+    assert_eq!(code, 0, "{err}");
+    let ports: serde_json::Value = serde_json::from_str(&out)?;
+    let tunnel = ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["port"] == "tunnel")
+        .context("no tunnel port")?;
+    assert_eq!(tunnel["type"], "vxlan");
+    assert_eq!(tunnel["learned"], 1, "{tunnel}");
+
+    // A guest with a 1500-byte MTU: its full-size frames do not fit the tunnel and are
+    // dropped and counted, never fragmented.
+    let before = la.fabric.counter("tunnel", "tx_drop_too_big")?;
+    la.vm(1).run_ok("ip link set eth0 mtu 1500", CMD)?;
+    let out = la
+        .vm(1)
+        .run(&format!("ping -c 2 -W 2 -s 1472 {}", ip(2)), CMD)?;
+    assert_ne!(out.code, 0, "oversized pings went through: {}", out.output);
+    assert_eq!(la.fabric.counter("tunnel", "tx_drop_too_big")? - before, 2);
+    assert_eq!(lb.fabric.counter("tunnel", "rx_drop_bad_header")?, 0);
+    Ok(())
+}
+
+#[test]
+fn vfabric_vxlan_and_the_linux_vxlan_device_carry_one_segment_both_ways() -> Result<()> {
+    let (a, k) = underlay("k")?;
+    // The kernel's end: vxlan100 on the veth in namespace k, in the guests' subnet.
+    k.sh(
+        "ip link add vxlan100 type vxlan id 100 local 192.168.77.2 remote 192.168.77.1 dstport 4789 dev vxkb \
+         && ip addr add 10.0.0.99/24 dev vxlan100 && ip link set vxlan100 up",
+    )?;
+    let mtu = k.exec(&["cat", "/sys/class/net/vxlan100/mtu"])?;
+    assert_eq!(mtu.trim(), "1450", "the kernel's rule agrees with ours");
+    let opts = GuestOpts {
+        fabric_netns: Some(a.name().to_string()),
+        topology_extra: vxlan_port("192.168.77.1", "192.168.77.2"),
+        extra_cmdline: "vf.mtu=eth0:1450".into(),
+        ..Default::default()
+    };
+    let mut lab = NetLab::start(1, &[qemu()], opts)?;
+    let out = lab.vm(1).run_ok("ping -c 3 -W 5 10.0.0.99", CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    let out = k.exec(&["ping", "-c", "3", "-W", "5", "-s", "1422", &ip(1)])?;
+    assert!(out.contains("3 received"), "{out}");
+    // TCP from the kernel's side to the guest, byte-exact.
+    let (len, got) = {
+        let want = lab.vm(1).run_ok(
+            "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
+            CMD,
+        )?;
+        lab.wait_listening(1, 8080)?;
+        let r = k.http_get(
+            format!("{}:8080", ip(1)).parse()?,
+            "/d",
+            Duration::from_secs(180),
+        )?;
+        assert_eq!(r.1, want.trim());
+        r
+    };
+    assert_eq!(len, 4 << 20, "{got}");
+    for c in [
+        "rx_drop_bad_header",
+        "rx_drop_unknown_vtep",
+        "tx_drop_too_big",
+    ] {
+        assert_eq!(lab.fabric.counter("tunnel", c)?, 0, "{c}");
+    }
+    Ok(())
+}

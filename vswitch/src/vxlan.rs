@@ -1,0 +1,283 @@
+//! VXLAN ports (RFC 7348): the switch's segment carried to other hosts in UDP, interoperating
+//! with the Linux kernel's vxlan device and Open vSwitch.
+//!
+//! One UDP socket per port, bound to `local`:`port` (4789). A frame to a MAC learned behind a
+//! remote VTEP goes to that VTEP only; broadcast, multicast and unknown unicast go to every
+//! configured remote (head-end replication). Received datagrams are accepted only from the
+//! configured remotes and with this port's VNI; their inner source MAC is learned against the
+//! sender's address.
+//!
+//! MTU rule: the outer packet is the inner Ethernet frame plus 50 bytes (outer IPv4 20, UDP
+//! 8, VXLAN 8, plus the inner frame's own 14-byte Ethernet header counted against the inner
+//! MTU), 70 with an IPv6 underlay. The socket never fragments (IP_PMTUDISC_DO): a frame whose
+//! datagram does not fit the route's MTU is dropped and counted (`tx_drop_too_big`), so give
+//! guests an MTU of the underlay's minus 50 (1450 on a 1500-byte underlay). Offloaded frames
+//! (TCP super-frames, partial checksums) are completed in software before they are wrapped.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use vhost_backends::frame::{FrameEdit, TxFrame, VNET_HDR_LEN};
+use vhost_backends::offload::Offloads;
+
+use crate::hostport::{HostCounters, Received, receive_loop};
+use crate::topology::VxlanConfig;
+
+/// Length of the VXLAN header.
+pub const HEADER_LEN: usize = 8;
+/// The "I" flag: the VNI field is valid.
+const FLAG_I: u8 = 0x08;
+/// How long a learned MAC stays behind its VTEP without traffic from it.
+const VTEP_AGING: Duration = Duration::from_secs(300);
+/// Bound on the MACs learned per port (beyond it, frames to new MACs go to every remote).
+const MAX_LEARNED: usize = 65536;
+
+/// The VXLAN header for `vni`.
+pub fn header(vni: u32) -> [u8; HEADER_LEN] {
+    let v = vni.to_be_bytes();
+    [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// Why a datagram is not a VXLAN frame for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the header plus an Ethernet header.
+    Short,
+    /// The I flag is clear.
+    NoVni,
+    /// Another VNI.
+    OtherVni(u32),
+}
+
+/// Checks a received datagram: returns the inner frame's offset. Reserved bits are ignored,
+/// as the RFC says.
+pub fn decode(datagram: &[u8], vni: u32) -> Result<usize, DecodeError> {
+    if datagram.len() < HEADER_LEN + 14 {
+        return Err(DecodeError::Short);
+    }
+    if datagram[0] & FLAG_I == 0 {
+        return Err(DecodeError::NoVni);
+    }
+    let got = u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]);
+    if got != vni {
+        return Err(DecodeError::OtherVni(got));
+    }
+    Ok(HEADER_LEN)
+}
+
+/// One VXLAN port.
+pub struct VxlanPort {
+    name: String,
+    config: VxlanConfig,
+    socket: UdpSocket,
+    /// Inner MAC -> (VTEP it was last seen behind, when).
+    learned: Mutex<HashMap<[u8; 6], (IpAddr, Instant)>>,
+    counters: HostCounters,
+    stop: AtomicBool,
+}
+
+impl VxlanPort {
+    /// Binds the port's UDP socket. The error names the address.
+    pub fn open(name: &str, config: VxlanConfig) -> Result<VxlanPort, String> {
+        let at = SocketAddr::new(config.local, config.port);
+        let socket = UdpSocket::bind(at).map_err(|e| format!("VXLAN socket {at}: {e}"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("VXLAN socket {at}: {e}"))?;
+        let (level, opt, val) = if config.local.is_ipv4() {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            )
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            )
+        };
+        // SAFETY: setsockopt reads one int through the pointer, which outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                opt,
+                &val as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "VXLAN socket {at}: forbidding fragmentation: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        Ok(VxlanPort {
+            name: name.to_string(),
+            config,
+            socket,
+            learned: Mutex::new(HashMap::new()),
+            counters: HostCounters::default(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &VxlanConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &HostCounters {
+        &self.counters
+    }
+
+    /// Ends the reader thread (within half a second).
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+    }
+
+    /// MACs currently learned behind remote VTEPs.
+    pub fn learned(&self) -> usize {
+        self.learned.lock().map_or(0, |l| l.len())
+    }
+
+    /// Reads the socket until `stop`, handing batches of inner frames to `forward`.
+    pub fn receive(&self, forward: impl FnMut(&[TxFrame<'_>])) {
+        receive_loop(
+            self.socket.as_fd(),
+            &self.stop,
+            Offloads::default(),
+            &self.counters,
+            |buf| self.recv_one(buf),
+            forward,
+        );
+    }
+
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let (n, from) = self.socket.recv_from(buf)?;
+        if !self.config.remote.contains(&from.ip()) {
+            self.counters.rx_drop_unknown_vtep.fetch_add(1, Relaxed);
+            return Ok(None);
+        }
+        let start = match decode(&buf[..n], self.config.vni) {
+            Ok(s) => s,
+            Err(_) => {
+                self.counters.rx_drop_bad_header.fetch_add(1, Relaxed);
+                return Ok(None);
+            }
+        };
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&buf[start + 6..start + 12]);
+        if src[0] & 1 == 0 {
+            let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+            if l.len() < MAX_LEARNED || l.contains_key(&src) {
+                l.insert(src, (from.ip(), Instant::now()));
+            }
+        }
+        Ok(Some(Received {
+            vnet: [0; VNET_HDR_LEN],
+            start,
+            len: n - start,
+        }))
+    }
+
+    /// The VTEP a frame to `dst` goes to, if known (else every remote).
+    fn vtep_of(&self, dst: &[u8]) -> Option<IpAddr> {
+        let key: [u8; 6] = dst.get(..6)?.try_into().ok()?;
+        if key[0] & 1 != 0 {
+            return None;
+        }
+        let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        match l.get(&key) {
+            Some(&(ip, seen)) if seen.elapsed() < VTEP_AGING => Some(ip),
+            Some(_) => {
+                l.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sends one plain frame (wrapped) to its VTEP or to every remote.
+    fn send(&self, frame: &[u8], wrapped: &mut Vec<u8>) {
+        wrapped.clear();
+        wrapped.extend_from_slice(&header(self.config.vni));
+        wrapped.extend_from_slice(frame);
+        let one;
+        let targets: &[IpAddr] = match self.vtep_of(frame) {
+            Some(ip) => {
+                one = [ip];
+                &one
+            }
+            None => &self.config.remote,
+        };
+        for &ip in targets {
+            match self
+                .socket
+                .send_to(wrapped, SocketAddr::new(ip, self.config.port))
+            {
+                Ok(_) => self.counters.count_tx(frame.len()),
+                Err(e) => self.counters.count_tx_error(&e),
+            }
+        }
+    }
+
+    /// Sends `frames` into the tunnel, offloads completed in software first.
+    pub fn deliver<'f, 'a: 'f>(&self, frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>) {
+        WRAPPED.with_borrow_mut(|wrapped| {
+            for (frame, edit) in frames {
+                vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
+                    self.send(b, wrapped)
+                });
+            }
+        });
+    }
+
+    /// Sends plain frames held by vfabric.
+    pub fn deliver_bytes(&self, frames: &[Vec<u8>]) {
+        WRAPPED.with_borrow_mut(|wrapped| {
+            for f in frames {
+                self.send(f, wrapped);
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// The datagram being built.
+    static WRAPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = header(0x12_3456);
+        assert_eq!(h, [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        let mut d = h.to_vec();
+        d.extend_from_slice(&[0u8; 14]);
+        assert_eq!(decode(&d, 0x12_3456), Ok(8));
+        assert_eq!(decode(&d, 7), Err(DecodeError::OtherVni(0x12_3456)));
+    }
+
+    #[test]
+    fn bad_datagrams() {
+        assert_eq!(decode(&[0x08; 21], 1), Err(DecodeError::Short));
+        let mut d = vec![0u8; 30];
+        d[7] = 0xff; // reserved bits are ignored
+        assert_eq!(decode(&d, 0), Err(DecodeError::NoVni));
+        d[0] = 0x08 | 0x80;
+        assert_eq!(decode(&d, 0), Ok(8));
+    }
+}
