@@ -359,3 +359,34 @@ fn vfabric_vxlan_and_the_linux_vxlan_device_carry_one_segment_both_ways() -> Res
     }
     Ok(())
 }
+
+#[test]
+fn a_tap_without_cap_net_admin_is_refused_with_the_port_and_the_capability_named() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::Builder::new().prefix("vf").tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    let topo = dir.path().join("t.toml");
+    std::fs::write(
+        &topo,
+        "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"up\"\ntype = \"tap\"\nifname = \"vf-noperm0\"\n[[switch.port]]\nname = \"vm\"\ntype = \"vhost-user-net\"\nsocket = \"vm.sock\"\n",
+    )?;
+    std::fs::set_permissions(&topo, std::fs::Permissions::from_mode(0o644))?;
+    // As nobody: no capabilities.
+    let out = std::process::Command::new(vfabric_tests::fabric::vfabric_bin()?)
+        .arg("run")
+        .arg(&topo)
+        .uid(65534)
+        .gid(65534)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("switch \"s\" port \"up\": creating TAP `vf-noperm0`")
+            && err.contains("needs CAP_NET_ADMIN"),
+        "{err}"
+    );
+    assert!(!dir.path().join("vm.sock").exists());
+    assert!(!std::path::Path::new("/sys/class/net/vf-noperm0").exists());
+    Ok(())
+}
