@@ -14,8 +14,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -63,40 +63,111 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Serves `port` forever in the calling thread.
-pub fn run_port(port: Arc<NetPort>, switch: Arc<dyn FrameSwitch>, role: Role) -> ! {
-    loop {
-        let stream = match &role {
-            Role::Server(listener) => match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    log::warn!("port {}: accept: {e}", port.name());
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            },
-            Role::Client(path) => connect_with_retry(path),
-        };
-        log::info!("port {}: VMM connected", port.name());
-        match serve_connection(&port, &switch, stream) {
-            Ok(()) => log::info!("port {}: VMM disconnected", port.name()),
-            Err(e) => log::warn!("port {}: connection ended: {e}", port.name()),
+/// Ends a port's thread from another thread: no new connection is taken, the current one
+/// is cut (the VMM sees a disconnect, as when vfabric stops), and `run_port` returns.
+#[derive(Debug, Default)]
+pub struct PortStop {
+    stop: AtomicBool,
+    /// The VMM connection being served (a second handle, to cut it).
+    conn: Mutex<Option<UnixStream>>,
+}
+
+impl PortStop {
+    pub fn new() -> Arc<PortStop> {
+        Arc::new(PortStop::default())
+    }
+
+    /// Asks the port's thread to end (it does within a quarter of a second).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Remembers the connection being served; false if the port is already stopping.
+    fn serving(&self, s: &UnixStream) -> bool {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        *c = s.try_clone().ok();
+        !self.is_stopped()
     }
 }
 
-/// Dials the VMM's socket until it answers (100 ms, growing to 1 s between tries).
-pub(crate) fn connect_with_retry(path: &Path) -> UnixStream {
+/// How often a waiting port looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
+/// Serves `port` in the calling thread until `stop` (forever if never stopped).
+pub fn run_port(port: Arc<NetPort>, switch: Arc<dyn FrameSwitch>, role: Role, stop: Arc<PortStop>) {
+    serve_until(&format!("port {}", port.name()), &role, &stop, |stream| {
+        serve_connection(&port, &switch, stream)
+    });
+}
+
+/// The life of one vhost-user device: take a VMM connection (accept, or dial), `serve` it
+/// until it ends, and again, until `stop`. `what` names the device in logs.
+pub fn serve_until(
+    what: &str,
+    role: &Role,
+    stop: &PortStop,
+    mut serve: impl FnMut(UnixStream) -> io::Result<()>,
+) {
+    while !stop.is_stopped() {
+        let stream = match role {
+            Role::Server(listener) => {
+                let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(STOP_POLL.as_millis() as u16)) {
+                    Ok(0) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::warn!("{what}: poll: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+                match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        log::warn!("{what}: accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                }
+            }
+            Role::Client(path) => match connect_with_retry(path, stop) {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        if !stop.serving(&stream) {
+            break;
+        }
+        log::info!("{what}: VMM connected");
+        match serve(stream) {
+            Ok(()) => log::info!("{what}: VMM disconnected"),
+            Err(e) => log::warn!("{what}: connection ended: {e}"),
+        }
+    }
+    log::info!("{what}: stopped");
+}
+
+/// Dials the VMM's socket until it answers (100 ms, growing to 1 s between tries), or
+/// `None` once `stop` is set.
+pub(crate) fn connect_with_retry(path: &Path, stop: &PortStop) -> Option<UnixStream> {
     let mut wait = Duration::from_millis(100);
-    loop {
+    while !stop.is_stopped() {
         match UnixStream::connect(path) {
-            Ok(s) => return s,
+            Ok(s) => return Some(s),
             Err(_) => {
-                std::thread::sleep(wait);
+                std::thread::sleep(wait.min(STOP_POLL));
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
         }
     }
+    None
 }
 
 pub(crate) fn private_listener() -> io::Result<(PathBuf, UnixListener)> {

@@ -251,11 +251,11 @@ impl Control {
         self.topology.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Re-reads the topology file and applies what changed in place: VLAN modes, port
-    /// security, static addresses, MAC aging. Untouched ports keep their guests, counters
-    /// and learned addresses; a port whose VLAN mode changed forgets its learned addresses.
-    /// Anything else (ports or disks added, removed or re-plumbed) needs a restart: the
-    /// reload is then refused as a whole, naming what differs; nothing is half-applied.
+    /// Re-reads the topology file and makes the fabric match it: ports added and removed,
+    /// VLAN modes, port security, static addresses, MAC aging. Untouched ports keep their
+    /// guests, counters and learned addresses; a port whose VLAN mode changed forgets its
+    /// learned addresses. What needs a restart (disks, switches, a port's device settings)
+    /// makes the reload refused as a whole, naming what differs; nothing is half-applied.
     pub fn reload(&self) -> Result<Vec<String>, String> {
         let new = crate::topology::load(&self.file).map_err(|e| e.to_string())?;
         let mut guard = self.topology.write().unwrap_or_else(|p| p.into_inner());
@@ -350,14 +350,40 @@ impl Control {
             ["fdb", "del", sw, mac, vlan] => self.fdb_del(sw, mac, Some(vlan)),
             ["graph"] => Ok(Value::String(self.graph())),
             ["reload"] => self.reload().map(|c| json!({"changes": c})),
+            ["port", "add", sw, name, keys @ ..] => self.port_add(sw, name, keys),
+            ["port", "del", name] => self.port_del(name),
             ["impair", port, loss, delay, jitter, rate] => {
                 self.impair(port, loss, delay, jitter, rate)
             }
             _ => Err(format!(
-                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, graph, reload, capture)",
+                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, port add|del, graph, reload, impair, capture)",
                 req.cmd.join(" ")
             )),
         }
+    }
+
+    /// `port add SWITCH NAME KEY=VALUE...`: a port with the topology file's keys (checked
+    /// the same way, and against every other port and disk), added to the running fabric.
+    /// The file is not changed: a later reload makes the fabric match the file again.
+    fn port_add(&self, sw: &str, name: &str, keys: &[&str]) -> Result<Value, String> {
+        let si = self.switch(sw)?;
+        let mut topo = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        let port = crate::topology::port_from_keys(&self.file, &topo, sw, name, keys)?;
+        self.fabric.add_port(si, &port)?;
+        topo.switches[si].ports.push(port);
+        Ok(json!({"added": name, "switch": sw}))
+    }
+
+    /// `port del NAME`: the port leaves the running fabric (its guest is disconnected, its
+    /// socket file removed).
+    fn port_del(&self, name: &str) -> Result<Value, String> {
+        let mut topo = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        let (si, _) = self
+            .find_port(name)
+            .ok_or_else(|| format!("no port `{name}`"))?;
+        self.fabric.remove_port(si, name);
+        topo.switches[si].ports.retain(|p| p.name != name);
+        Ok(json!({"removed": name}))
     }
 
     /// `impair PORT LOSS% DELAY_MS JITTER_MS RATE_MBIT` (all 0: cleared).
@@ -399,12 +425,11 @@ impl Control {
 
     /// (switch index, port index) of the port called `name`.
     fn find_port(&self, name: &str) -> Option<(usize, usize)> {
-        self.topo().switches.iter().enumerate().find_map(|(si, s)| {
-            s.ports
-                .iter()
-                .position(|p| p.name == name)
-                .map(|pi| (si, pi))
-        })
+        self.fabric
+            .switches()
+            .iter()
+            .enumerate()
+            .find_map(|(si, s)| s.port_by_name(name).map(|(pi, _)| (si, pi)))
     }
 
     fn switch(&self, name: &str) -> Result<usize, String> {
@@ -418,7 +443,10 @@ impl Control {
     fn ports(&self) -> Value {
         let mut out = Vec::new();
         for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
-            for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
+            for p in &sw_cfg.ports {
+                let Some((_, port)) = sw.port_by_name(&p.name) else {
+                    continue;
+                };
                 let mut line = json!({
                     "switch": sw_cfg.name,
                     "port": p.name,
@@ -508,11 +536,9 @@ impl Control {
     }
 
     fn port_id(&self, si: usize, port: &str) -> Result<PortId, String> {
-        self.topo().switches[si]
-            .ports
-            .iter()
-            .position(|p| p.name == port)
-            .map(|i| PortId(i as u32))
+        self.fabric.switches()[si]
+            .port_by_name(port)
+            .map(|(i, _)| PortId(i as u32))
             .ok_or_else(|| {
                 format!(
                     "no port `{port}` on switch `{}`",
@@ -602,7 +628,10 @@ impl Control {
                 "  \"sw:{0}\" [shape=box, label=\"switch {0}\"];\n",
                 sw_cfg.name
             );
-            for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
+            for p in &sw_cfg.ports {
+                let Some((_, port)) = sw.port_by_name(&p.name) else {
+                    continue;
+                };
                 let state = if port.is_connected() { "up" } else { "down" };
                 g += &format!(
                     "  \"port:{0}\" [shape=ellipse, label=\"{0}\\n{1}\\n{2}\"];\n  \"sw:{3}\" -- \"port:{0}\";\n",
@@ -639,6 +668,9 @@ pub fn stats_lines(fabric: &Fabric, disks: &[Arc<Disk>], only: Option<&str>) -> 
     for sw in fabric.switches() {
         let core = sw.core();
         for (i, port) in sw.ports().iter().enumerate() {
+            let Some(port) = port else {
+                continue;
+            };
             if only.is_some_and(|o| o != port.name()) {
                 continue;
             }

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
+use std::path::PathBuf;
 use vhost_backends::frame::{FrameEdit, TxFrame};
+
 use vhost_backends::net::{FrameSwitch, NetPort, NetPortConfig, Poller, TX_BATCH};
+use vhost_backends::server::{PortStop, Role, run_port};
 use vlan::VlanId;
 
 use crate::core::{Decision, PortId, Switch, Time, Verdict};
 use crate::tap::TapPort;
-use crate::topology::{PortKind, Topology};
+use crate::topology::{PortConfig, PortKind, Topology};
 use crate::vxlan::VxlanPort;
 
 /// What a switch port is: a VM's virtio-net device, a TAP device or a VXLAN tunnel.
@@ -271,10 +274,27 @@ impl DelayLine {
     }
 }
 
-/// One switch at run time: the decision core and its ports' devices (index = `PortId`).
+/// Most ports one switch may have (port numbers index fixed tables of captures and
+/// impairments, and the low 16 bits of a port's key).
+pub const MAX_PORTS: usize = 4096;
+
+/// What runs a port besides the data path: its threads, the handle that stops a VM port's
+/// thread, and the socket file it listens on.
+#[derive(Default)]
+struct PortRun {
+    vm_stop: Option<Arc<PortStop>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    socket: Option<PathBuf>,
+}
+
+/// One switch at run time: the decision core and its ports' devices (index = `PortId`; a
+/// removed port leaves a hole that the next added port fills).
 pub struct SwitchRuntime {
+    name: String,
     core: Mutex<Switch>,
-    ports: Vec<Port>,
+    /// Replaced whole when a port is added or removed; the data path loads it once a batch.
+    ports: arc_swap::ArcSwap<Vec<Option<Port>>>,
+    runs: Mutex<std::collections::HashMap<usize, PortRun>>,
     poller: Option<Arc<Poller>>,
     taps: Vec<arc_swap::ArcSwapOption<Tap>>,
     /// Captures running on this switch (the data path looks at taps only when non-zero).
@@ -291,9 +311,28 @@ impl SwitchRuntime {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The ports, in `PortId` order.
-    pub fn ports(&self) -> &[Port] {
-        &self.ports
+    /// The switch's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ports, in `PortId` order (`None`: a removed port's number, free for reuse).
+    pub fn ports(&self) -> Arc<Vec<Option<Port>>> {
+        self.ports.load_full()
+    }
+
+    /// Port `index`, if it exists.
+    pub fn port(&self, index: usize) -> Option<Port> {
+        self.ports.load().get(index).cloned().flatten()
+    }
+
+    /// The port named `name`, with its number.
+    pub fn port_by_name(&self, name: &str) -> Option<(usize, Port)> {
+        self.ports.load().iter().enumerate().find_map(|(i, p)| {
+            p.as_ref()
+                .filter(|p| p.name() == name)
+                .map(|p| (i, p.clone()))
+        })
     }
 
     /// Starts capturing port `port` (only frames of `vlan`, if given); frames arrive on the
@@ -401,6 +440,7 @@ struct Scratch {
 /// copies: lost ones are removed, delayed ones go to the delay line as plain frames.
 fn impair(
     sw: &SwitchRuntime,
+    ports: &[Option<Port>],
     in_port: PortId,
     frames: &[TxFrame<'_>],
     copies: &mut Vec<(usize, usize, FrameEdit)>,
@@ -408,7 +448,7 @@ fn impair(
     let from = sw.impairment(in_port.index());
     copies.retain(|&(p, i, e)| {
         let to = sw.impairment(p);
-        let (Some(frame), Some(port)) = (frames.get(i), sw.ports.get(p)) else {
+        let (Some(frame), Some(Some(port))) = (frames.get(i), ports.get(p)) else {
             return false;
         };
         if from.is_none() && to.is_none() {
@@ -477,109 +517,285 @@ thread_local! {
 
 impl Fabric {
     /// Builds the switches and ports of `topo`: creates the TAP devices and binds the VXLAN
-    /// sockets (vhost-user sockets and threads come later). An error names the port; a TAP
-    /// marked optional that cannot be created is logged and left down.
+    /// sockets (vhost-user sockets and threads come later: `serve_vm_port`,
+    /// `start_host_ports`). An error names the port; a TAP marked optional that cannot be
+    /// created is logged and left down.
     pub fn new(topo: &Topology) -> Result<Arc<Fabric>, String> {
         let start = Instant::now();
         let mut switches = Vec::new();
         let delay_line = Arc::new(DelayLine::default());
-        for (si, sw) in topo.switches.iter().enumerate() {
+        for sw in &topo.switches {
             let poller = if sw.busy_poll {
                 Some(Poller::new().map_err(|e| format!("switch \"{}\": poller: {e}", sw.name))?)
             } else {
                 None
             };
-            let mut core = Switch::new(
+            let core = Switch::new(
                 &sw.name,
                 sw.mac_aging,
                 crate::core::fdb::DEFAULT_MAX_ENTRIES,
             );
-            let mut ports = Vec::new();
-            for p in &sw.ports {
-                let id = core.add_port_with(&p.name, p.policy.clone());
-                // Static addresses live in the port's untagged VLAN (access, native or
-                // service VLAN).
-                for mac in &p.static_macs {
-                    core.add_static(Time(0), home_vlan(&p.policy.vlan), *mac, id);
-                }
-                let here = format!("switch \"{}\" port \"{}\"", sw.name, p.name);
-                ports.push(match &p.kind {
-                    PortKind::VhostUserNet(v) => Port::Vm(NetPort::new(
-                        NetPortConfig {
-                            name: p.name.clone(),
-                            mac: v.mac.map(|m| m.0),
-                            queue_pairs: v.queues,
-                            threads: 1,
-                            mtu: None,
-                            offloads: v.offloads,
-                            poller: poller.clone(),
-                        },
-                        key(si, id.index()),
-                    )),
-                    PortKind::Tap(t) => {
-                        let tap = TapPort::new(&p.name, t.clone());
-                        match tap.open() {
-                            Ok(()) => {}
-                            Err(e) if t.optional => {
-                                tracing::warn!(
-                                    "{here}: {e}; the port is optional: its link stays down"
-                                )
-                            }
-                            Err(e) => return Err(format!("{here}: {e}")),
-                        }
-                        Port::Tap(Arc::new(tap))
-                    }
-                    PortKind::Vxlan(v) => Port::Vxlan(Arc::new(
-                        VxlanPort::open(&p.name, v.clone()).map_err(|e| format!("{here}: {e}"))?,
-                    )),
-                });
-            }
-            let taps = (0..ports.len()).map(|_| Default::default()).collect();
-            let impairments = (0..ports.len()).map(|_| Default::default()).collect();
             switches.push(SwitchRuntime {
+                name: sw.name.clone(),
                 core: Mutex::new(core),
-                ports,
+                ports: Default::default(),
+                runs: Default::default(),
                 poller,
-                taps,
+                taps: (0..MAX_PORTS).map(|_| Default::default()).collect(),
                 tapping: Default::default(),
-                impairments,
+                impairments: (0..MAX_PORTS).map(|_| Default::default()).collect(),
                 impaired: Default::default(),
                 delay_line: delay_line.clone(),
             });
         }
-        Ok(Arc::new(Fabric { start, switches }))
+        let fabric = Fabric { start, switches };
+        for (si, sw) in topo.switches.iter().enumerate() {
+            for p in &sw.ports {
+                fabric.attach(si, p)?;
+            }
+        }
+        Ok(Arc::new(fabric))
     }
 
-    /// Starts the reader threads of the TAP and VXLAN ports.
+    /// Adds port `cfg` to switch `si`: its number in the core (with its policy and static
+    /// addresses) and its device (a TAP created, a VXLAN socket bound), but no thread yet.
+    /// Returns the port's number; on error nothing is left behind.
+    fn attach(&self, si: usize, p: &PortConfig) -> Result<usize, String> {
+        let sw = self.switches.get(si).ok_or("no such switch")?;
+        let here = format!("switch \"{}\" port \"{}\"", sw.name, p.name);
+        if sw.port_by_name(&p.name).is_some() {
+            return Err(format!("{here}: a port of that name exists"));
+        }
+        let id = {
+            let mut core = sw.core();
+            let id = core.add_port_with(&p.name, p.policy.clone());
+            // Static addresses live in the port's untagged VLAN (access, native or service
+            // VLAN).
+            for mac in &p.static_macs {
+                core.add_static(self.now(), home_vlan(&p.policy.vlan), *mac, id);
+            }
+            id
+        };
+        let undo = |e: String| {
+            sw.core().remove_port(id);
+            e
+        };
+        if id.index() >= MAX_PORTS {
+            return Err(undo(format!(
+                "{here}: more than {MAX_PORTS} ports on the switch"
+            )));
+        }
+        let port = match &p.kind {
+            PortKind::VhostUserNet(v) => Port::Vm(NetPort::new(
+                NetPortConfig {
+                    name: p.name.clone(),
+                    mac: v.mac.map(|m| m.0),
+                    queue_pairs: v.queues,
+                    threads: 1,
+                    mtu: None,
+                    offloads: v.offloads,
+                    poller: sw.poller.clone(),
+                },
+                key(si, id.index()),
+            )),
+            PortKind::Tap(t) => {
+                let tap = TapPort::new(&p.name, t.clone());
+                match tap.open() {
+                    Ok(()) => {}
+                    Err(e) if t.optional => {
+                        tracing::warn!("{here}: {e}; the port is optional: its link stays down")
+                    }
+                    Err(e) => return Err(undo(format!("{here}: {e}"))),
+                }
+                Port::Tap(Arc::new(tap))
+            }
+            PortKind::Vxlan(v) => match VxlanPort::open(&p.name, v.clone()) {
+                Ok(x) => Port::Vxlan(Arc::new(x)),
+                Err(e) => return Err(undo(format!("{here}: {e}"))),
+            },
+        };
+        sw.ports.rcu(|old| {
+            let mut v = Vec::clone(old);
+            if v.len() <= id.index() {
+                v.resize(id.index() + 1, None);
+            }
+            v[id.index()] = Some(port.clone());
+            v
+        });
+        Ok(id.index())
+    }
+
+    /// Serves VM port `index` of switch `si` on a thread of its own (`socket`: the file it
+    /// listens on, removed with the port).
+    pub fn serve_vm_port(
+        self: &Arc<Self>,
+        si: usize,
+        index: usize,
+        role: Role,
+        socket: Option<PathBuf>,
+    ) -> std::io::Result<()> {
+        let sw = &self.switches[si];
+        let Some(port) = sw.port(index).and_then(|p| p.vm().cloned()) else {
+            return Err(std::io::Error::other("not a VM port"));
+        };
+        let stop = PortStop::new();
+        let switch: Arc<dyn FrameSwitch> = self.clone();
+        let s2 = stop.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("port-{}", port.name()))
+            .spawn(move || run_port(port, switch, role, s2))?;
+        let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let run = runs.entry(index).or_default();
+        run.vm_stop = Some(stop);
+        run.threads.push(t);
+        run.socket = socket;
+        Ok(())
+    }
+
+    /// Starts the reader threads of every TAP and VXLAN port.
     pub fn start_host_ports(self: &Arc<Self>) -> std::io::Result<()> {
         for (si, sw) in self.switches.iter().enumerate() {
-            for (pi, port) in sw.ports.iter().enumerate() {
-                match port {
-                    Port::Vm(_) => {}
-                    Port::Tap(tap) => {
-                        for q in 0..tap.queues() {
-                            let (fabric, tap) = (self.clone(), tap.clone());
-                            std::thread::Builder::new()
-                                .name(format!("tap-{}-{q}", tap.name()))
-                                .spawn(move || {
-                                    tap.receive(q, |frames| {
-                                        fabric.forward(si, pi, q as u16, frames)
-                                    })
-                                })?;
-                        }
-                    }
-                    Port::Vxlan(vx) => {
-                        let (fabric, vx) = (self.clone(), vx.clone());
-                        std::thread::Builder::new()
-                            .name(format!("vxlan-{}", vx.name()))
-                            .spawn(move || {
-                                vx.receive(|frames| fabric.forward(si, pi, 0, frames))
-                            })?;
-                    }
+            for (pi, port) in sw.ports().iter().enumerate() {
+                if port.is_some() {
+                    self.start_host_port(si, pi)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts the reader threads of TAP or VXLAN port `pi` of switch `si` (nothing for a VM
+    /// port).
+    fn start_host_port(self: &Arc<Self>, si: usize, pi: usize) -> std::io::Result<()> {
+        let sw = &self.switches[si];
+        let mut threads = Vec::new();
+        match sw.port(pi) {
+            Some(Port::Tap(tap)) => {
+                for q in 0..tap.queues() {
+                    let (fabric, tap) = (self.clone(), tap.clone());
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(format!("tap-{}-{q}", tap.name()))
+                            .spawn(move || {
+                                tap.receive(q, |frames| fabric.forward(si, pi, q as u16, frames))
+                            })?,
+                    );
+                }
+            }
+            Some(Port::Vxlan(vx)) => {
+                let (fabric, vx) = (self.clone(), vx.clone());
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("vxlan-{}", vx.name()))
+                        .spawn(move || vx.receive(|frames| fabric.forward(si, pi, 0, frames)))?,
+                );
+            }
+            _ => {}
+        }
+        let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.entry(pi).or_default().threads.extend(threads);
+        Ok(())
+    }
+
+    /// Adds port `cfg` to switch `si` of a running fabric: device, socket (bound, with its
+    /// permissions) and threads. On error nothing is left behind.
+    pub fn add_port(self: &Arc<Self>, si: usize, cfg: &PortConfig) -> Result<(), String> {
+        let index = self.attach(si, cfg)?;
+        let sw_name = self.switches[si].name.clone();
+        let started = match &cfg.kind {
+            PortKind::VhostUserNet(v) if v.client => self
+                .serve_vm_port(si, index, Role::Client(v.socket.clone()), None)
+                .map_err(|e| e.to_string()),
+            PortKind::VhostUserNet(v) => {
+                match vhost_backends::server::bind_socket(&v.socket)
+                    .and_then(|l| crate::control::apply_perms(&v.socket, &v.perms).map(|()| l))
+                {
+                    Ok(l) => self
+                        .serve_vm_port(si, index, Role::Server(l), Some(v.socket.clone()))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => {
+                        // Ours only if it was created here (a live socket is refused first).
+                        if e.kind() != std::io::ErrorKind::AddrInUse
+                            && e.kind() != std::io::ErrorKind::AlreadyExists
+                        {
+                            let _ = std::fs::remove_file(&v.socket);
+                        }
+                        Err(format!("socket {}: {e}", v.socket.display()))
+                    }
+                }
+            }
+            _ => self.start_host_port(si, index).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = started {
+            self.detach(si, index);
+            return Err(format!("switch \"{sw_name}\" port \"{}\": {e}", cfg.name));
+        }
+        tracing::info!(switch = sw_name, port = cfg.name, "port added");
+        Ok(())
+    }
+
+    /// Removes port `name` of switch `si`: its forwarding entries, its captures and
+    /// impairments, its threads (waited for) and its socket file. False if there is none.
+    pub fn remove_port(&self, si: usize, name: &str) -> bool {
+        let Some(sw) = self.switches.get(si) else {
+            return false;
+        };
+        let Some((index, _)) = sw.port_by_name(name) else {
+            return false;
+        };
+        self.detach(si, index);
+        tracing::info!(switch = sw.name, port = name, "port removed");
+        true
+    }
+
+    fn detach(&self, si: usize, index: usize) {
+        let sw = &self.switches[si];
+        sw.core().remove_port(PortId(index as u32));
+        let mut gone = None;
+        sw.ports.rcu(|old| {
+            let mut v = Vec::clone(old);
+            if let Some(slot) = v.get_mut(index) {
+                gone = slot.take();
+            }
+            v
+        });
+        sw.stop_capture(index);
+        sw.set_impairment(index, None);
+        let run = sw
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index)
+            .unwrap_or_default();
+        if let Some(s) = &run.vm_stop {
+            s.stop();
+        }
+        match &gone {
+            Some(Port::Tap(t)) => t.stop(),
+            Some(Port::Vxlan(x)) => x.stop(),
+            _ => {}
+        }
+        for t in run.threads {
+            let _ = t.join();
+        }
+        if let Some(sock) = run.socket {
+            let _ = std::fs::remove_file(sock);
+        }
+    }
+
+    /// The socket files of every listening VM port (to remove at shutdown).
+    pub fn socket_files(&self) -> Vec<PathBuf> {
+        self.switches
+            .iter()
+            .flat_map(|sw| {
+                sw.runs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter_map(|r| r.socket.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Starts the poll thread of every busy-poll switch.
@@ -604,7 +820,8 @@ impl Fabric {
         let mut passes = 0u32;
         loop {
             let mut work = 0;
-            for p in sw.ports.iter().filter_map(Port::vm) {
+            let ports = sw.ports.load();
+            for p in ports.iter().flatten().filter_map(Port::vm) {
                 work += p.poll_tx(self);
             }
             if work > 0 {
@@ -620,7 +837,7 @@ impl Fabric {
                 } else if now.duration_since(last_work) > POLL_IDLE {
                     poller.prepare_sleep();
                     let mut more = false;
-                    for p in sw.ports.iter().filter_map(Port::vm) {
+                    for p in ports.iter().flatten().filter_map(Port::vm) {
                         more |= p.set_tx_notifications(true);
                     }
                     poller.sleep(if more {
@@ -628,7 +845,7 @@ impl Fabric {
                     } else {
                         Duration::from_millis(100)
                     });
-                    for p in sw.ports.iter().filter_map(Port::vm) {
+                    for p in ports.iter().flatten().filter_map(Port::vm) {
                         p.set_tx_notifications(false);
                     }
                     passes = 0;
@@ -657,10 +874,12 @@ impl Fabric {
             .sum()
     }
 
-    /// Applies the in-place changes from `old` to `new` (VLAN modes, port security, static
-    /// addresses, MAC aging) and returns them, described; refuses, changing nothing, when
-    /// anything else differs (that needs a restart).
-    pub fn reload(&self, old: &Topology, new: &Topology) -> Result<Vec<String>, String> {
+    /// Makes the running fabric match `new` (it runs `old`): ports added and removed (by
+    /// name), VLAN modes, port security, static addresses, MAC aging. Ports left alone keep
+    /// their connections and counters. Returns the changes, described. Refuses, changing
+    /// nothing, what needs a restart (disks, switches, the control socket, a port's device
+    /// settings), or when a new port cannot be set up.
+    pub fn reload(self: &Arc<Self>, old: &Topology, new: &Topology) -> Result<Vec<String>, String> {
         let mut blockers = Vec::new();
         if old.disks != new.disks {
             blockers.push("disks changed".to_string());
@@ -677,24 +896,19 @@ impl Fabric {
         if names(old) != names(new) {
             blockers.push("switches added, removed or renamed".to_string());
         }
+        let find = |s: &crate::topology::SwitchConfig, name: &str| {
+            s.ports.iter().find(|p| p.name == name).cloned()
+        };
         for (a, b) in old.switches.iter().zip(&new.switches) {
             if a.busy_poll != b.busy_poll {
                 blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
             }
-            let pn = |s: &crate::topology::SwitchConfig| {
-                s.ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
-            };
-            if pn(a) != pn(b) {
-                blockers.push(format!(
-                    "switch \"{}\": ports added, removed or reordered",
-                    a.name
-                ));
-                continue;
-            }
-            for (pa, pb) in a.ports.iter().zip(&b.ports) {
-                if pa.kind != pb.kind {
+            for pb in &b.ports {
+                if let Some(pa) = find(a, &pb.name)
+                    && pa.kind != pb.kind
+                {
                     blockers.push(format!(
-                        "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed",
+                        "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed (remove it, reload, add it back)",
                         pa.name
                     ));
                 }
@@ -707,33 +921,59 @@ impl Fabric {
             ));
         }
         let mut changes = Vec::new();
+        // New ports first, all or nothing.
+        let mut added: Vec<(usize, String)> = Vec::new();
+        for (si, (a, b)) in old.switches.iter().zip(&new.switches).enumerate() {
+            for pb in b.ports.iter().filter(|p| find(a, &p.name).is_none()) {
+                if let Err(e) = self.add_port(si, pb) {
+                    for (si, name) in &added {
+                        self.remove_port(*si, name);
+                    }
+                    return Err(format!("reload refused, nothing changed: {e}"));
+                }
+                added.push((si, pb.name.clone()));
+                changes.push(format!("switch \"{}\": port \"{}\" added", b.name, pb.name));
+            }
+        }
+        for (si, (a, b)) in old.switches.iter().zip(&new.switches).enumerate() {
+            for pa in a.ports.iter().filter(|p| find(b, &p.name).is_none()) {
+                self.remove_port(si, &pa.name);
+                changes.push(format!(
+                    "switch \"{}\": port \"{}\" removed",
+                    a.name, pa.name
+                ));
+            }
+        }
         let now = self.now();
         for ((a, b), rt) in old.switches.iter().zip(&new.switches).zip(&self.switches) {
-            let mut core = rt.core();
             if a.mac_aging != b.mac_aging {
-                core.fdb_mut().set_aging(b.mac_aging);
+                rt.core().fdb_mut().set_aging(b.mac_aging);
                 changes.push(format!(
                     "switch \"{}\": mac_aging {:?}",
                     b.name, b.mac_aging
                 ));
             }
-            for (i, (pa, pb)) in a.ports.iter().zip(&b.ports).enumerate() {
+            for pb in &b.ports {
+                let (Some(pa), Some((i, _))) = (find(a, &pb.name), rt.port_by_name(&pb.name))
+                else {
+                    continue;
+                };
                 let id = PortId(i as u32);
+                let mut core = rt.core();
                 if pa.policy != pb.policy {
                     core.set_policy(id, pb.policy.clone());
                     changes.push(format!("port \"{}\": VLAN/security policy", pb.name));
                 }
-                let (va, vb) = (pa, pb);
-                if va.static_macs != vb.static_macs || pa.policy.vlan != pb.policy.vlan {
+                if pa.static_macs != pb.static_macs || pa.policy.vlan != pb.policy.vlan {
                     let home_a = home_vlan(&pa.policy.vlan);
-                    for m in &va.static_macs {
+                    for m in &pa.static_macs {
                         core.fdb_mut().remove(home_a, *m);
                     }
                     let home_b = home_vlan(&pb.policy.vlan);
-                    for m in &vb.static_macs {
+                    for m in &pb.static_macs {
                         core.add_static(now, home_b, *m, id);
                     }
-                    if va.static_macs != vb.static_macs {
+                    if pa.static_macs != pb.static_macs {
                         changes.push(format!("port \"{}\": static_macs", pb.name));
                     }
                 }
@@ -755,6 +995,7 @@ impl Fabric {
         };
         let in_port = PortId(pi as u32);
         let now = self.now();
+        let ports = sw.ports.load();
         SCRATCH.with_borrow_mut(
             |Scratch {
                  is_dest,
@@ -816,11 +1057,11 @@ impl Fabric {
                     feed_taps(sw, in_port, frames, &decisions, copies);
                 }
                 if sw.impaired.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-                    impair(sw, in_port, frames, copies);
+                    impair(sw, &ports, in_port, frames, copies);
                 }
                 // The ports that get anything, in first-appearance order (flags are all false
                 // between batches: only the ports set here are cleared again below).
-                is_dest.resize(sw.ports.len(), false);
+                is_dest.resize(ports.len(), false);
                 dests.clear();
                 for &(p, _, _) in copies.iter() {
                     if p < is_dest.len() && !is_dest[p] {
@@ -834,7 +1075,9 @@ impl Fabric {
                         .iter()
                         .filter(|c| c.0 == p)
                         .filter_map(|&(_, i, e)| Some((frames.get(i)?, e)));
-                    sw.ports[p].deliver_batch(mine, queue_pair);
+                    if let Some(Some(port)) = ports.get(p) {
+                        port.deliver_batch(mine, queue_pair);
+                    }
                     is_dest[p] = false;
                 }
             },

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
 use vhost_backends::blk::{self, Disk};
-use vhost_backends::net::FrameSwitch;
-use vhost_backends::server::{Role, bind_socket, run_port};
+use vhost_backends::server::{Role, bind_socket};
 use vswitch::control;
 use vswitch::dataplane::Fabric;
 use vswitch::topology::{self, DiskFormat, PortKind, Topology};
@@ -88,9 +87,14 @@ enum CtlCmd {
         #[arg(long)]
         clear: bool,
     },
-    /// Re-read the topology file and apply VLAN, security, static-address and aging changes
-    /// in place (SIGHUP does the same).
+    /// Re-read the topology file and make the fabric match it: ports added and removed,
+    /// VLAN, security, static-address and aging changes (SIGHUP does the same).
     Reload,
+    /// Add or remove a port of the running fabric (the topology file is not changed).
+    Port {
+        #[command(subcommand)]
+        cmd: PortCmd,
+    },
     /// Capture a port's frames (both directions) into a pcap file (Wireshark, tcpdump -r).
     Capture {
         port: String,
@@ -102,6 +106,20 @@ enum CtlCmd {
         #[arg(long)]
         vlan: Option<u16>,
     },
+}
+
+#[derive(Subcommand)]
+enum PortCmd {
+    /// Add a port: `port add lab vm3 type=vhost-user-net socket=/run/vf/vm3.sock vlan=10`
+    /// (the topology file's keys; a relative socket path is taken from the current directory).
+    Add {
+        switch: String,
+        name: String,
+        /// KEY=VALUE pairs.
+        keys: Vec<String>,
+    },
+    /// Remove a port: its guest is disconnected and its socket file removed.
+    Del { name: String },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +226,25 @@ fn ctl(socket: Option<PathBuf>, topology: Option<PathBuf>, json: bool, cmd: CtlC
             .collect(),
         CtlCmd::Graph => vec!["graph".into()],
         CtlCmd::Reload => vec!["reload".into()],
+        CtlCmd::Port {
+            cmd: PortCmd::Add { switch, name, keys },
+        } => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let keys = keys.iter().map(|kv| match kv.split_once('=') {
+                // Relative paths are the user's, not vfabric's.
+                Some(("socket", p)) if !p.is_empty() && Path::new(p).is_relative() => {
+                    format!("socket={}", cwd.join(p).display())
+                }
+                _ => kv.clone(),
+            });
+            ["port".into(), "add".into(), switch.clone(), name.clone()]
+                .into_iter()
+                .chain(keys)
+                .collect()
+        }
+        CtlCmd::Port {
+            cmd: PortCmd::Del { name },
+        } => vec!["port".into(), "del".into(), name.clone()],
         CtlCmd::Impair {
             port,
             loss,
@@ -439,6 +476,16 @@ fn print_answer(cmd: &CtlCmd, v: &serde_json::Value, json: bool) {
                 let _ = writeln!(out, "applied: {c}");
             }
         }
+        CtlCmd::Port {
+            cmd: PortCmd::Add { name, .. },
+        } => {
+            let _ = writeln!(out, "port {name} added");
+        }
+        CtlCmd::Port {
+            cmd: PortCmd::Del { name },
+        } => {
+            let _ = writeln!(out, "port {name} removed");
+        }
         CtlCmd::Fdb { .. } | CtlCmd::Capture { .. } | CtlCmd::Impair { .. } => {
             let _ = writeln!(out, "{v}");
         }
@@ -532,13 +579,16 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             }
         }
     }
-    for (sw_cfg, sw) in topo.switches.iter().zip(fabric.switches()) {
-        for (p, port) in sw_cfg.ports.iter().zip(sw.ports()) {
-            let (PortKind::VhostUserNet(v), Some(port)) = (&p.kind, port.vm()) else {
+    let mut port_sockets: Vec<PathBuf> = Vec::new();
+    for (si, sw_cfg) in topo.switches.iter().enumerate() {
+        for p in &sw_cfg.ports {
+            let (PortKind::VhostUserNet(v), Some((index, _))) =
+                (&p.kind, fabric.switches()[si].port_by_name(&p.name))
+            else {
                 continue;
             };
             if v.client {
-                roles.push((port.clone(), Role::Client(v.socket.clone())));
+                roles.push((si, index, Role::Client(v.socket.clone()), None));
                 continue;
             }
             match bind_socket(&v.socket).and_then(|l| {
@@ -546,7 +596,8 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
                 control::apply_perms(&v.socket, &v.perms).map(|()| l)
             }) {
                 Ok(l) => {
-                    roles.push((port.clone(), Role::Server(l)));
+                    port_sockets.push(v.socket.clone());
+                    roles.push((si, index, Role::Server(l), Some(v.socket.clone())));
                 }
                 Err(e) => {
                     eprintln!(
@@ -613,14 +664,8 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
         eprintln!("cannot block signals: {e}");
         return ExitCode::FAILURE;
     }
-    let switch: Arc<dyn FrameSwitch> = fabric.clone();
-    for (port, role) in roles {
-        let sw = switch.clone();
-        let name = format!("port-{}", port.name());
-        if let Err(e) = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run_port(port, sw, role))
-        {
+    for (si, index, role, socket) in roles {
+        if let Err(e) = fabric.serve_vm_port(si, index, role, socket) {
             eprintln!("cannot start a port thread: {e}");
             return ExitCode::FAILURE;
         }
@@ -685,7 +730,12 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
                 for d in &disks {
                     d.image.close();
                 }
-                for b in &bound {
+                // Port sockets as they are now (ports come and go at run time); the others
+                // as bound at start.
+                for b in bound.iter().filter(|b| !port_sockets.contains(b)) {
+                    let _ = std::fs::remove_file(b);
+                }
+                for b in fabric.socket_files() {
                     let _ = std::fs::remove_file(b);
                 }
                 return ExitCode::SUCCESS;

@@ -16,8 +16,7 @@ use support::{
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::vhost_user::message::VhostUserConfigFlags;
 use vhost_backends::counters::NetCountersSnapshot;
-use vhost_backends::net::FrameSwitch;
-use vhost_backends::server::{Role, bind_socket, run_port};
+use vhost_backends::server::{Role, bind_socket};
 use vswitch::dataplane::Fabric;
 use vswitch::topology;
 
@@ -48,12 +47,12 @@ impl Lab {
         let fabric = Fabric::new(&topo).unwrap();
         fabric.start_pollers().unwrap();
         let mut sockets = Vec::new();
-        let sw: Arc<dyn FrameSwitch> = fabric.clone();
-        for (i, port) in fabric.switches()[0].ports().iter().enumerate() {
+        for i in 0..fabric.switches()[0].ports().len() {
             let path = dir.path().join(format!("p{i}.sock"));
             let l = bind_socket(&path).unwrap();
-            let (port, sw) = (port.vm().unwrap().clone(), sw.clone());
-            std::thread::spawn(move || run_port(port, sw, Role::Server(l)));
+            fabric
+                .serve_vm_port(0, i, Role::Server(l), Some(path.clone()))
+                .unwrap();
             sockets.push(path);
         }
         Lab {
@@ -68,14 +67,15 @@ impl Lab {
     }
 
     fn counters(&self, i: usize) -> NetCountersSnapshot {
-        self.fabric.switches()[0].ports()[i]
-            .vm()
+        self.fabric.switches()[0]
+            .port(i)
+            .and_then(|p| p.vm().cloned())
             .unwrap()
             .counters()
     }
 
     fn wait_connected(&self, i: usize, want: bool) {
-        let port = &self.fabric.switches()[0].ports()[i];
+        let port = self.fabric.switches()[0].port(i).unwrap();
         wait_for(
             T,
             || port.is_connected() == want,
@@ -314,7 +314,7 @@ fn a_guest_that_reconnects_resumes_traffic_and_relearns() {
     let f = frame(mac(2), mac(1), b"welcome back");
     a.send(0, &f);
     assert_eq!(b.recv(0, 1, T), vec![(1, f)]);
-    assert_eq!(lab.fabric.switches()[0].ports()[1].connections(), 2);
+    assert_eq!(lab.fabric.switches()[0].port(1).unwrap().connections(), 2);
 }
 
 #[test]
@@ -325,16 +325,16 @@ fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
                [[switch.port]]\nname = \"cli\"\ntype = \"vhost-user-net\"\nsocket = \"vmm.sock\"\nclient = true\n";
     let topo = topology::parse(&dir.path().join("t.toml"), src).unwrap();
     let fabric = Fabric::new(&topo).unwrap();
-    let sw: Arc<dyn FrameSwitch> = fabric.clone();
-    let ports = fabric.switches()[0].ports().to_vec();
     let srv_path = dir.path().join("srv.sock");
     let vmm_path = dir.path().join("vmm.sock");
     // The VMM listens (QEMU server=on); vfabric dials it, retrying until it exists.
     let l = bind_socket(&srv_path).unwrap();
-    let (p0, sw0) = (ports[0].vm().unwrap().clone(), sw.clone());
-    std::thread::spawn(move || run_port(p0, sw0, Role::Server(l)));
-    let (p1, sw1, path1) = (ports[1].vm().unwrap().clone(), sw.clone(), vmm_path.clone());
-    std::thread::spawn(move || run_port(p1, sw1, Role::Client(path1)));
+    fabric
+        .serve_vm_port(0, 0, Role::Server(l), Some(srv_path.clone()))
+        .unwrap();
+    fabric
+        .serve_vm_port(0, 1, Role::Client(vmm_path.clone()), None)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(150)); // vfabric is retrying by now
     let vmm = std::os::unix::net::UnixListener::bind(&vmm_path).unwrap();
     let mut a = Guest::connect(&srv_path, 1, Order::Qemu, 0);
@@ -349,7 +349,7 @@ fn client_mode_dials_the_vmm_and_redials_when_it_comes_back() {
         // The VMM goes away; vfabric dials again.
         drop(b);
     }
-    assert_eq!(ports[1].connections(), 2);
+    assert_eq!(fabric.switches()[0].port(1).unwrap().connections(), 2);
 }
 
 /// An IPv4 TCP frame as a guest hands it with TSO: partial checksum (the pseudo-header sum)

@@ -75,7 +75,10 @@ fn iperf(vm: &mut Vm, ns: &Netns, reverse: bool) -> Result<f64> {
         .stderr(Stdio::null())
         .spawn()?;
     let ready = Instant::now() + Duration::from_secs(10);
-    while ns.exec(&["sh", "-c", "ss -ltn | grep -q ':5201 '"]).is_err() {
+    while ns
+        .exec(&["sh", "-c", "ss -ltn | grep -q ':5201 '"])
+        .is_err()
+    {
         if Instant::now() > ready {
             let _ = server.kill();
             let _ = server.wait();

@@ -23,29 +23,14 @@ pub use device::{BlkBackend, BlkCounters, Disk, DiskConfig};
 pub use image::{Format, Image, ImageSpec};
 
 use crate::relay;
-use crate::server::{Role, accept_own, connect_with_retry, private_listener};
+use crate::server::{PortStop, Role, accept_own, private_listener, serve_until};
 
-/// Serves `disk` forever in the calling thread.
-pub fn run_disk(disk: Arc<Disk>, role: Role) -> ! {
-    let name = disk.config.name.clone();
-    loop {
-        let stream = match &role {
-            Role::Server(listener) => match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    log::warn!("disk {name}: accept: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    continue;
-                }
-            },
-            Role::Client(path) => connect_with_retry(path),
-        };
-        log::info!("disk {name}: VMM connected");
-        match serve_connection(&disk, stream) {
-            Ok(()) => log::info!("disk {name}: VMM disconnected"),
-            Err(e) => log::warn!("disk {name}: connection ended: {e}"),
-        }
-    }
+/// Serves `disk` in the calling thread, for the life of the process.
+pub fn run_disk(disk: Arc<Disk>, role: Role) {
+    let what = format!("disk {}", disk.config.name);
+    serve_until(&what, &role, &PortStop::default(), |stream| {
+        serve_connection(&disk, stream)
+    });
 }
 
 /// Serves one VMM connection of `disk` until it ends.
