@@ -317,3 +317,135 @@ fn impairments_delay_and_drop_pings() -> Result<()> {
     assert!(min_rtt(&out).unwrap_or(1e9) < 100.0, "{out}");
     Ok(())
 }
+
+#[test]
+fn ports_come_and_go_by_reload_and_ctl_while_a_guest_keeps_pinging() -> Result<()> {
+    let qemu = Qemu::system()?;
+    let mut lab = NetLab::start(2, std::slice::from_ref(&qemu), GuestOpts::default())?;
+    lab.ping(1, 2, 2)?;
+    let topo = lab.fabric.topology().to_path_buf();
+    let original = std::fs::read_to_string(&topo)?;
+    lab.vm(1).spawn_bg(
+        "ping -c 300 -i 0.1 10.0.0.2 > /tmp/through.log 2>&1; echo done >> /tmp/through.log",
+    )?;
+    // A port added to the file and reloaded: its socket appears and a guest uses it.
+    let added = format!(
+        "{original}\n[[switch.port]]\nname = \"vm3\"\ntype = \"vhost-user-net\"\nsocket = \"vm3.sock\"\n"
+    );
+    std::fs::write(&topo, &added)?;
+    let (code, out, err) = lab.fabric.ctl(&["reload"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("applied: switch \"lab\": port \"vm3\" added"),
+        "{out}"
+    );
+    assert!(lab.fabric.socket("vm3").exists());
+    let mut vm3 = lab.boot(3, qemu.clone())?;
+    vm3.wait_ready(vfabric_tests::lab::BOOT)?;
+    let out = vm3.run_ok("ping -c 3 -W 5 10.0.0.1", CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    // Removed from the file: the socket goes, the guest is cut off.
+    std::fs::write(&topo, &original)?;
+    let (code, out, err) = lab.fabric.ctl(&["reload"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("applied: switch \"lab\": port \"vm3\" removed"),
+        "{out}"
+    );
+    assert!(!lab.fabric.socket("vm3").exists());
+    let gone = lab.vm(1).run("ping -c 2 -W 1 10.0.0.3", CMD)?;
+    assert_ne!(gone.code, 0, "{}", gone.output);
+    drop(vm3);
+
+    // The same through `ctl port add|del`, with a relative socket path (the caller's).
+    let dir = lab.dir().to_path_buf();
+    let ctl_in_dir = |args: &[&str]| -> Result<(i32, String, String)> {
+        let out = std::process::Command::new(vfabric_tests::fabric::vfabric_bin()?)
+            .arg("ctl")
+            .arg("-t")
+            .arg(&topo)
+            .args(args)
+            .current_dir(&dir)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, out, err) = ctl_in_dir(&[
+        "port",
+        "add",
+        "lab",
+        "vm4",
+        "type=vhost-user-net",
+        "socket=vm4.sock",
+        "queues=1",
+    ])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("port vm4 added"), "{out}");
+    let mut vm4 = lab.boot(4, qemu)?;
+    vm4.wait_ready(vfabric_tests::lab::BOOT)?;
+    let out = vm4.run_ok("ping -c 3 -W 5 10.0.0.2", CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    let ports = json(&lab, &["ports"])?;
+    assert!(
+        ports.as_array().unwrap().iter().any(|p| p["port"] == "vm4"),
+        "{ports}"
+    );
+    // Checked like the file, and against the running ports.
+    let (code, _, err) = lab.fabric.ctl(&[
+        "port",
+        "add",
+        "lab",
+        "vm5",
+        "type=vhost-user-net",
+        &format!("socket={}", lab.fabric.socket("vm4").display()),
+    ])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("is already the socket of \"vm4\""), "{err}");
+    let (code, _, err) = lab.fabric.ctl(&[
+        "port",
+        "add",
+        "lab",
+        "vm5",
+        "type=vhost-user-net",
+        "vlan=5000",
+    ])?;
+    assert_eq!(code, 1);
+    assert!(err.contains("switch \"lab\" port \"vm5\": vlan"), "{err}");
+    let (code, out, err) = lab.fabric.ctl(&["port", "del", "vm4"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("port vm4 removed"), "{out}");
+    assert!(!lab.fabric.socket("vm4").exists());
+    let ports = json(&lab, &["ports"])?;
+    assert!(
+        !ports.as_array().unwrap().iter().any(|p| p["port"] == "vm4"),
+        "{ports}"
+    );
+    drop(vm4);
+
+    // The ping that ran throughout lost nothing; vm2 kept its one connection.
+    let mut log = String::new();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
+            Ok(log.contains("done"))
+        },
+        || "background ping did not end".into(),
+    )?;
+    assert!(
+        log.contains("300 packets transmitted, 300 packets received"),
+        "{log}"
+    );
+    let vm2 = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "vm2")
+        .cloned()
+        .unwrap();
+    assert_eq!(vm2["connections"], 1, "{vm2}");
+    Ok(())
+}
