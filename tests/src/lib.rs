@@ -40,3 +40,18 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// The receiver's rate of an iperf3 client report, in Gbit/s:
+/// "[  5]   0.00-5.00   sec   187 MBytes   314 Mbits/sec    receiver".
+pub fn iperf_gbps(out: &str) -> Option<f64> {
+    let l = out.lines().find(|l| l.contains("receiver"))?;
+    let w: Vec<&str> = l.split_whitespace().collect();
+    let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
+    let v: f64 = w[i - 1].parse().ok()?;
+    Some(match w[i] {
+        "Gbits/sec" => v,
+        "Mbits/sec" => v / 1e3,
+        "Kbits/sec" => v / 1e6,
+        _ => return None,
+    })
+}

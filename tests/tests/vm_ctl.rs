@@ -240,15 +240,7 @@ fn reload_applies_vlan_changes_live_and_refuses_replumbing() -> Result<()> {
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     lab.wait_reachable(1, 3, std::time::Duration::from_secs(30))?;
     // The ping that ran throughout lost nothing; vm2 kept its one connection.
-    let mut log = String::new();
-    wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
-            Ok(log.contains("done"))
-        },
-        || "background ping did not end".into(),
-    )?;
+    let log = background_log(&mut lab)?;
     assert!(
         log.contains("100 packets transmitted, 100 packets received"),
         "{log}"
@@ -262,6 +254,20 @@ fn reload_applies_vlan_changes_live_and_refuses_replumbing() -> Result<()> {
         .unwrap();
     assert_eq!(vm2["connections"], 1, "{vm2}");
     Ok(())
+}
+
+/// The output of vm1's background ping (`/tmp/through.log`), once it ended.
+fn background_log(lab: &mut NetLab) -> Result<String> {
+    let mut log = String::new();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        || {
+            log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
+            Ok(log.contains("done"))
+        },
+        || "background ping did not end".into(),
+    )?;
+    Ok(log)
 }
 
 /// The minimum RTT (ms) of a busybox ping summary.
@@ -426,15 +432,7 @@ fn ports_come_and_go_by_reload_and_ctl_while_a_guest_keeps_pinging() -> Result<(
     drop(vm4);
 
     // The ping that ran throughout lost nothing; vm2 kept its one connection.
-    let mut log = String::new();
-    wait_until(
-        std::time::Duration::from_secs(60),
-        || {
-            log = lab.vm(1).run_ok("cat /tmp/through.log", CMD)?;
-            Ok(log.contains("done"))
-        },
-        || "background ping did not end".into(),
-    )?;
+    let log = background_log(&mut lab)?;
     assert!(
         log.contains("300 packets transmitted, 300 packets received"),
         "{log}"

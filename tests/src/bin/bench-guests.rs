@@ -156,20 +156,6 @@ fn parse_avg_rtt(out: &str) -> Option<f64> {
     l.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok()
 }
 
-fn parse_gbps(out: &str) -> Option<f64> {
-    // "[  5]   0.00-5.00   sec   187 MBytes   314 Mbits/sec    receiver"
-    let l = out.lines().find(|l| l.contains("receiver"))?;
-    let w: Vec<&str> = l.split_whitespace().collect();
-    let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
-    let v: f64 = w[i - 1].parse().ok()?;
-    Some(match w[i] {
-        "Gbits/sec" => v,
-        "Mbits/sec" => v / 1e3,
-        "Kbits/sec" => v / 1e6,
-        _ => return None,
-    })
-}
-
 fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     let dir = tempfile::Builder::new().prefix("vfb").tempdir_in("/tmp")?;
     let (_backend, socks, ns) = match who {
@@ -204,7 +190,7 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     Ok(Round {
         who,
         rtt_ms: parse_avg_rtt(&ping).with_context(|| format!("ping output:\n{ping}"))?,
-        gbps: parse_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
+        gbps: vfabric_tests::iperf_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
     })
 }
 

@@ -32,20 +32,6 @@ struct Round {
 
 const SERVER: &str = "10.0.0.254";
 
-fn parse_gbps(out: &str) -> Option<f64> {
-    // "[  5]   0.00-5.00   sec   187 MBytes   314 Mbits/sec    receiver"
-    let l = out.lines().find(|l| l.contains("receiver"))?;
-    let w: Vec<&str> = l.split_whitespace().collect();
-    let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
-    let v: f64 = w[i - 1].parse().ok()?;
-    Some(match w[i] {
-        "Gbits/sec" => v,
-        "Mbits/sec" => v / 1e3,
-        "Kbits/sec" => v / 1e6,
-        _ => return None,
-    })
-}
-
 /// Waits (bounded) for `ifname` to exist in `ns`.
 fn wait_link(ns: &Netns, ifname: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -96,7 +82,7 @@ fn iperf(vm: &mut Vm, ns: &Netns, reverse: bool) -> Result<f64> {
     let _ = server.kill();
     let _ = server.wait();
     let out = out?;
-    parse_gbps(&out).with_context(|| format!("iperf3 output:\n{out}"))
+    vfabric_tests::iperf_gbps(&out).with_context(|| format!("iperf3 output:\n{out}"))
 }
 
 fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
