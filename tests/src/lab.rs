@@ -32,6 +32,8 @@ pub struct GuestOpts {
     pub fabric_netns: Option<String>,
     /// The number of the first guest (guests are first..first+n-1, with their addresses).
     pub first: usize,
+    /// No static address: the guests' eth0 stays down for the test to configure (DHCP).
+    pub no_address: bool,
 }
 
 impl Default for GuestOpts {
@@ -46,6 +48,7 @@ impl Default for GuestOpts {
             topology_extra: String::new(),
             fabric_netns: None,
             first: 1,
+            no_address: false,
         }
     }
 }
@@ -127,7 +130,9 @@ impl NetLab {
             queues: self.opts.queues.max(1),
             qemu_is_server: self.opts.qemu_is_server,
         });
-        cfg.ips.push(("eth0".into(), format!("{}/24", ip(i))));
+        if !self.opts.no_address {
+            cfg.ips.push(("eth0".into(), format!("{}/24", ip(i))));
+        }
         cfg.extra_cmdline = self.opts.extra_cmdline.clone();
         static BOOTS: AtomicUsize = AtomicUsize::new(0);
         let workdir: PathBuf = self

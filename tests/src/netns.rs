@@ -64,45 +64,11 @@ impl Netns {
         timeout: Duration,
     ) -> Result<std::thread::JoinHandle<Result<()>>> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let data = std::sync::Arc::new(data);
         let h = self.run_in(move || {
             let l = TcpListener::bind(addr);
             let _ = tx.send(l.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            let l = l?;
-            l.set_nonblocking(true)?;
-            let deadline = std::time::Instant::now() + timeout;
-            let (mut s, _) = loop {
-                match l.accept() {
-                    Ok(c) => break c,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if std::time::Instant::now() > deadline {
-                            bail!("no client came to {addr} within {timeout:?}");
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            s.set_nonblocking(false)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            // Read the request head, then answer.
-            let mut req = Vec::new();
-            let mut b = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut b)?;
-                if n == 0 {
-                    bail!("the client closed before its request ended");
-                }
-                req.extend_from_slice(&b[..n]);
-            }
-            write!(
-                s,
-                "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-                data.len()
-            )?;
-            s.write_all(&data)?;
-            s.shutdown(std::net::Shutdown::Write)?;
-            Ok(())
+            serve_http(l?, data, 1, timeout)
         });
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(h),
@@ -148,6 +114,120 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Serves `data` over HTTP/1.0 to `clients` clients (each on a thread of its own) on
+/// `listener`, then returns; an error if a client does not come within `timeout` or a
+/// transfer fails.
+pub fn serve_http(
+    listener: TcpListener,
+    data: std::sync::Arc<Vec<u8>>,
+    clients: usize,
+    timeout: Duration,
+) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut served = Vec::new();
+    for _ in 0..clients {
+        let deadline = std::time::Instant::now() + timeout;
+        let (s, _) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() > deadline {
+                        bail!("no client came within {timeout:?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let data = data.clone();
+        served.push(std::thread::spawn(move || -> Result<()> {
+            let mut s = s;
+            s.set_nonblocking(false)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b)?;
+                if n == 0 {
+                    bail!("the client closed before its request ended");
+                }
+                req.extend_from_slice(&b[..n]);
+            }
+            write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            )?;
+            s.write_all(&data)?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(())
+        }));
+    }
+    for t in served {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a server thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// A DNS server for tests on `socket`: answers A queries for `name` with `ip`, every other
+/// query with no answer (NOERROR) or NXDOMAIN for other names, until `stop` is set (it looks
+/// every 100 ms). Returns how many queries it answered.
+pub fn serve_dns(
+    socket: std::net::UdpSocket,
+    name: &str,
+    ip: std::net::Ipv4Addr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<usize> {
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let want: Vec<String> = name.split('.').map(|l| l.to_ascii_lowercase()).collect();
+    let mut answered = 0;
+    let mut b = [0u8; 1500];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok((n, peer)) = socket.recv_from(&mut b) else {
+            continue;
+        };
+        let q = &b[..n];
+        if n < 12 {
+            continue;
+        }
+        // The question: labels, then type and class.
+        let mut i = 12;
+        let mut labels = Vec::new();
+        while i < n && q[i] != 0 {
+            let l = usize::from(q[i]);
+            if i + 1 + l > n {
+                break;
+            }
+            labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).to_ascii_lowercase());
+            i += 1 + l;
+        }
+        if i + 5 > n {
+            continue;
+        }
+        let qend = i + 5;
+        let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+        let ours = labels == want;
+        let mut r = Vec::with_capacity(qend + 16);
+        r.extend_from_slice(&q[..2]);
+        let rcode = if ours { 0 } else { 3 };
+        r.extend_from_slice(&[0x81, 0x80 | rcode]);
+        r.extend_from_slice(&[0, 1]);
+        let answer = ours && qtype == 1;
+        r.extend_from_slice(&[0, u8::from(answer), 0, 0, 0, 0]);
+        r.extend_from_slice(&q[12..qend]);
+        if answer {
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&ip.octets());
+        }
+        if socket.send_to(&r, peer).is_ok() {
+            answered += 1;
+        }
+    }
+    Ok(answered)
 }
 
 /// SHA-256 in lower-case hex.

@@ -466,6 +466,14 @@ impl Control {
                         "bridge": t.bridge,
                         "queues": t.queues,
                     }),
+                    PortKind::Nat(n) => json!({
+                        "subnet": format!("{}/{}", n.network, n.prefix),
+                        "gateway": n.gateway.to_string(),
+                        "dns": n.dns.to_string(),
+                        "dns_upstream": n.dns_upstream.to_string(),
+                        "restrict": n.restrict,
+                        "forwards": n.forwards.len(),
+                    }),
                     PortKind::Vxlan(v) => json!({
                         "vni": v.vni,
                         "local": v.local.to_string(),

@@ -18,6 +18,7 @@ use vhost_backends::server::{PortStop, Role, run_port};
 use vlan::VlanId;
 
 use crate::core::{Decision, PortId, Switch, Time, Verdict};
+use crate::natport::NatPort;
 use crate::tap::TapPort;
 use crate::topology::{PortConfig, PortKind, Topology};
 use crate::vxlan::VxlanPort;
@@ -28,6 +29,7 @@ pub enum Port {
     Vm(Arc<NetPort>),
     Tap(Arc<TapPort>),
     Vxlan(Arc<VxlanPort>),
+    Nat(Arc<NatPort>),
 }
 
 impl Port {
@@ -36,6 +38,7 @@ impl Port {
             Port::Vm(p) => p.name(),
             Port::Tap(p) => p.name(),
             Port::Vxlan(p) => p.name(),
+            Port::Nat(p) => p.name(),
         }
     }
 
@@ -52,7 +55,7 @@ impl Port {
         match self {
             Port::Vm(p) => p.is_connected(),
             Port::Tap(p) => p.is_up(),
-            Port::Vxlan(_) => true,
+            Port::Vxlan(_) | Port::Nat(_) => true,
         }
     }
 
@@ -70,6 +73,7 @@ impl Port {
             Port::Vm(p) => p.counters().fields(),
             Port::Tap(p) => p.counters().fields(),
             Port::Vxlan(p) => p.counters().fields(),
+            Port::Nat(p) => p.fields(),
         }
     }
 
@@ -85,6 +89,7 @@ impl Port {
             }
             Port::Tap(p) => p.deliver(frames, hint),
             Port::Vxlan(p) => p.deliver(frames),
+            Port::Nat(p) => p.deliver(frames),
         }
     }
 
@@ -96,6 +101,7 @@ impl Port {
             }
             Port::Tap(p) => p.deliver_bytes(frames, hint),
             Port::Vxlan(p) => p.deliver_bytes(frames),
+            Port::Nat(p) => p.deliver_bytes(frames),
         }
     }
 
@@ -106,6 +112,7 @@ impl Port {
             Port::Vxlan(p) => {
                 vhost_backends::net::plain_frames(frame, edit, &p.counters().net, out)
             }
+            Port::Nat(p) => vhost_backends::net::plain_frames(frame, edit, &p.counters().net, out),
         }
     }
 }
@@ -613,6 +620,10 @@ impl Fabric {
                 Ok(x) => Port::Vxlan(Arc::new(x)),
                 Err(e) => return Err(undo(format!("{here}: {e}"))),
             },
+            PortKind::Nat(n) => match NatPort::open(&p.name, n.clone()) {
+                Ok(x) => Port::Nat(Arc::new(x)),
+                Err(e) => return Err(undo(format!("{here}: {e}"))),
+            },
         };
         sw.ports.rcu(|old| {
             let mut v = Vec::clone(old);
@@ -680,6 +691,12 @@ impl Fabric {
                                 tap.receive(q, |frames| fabric.forward(si, pi, q as u16, frames))
                             })?,
                     );
+                }
+            }
+            Some(Port::Nat(n)) => {
+                let fabric = self.clone();
+                if let Some(t) = n.start(move |frames| fabric.forward(si, pi, 0, frames))? {
+                    threads.push(t);
                 }
             }
             Some(Port::Vxlan(vx)) => {
@@ -773,6 +790,7 @@ impl Fabric {
         match &gone {
             Some(Port::Tap(t)) => t.stop(),
             Some(Port::Vxlan(x)) => x.stop(),
+            Some(Port::Nat(n)) => n.stop(),
             _ => {}
         }
         for t in run.threads {

@@ -6,6 +6,7 @@ pub mod core;
 pub mod dataplane;
 pub mod hostport;
 pub mod metrics;
+pub mod natport;
 pub mod tap;
 pub mod topology;
 pub mod vxlan;

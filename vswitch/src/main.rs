@@ -795,6 +795,27 @@ fn print_ready(topo: &Topology) {
                     );
                     continue;
                 }
+                PortKind::Nat(n) => {
+                    let _ = writeln!(
+                        out,
+                        "port {} (switch {}): nat {}/{}: gateway {} (also the host's loopback), DNS {} -> {}, DHCP {}-{}{}{}",
+                        p.name,
+                        sw.name,
+                        n.network,
+                        n.prefix,
+                        n.gateway,
+                        n.dns,
+                        n.dns_upstream,
+                        n.dhcp_first,
+                        n.dhcp_last,
+                        if n.restrict { ", restricted" } else { "" },
+                        n.forwards
+                            .iter()
+                            .map(|f| format!(", forward {:?} {} -> {}", f.proto, f.host, f.guest))
+                            .collect::<String>()
+                    );
+                    continue;
+                }
                 PortKind::Vxlan(x) => {
                     let _ = writeln!(
                         out,

@@ -156,6 +156,8 @@ pub enum PortKind {
     Tap(TapConfig),
     /// A VXLAN tunnel endpoint (RFC 7348): the segment reaches other hosts.
     Vxlan(VxlanConfig),
+    /// A NAT gateway: DHCP, DNS relay, outbound and inbound NAT through host sockets.
+    Nat(nat::NatConfig),
 }
 
 impl PortKind {
@@ -165,6 +167,7 @@ impl PortKind {
             PortKind::VhostUserNet(_) => "vhost-user-net",
             PortKind::Tap(_) => "tap",
             PortKind::Vxlan(_) => "vxlan",
+            PortKind::Nat(_) => "nat",
         }
     }
 }
@@ -326,6 +329,22 @@ struct RawPort {
     local: Option<Spanned<String>>,
     remote: Option<Spanned<Vec<Spanned<String>>>>,
     port: Option<Spanned<i64>>,
+    // nat
+    subnet: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    dhcp_range: Option<Spanned<String>>,
+    reservations: Option<Spanned<Vec<Spanned<RawReservation>>>>,
+    dns_upstream: Option<Spanned<String>>,
+    forward: Option<Spanned<Vec<Spanned<String>>>>,
+    restrict: Option<Spanned<bool>>,
+    ipv6: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReservation {
+    mac: Spanned<String>,
+    ip: Spanned<String>,
 }
 
 impl RawPort {
@@ -353,6 +372,14 @@ impl RawPort {
             ("local", sp(&self.local)),
             ("remote", sp(&self.remote)),
             ("port", sp(&self.port)),
+            ("subnet", sp(&self.subnet)),
+            ("gateway", sp(&self.gateway)),
+            ("dhcp_range", sp(&self.dhcp_range)),
+            ("reservations", sp(&self.reservations)),
+            ("dns_upstream", sp(&self.dns_upstream)),
+            ("forward", sp(&self.forward)),
+            ("restrict", sp(&self.restrict)),
+            ("ipv6", sp(&self.ipv6)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))
@@ -376,6 +403,20 @@ const PORT_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("vxlan", &["vni", "local", "remote", "port"]),
+    (
+        "nat",
+        &[
+            "subnet",
+            "gateway",
+            "dhcp_range",
+            "reservations",
+            "dns_upstream",
+            "forward",
+            "restrict",
+            "mtu",
+            "ipv6",
+        ],
+    ),
 ];
 
 /// One entry of `trunk`: a VLAN id or a range "100-199".
@@ -490,6 +531,8 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
     // TAP interfaces (by namespace and name) and VXLAN endpoints (by address and port), each
     // with the port that claims it.
     let mut host_names: HashMap<String, String> = HashMap::new();
+    // NAT subnets, with the port that has each.
+    let mut subnets: Vec<(std::net::Ipv4Addr, u8, String)> = Vec::new();
     if raw.switch.is_empty() && raw.disk.is_empty() {
         cx.error(
             0..0,
@@ -546,7 +589,7 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
                     p.kind.span(),
                     format!("{here}: type"),
                     format!(
-                        "unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan)"
+                        "unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, nat)"
                     ),
                 );
                 continue;
@@ -580,6 +623,7 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             let kind = match type_name {
                 "tap" => PortKind::Tap(tap_port(&mut cx, &p, &here, &mut host_names)),
                 "vxlan" => PortKind::Vxlan(vxlan_port(&mut cx, &p, &here, &mut host_names)),
+                "nat" => PortKind::Nat(nat_port(&mut cx, &p, &here, &mut host_names, &mut subnets)),
                 _ => PortKind::VhostUserNet(vhost_port(
                     &mut cx,
                     &p,
@@ -743,6 +787,33 @@ pub fn port_from_keys(
                     "{here}: ifname: {} is already the TAP of port \"{}\"",
                     t.ifname, other.name
                 ));
+            }
+        }
+        PortKind::Nat(n) => {
+            for other in all_ports() {
+                if let PortKind::Nat(o) = &other.kind {
+                    let size = |len: u8| 1u64 << (32 - u32::from(len));
+                    let (a0, b0) = (
+                        u64::from(u32::from(n.network)),
+                        u64::from(u32::from(o.network)),
+                    );
+                    if a0 < b0 + size(o.prefix) && b0 < a0 + size(n.prefix) {
+                        return Err(format!(
+                            "{here}: subnet: {}/{} overlaps {}/{} of port \"{}\"",
+                            n.network, n.prefix, o.network, o.prefix, other.name
+                        ));
+                    }
+                    if let Some(f) = n.forwards.iter().find(|f| {
+                        o.forwards
+                            .iter()
+                            .any(|g| g.host == f.host && g.proto == f.proto)
+                    }) {
+                        return Err(format!(
+                            "{here}: forward: {} is already forwarded by port \"{}\"",
+                            f.host, other.name
+                        ));
+                    }
+                }
             }
         }
         PortKind::Vxlan(x) => {
@@ -1155,6 +1226,256 @@ pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
     let len: u8 = l.parse().ok()?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     (len <= max).then_some((addr, len))
+}
+
+/// An IPv4 address of a NAT port's subnet, checked: inside it, not its network or
+/// broadcast address.
+fn subnet_addr(
+    cx: &mut Ctx<'_>,
+    v: &Spanned<String>,
+    field: &str,
+    cfg: &nat::NatConfig,
+) -> Option<std::net::Ipv4Addr> {
+    match v.get_ref().trim().parse::<std::net::Ipv4Addr>() {
+        Ok(a) if cfg.contains(a) && a != cfg.network && a != cfg.broadcast() => Some(a),
+        Ok(a) => {
+            cx.error(
+                v.span(),
+                field,
+                format!(
+                    "{a} is not a host address of the subnet {}/{}",
+                    cfg.network, cfg.prefix
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            cx.error(
+                v.span(),
+                field,
+                format!("`{}` is not an IPv4 address", v.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// The NAT keys of `p`.
+fn nat_port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    host_names: &mut HashMap<String, String>,
+    subnets: &mut Vec<(std::net::Ipv4Addr, u8, String)>,
+) -> nat::NatConfig {
+    use std::net::Ipv4Addr;
+    let pname = p.name.get_ref().clone();
+    let upstream_default = std::fs::read_to_string("/etc/resolv.conf")
+        .ok()
+        .and_then(|t| nat::config::resolv_conf_upstream(&t))
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 53)));
+    let (network, prefix) = match &p.subnet {
+        Some(sn) => match parse_cidr(sn.get_ref()) {
+            Some((std::net::IpAddr::V4(a), len)) if (8..=29).contains(&len) => {
+                let mask = u32::MAX << (32 - u32::from(len));
+                let net = Ipv4Addr::from(u32::from(a) & mask);
+                if net != a {
+                    cx.error(
+                        sn.span(),
+                        format!("{here}: subnet"),
+                        format!("{a}/{len} has host bits set (the subnet is {net}/{len})"),
+                    );
+                }
+                (net, len)
+            }
+            _ => {
+                cx.error(
+                    sn.span(),
+                    format!("{here}: subnet"),
+                    format!(
+                        "`{}` is not an IPv4 subnet from /8 to /29 (like \"10.0.2.0/24\")",
+                        sn.get_ref()
+                    ),
+                );
+                (Ipv4Addr::new(10, 0, 2, 0), 24)
+            }
+        },
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: subnet"),
+                "missing (a nat port needs `subnet = \"10.0.2.0/24\"`)",
+            );
+            (Ipv4Addr::new(10, 0, 2, 0), 24)
+        }
+    };
+    let mut cfg = nat::NatConfig::for_subnet(network, prefix, upstream_default);
+    if let Some(sn) = &p.subnet {
+        let size = |len: u8| 1u64 << (32 - u32::from(len));
+        for (n, l, other) in subnets.iter() {
+            let (a0, a1) = (u64::from(u32::from(network)), size(prefix));
+            let (b0, b1) = (u64::from(u32::from(*n)), size(*l));
+            if a0 < b0 + b1 && b0 < a0 + a1 {
+                cx.error(
+                    sn.span(),
+                    format!("{here}: subnet"),
+                    format!("{network}/{prefix} overlaps {n}/{l} of port \"{other}\""),
+                );
+            }
+        }
+        subnets.push((network, prefix, pname.clone()));
+    }
+    if let Some(g) = &p.gateway
+        && let Some(a) = subnet_addr(cx, g, &format!("{here}: gateway"), &cfg)
+    {
+        cfg.gateway = a;
+    }
+    if cfg.gateway == cfg.dns {
+        let span = p.gateway.as_ref().map_or(p.name.span(), |g| g.span());
+        cx.error(
+            span,
+            format!("{here}: gateway"),
+            format!("{} is the DNS relay's address", cfg.dns),
+        );
+    }
+    if let Some(r) = &p.dhcp_range {
+        let parts = r.get_ref().split_once('-').map(|(a, b)| {
+            (
+                a.trim().parse::<Ipv4Addr>().ok(),
+                b.trim().parse::<Ipv4Addr>().ok(),
+            )
+        });
+        match parts {
+            Some((Some(a), Some(b)))
+                if cfg.contains(a)
+                    && cfg.contains(b)
+                    && u32::from(a) <= u32::from(b)
+                    && a != cfg.network
+                    && b != cfg.broadcast() =>
+            {
+                let inside = |x: Ipv4Addr| u32::from(a) <= u32::from(x) && u32::from(x) <= u32::from(b);
+                if inside(cfg.gateway) || inside(cfg.dns) {
+                    cx.error(
+                        r.span(),
+                        format!("{here}: dhcp_range"),
+                        format!(
+                            "{a}-{b} includes the gateway {} or the DNS relay {}",
+                            cfg.gateway, cfg.dns
+                        ),
+                    );
+                }
+                cfg.dhcp_first = a;
+                cfg.dhcp_last = b;
+            }
+            _ => cx.error(
+                r.span(),
+                format!("{here}: dhcp_range"),
+                format!(
+                    "`{}` is not a range of host addresses of the subnet, low to high (like \"10.0.2.15-10.0.2.99\")",
+                    r.get_ref()
+                ),
+            ),
+        }
+    }
+    for r in p.reservations.iter().flat_map(|l| l.get_ref().iter()) {
+        let r = r.get_ref();
+        let field = format!("{here}: reservations");
+        let mac = unicast_mac(cx, &r.mac, &field);
+        let ip = subnet_addr(cx, &r.ip, &field, &cfg);
+        if let (Some(mac), Some(ip)) = (mac, ip) {
+            if ip == cfg.gateway || ip == cfg.dns {
+                cx.error(
+                    r.ip.span(),
+                    field,
+                    format!("{ip} is the gateway's or the DNS relay's"),
+                );
+            } else if cfg
+                .reservations
+                .iter()
+                .any(|(m, i)| *m == mac.0 || *i == ip)
+            {
+                cx.error(
+                    r.mac.span(),
+                    field,
+                    format!("{mac} or {ip} is reserved twice"),
+                );
+            } else {
+                cfg.reservations.push((mac.0, ip));
+            }
+        }
+    }
+    if let Some(u) = &p.dns_upstream {
+        let t = u.get_ref().trim();
+        let parsed = t.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            t.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Some(a) => cfg.dns_upstream = a,
+            None => cx.error(
+                u.span(),
+                format!("{here}: dns_upstream"),
+                format!("`{t}` is not an address[:port] like \"127.0.0.1:53\""),
+            ),
+        }
+    }
+    for f in p.forward.iter().flat_map(|l| l.get_ref().iter()) {
+        let field = format!("{here}: forward");
+        match nat::Forward::parse(f.get_ref()) {
+            Some(fw) => {
+                let guest_ok = match fw.guest {
+                    std::net::SocketAddr::V4(g) => cfg.contains(*g.ip()),
+                    _ => false,
+                };
+                if !guest_ok {
+                    cx.error(
+                        f.span(),
+                        field,
+                        format!("{} is not an address of the subnet", fw.guest),
+                    );
+                    continue;
+                }
+                let key = format!("forward {:?} {}", fw.proto, fw.host);
+                if let Some(other) = host_names.insert(key, pname.clone()) {
+                    cx.error(
+                        f.span(),
+                        field,
+                        format!("{} is already forwarded by port \"{other}\"", fw.host),
+                    );
+                    continue;
+                }
+                cfg.forwards.push(fw);
+            }
+            None => cx.error(
+                f.span(),
+                field,
+                format!(
+                    "`{}` is not PROTO:HOST_ADDR:PORT-GUEST_ADDR:PORT (like \"tcp:127.0.0.1:2222-10.0.2.15:22\")",
+                    f.get_ref()
+                ),
+            ),
+        }
+    }
+    cfg.restrict = p.restrict.as_ref().map(|r| *r.get_ref()).unwrap_or(false);
+    if let Some(m) = &p.mtu {
+        match *m.get_ref() {
+            v @ 576..=65500 => cfg.mtu = v as u16,
+            v => cx.error(
+                m.span(),
+                format!("{here}: mtu"),
+                format!("{v}: must be 576-65500"),
+            ),
+        }
+    }
+    if let Some(v6) = &p.ipv6 {
+        cx.error(
+            v6.span(),
+            format!("{here}: ipv6"),
+            "IPv6 on NAT ports is not supported yet (IPv4 only)",
+        );
+    }
+    cfg
 }
 
 /// The VXLAN keys of `p`.
