@@ -142,7 +142,7 @@ fn dhcp_loopback_downloads_dns_udp_and_a_forward_for_three_guests() -> Result<()
         .join()
         .map_err(|_| anyhow::anyhow!("dns panicked"))??;
     assert!(answered >= 1);
-    let c = |n: &str| lab.fabric.counter("uplink", n);
+    let mut c = |n: &str| lab.fabric.counter("uplink", n);
     assert!(c("nat_dhcp_replies")? >= 6);
     assert!(c("nat_dns_queries")? >= 1);
     assert!(c("nat_tcp_flows")? >= 5);
