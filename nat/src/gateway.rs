@@ -735,13 +735,15 @@ impl Gateway {
                     Err(_) => broken = true,
                 }
             }
-            if f.connected
-                && !f.guest_eof_passed
-                && f.to_host.is_empty()
-                && !s.may_recv()
-                && s.state() != tcp::State::Listen
-                && s.state() != tcp::State::SynReceived
-            {
+            // The guest's FIN, once everything before it reached the host.
+            let guest_done = matches!(
+                s.state(),
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+            );
+            if f.connected && !f.guest_eof_passed && f.to_host.is_empty() && guest_done {
                 let _ = f.host.shutdown(std::net::Shutdown::Write);
                 f.guest_eof_passed = true;
             }
