@@ -63,6 +63,9 @@ fn round(who: Contender, qemu: &Qemu, port: u16) -> Result<Round> {
     cfg.extra_cmdline = "vf.route=eth0:default:10.0.2.2".into();
     let mac = "52:54:00:12:34:56".to_string();
     let mut _keep: Vec<Reaper> = Vec::new();
+    // passt drops root for nobody: its socket goes where nobody may write.
+    let passt_sock =
+        std::path::PathBuf::from(format!("/tmp/vfb-passt-{}-{port}.sock", std::process::id()));
     let _fabric = match who {
         Contender::Vfabric => {
             let f = Fabric::start_with(
@@ -88,7 +91,8 @@ fn round(who: Contender, qemu: &Qemu, port: u16) -> Result<Round> {
             None
         }
         Contender::Passt => {
-            let sock = dir.path().join("passt.sock");
+            let sock = passt_sock.clone();
+            let _ = std::fs::remove_file(&sock);
             let child = Command::new("passt")
                 .args(["-f", "-1", "-q", "-s"])
                 .arg(&sock)
@@ -132,6 +136,7 @@ fn round(who: Contender, qemu: &Qemu, port: u16) -> Result<Round> {
     let up_gbps = run(&mut vm, false)?;
     let down_gbps = run(&mut vm, true)?;
     vm.kill();
+    let _ = std::fs::remove_file(&passt_sock);
     Ok(Round {
         who,
         up_gbps,
