@@ -67,6 +67,11 @@ counters! {
     nat_flow_limit,
     /// Echo requests answered for the gateway and DNS addresses.
     nat_icmp_echo,
+    /// Echo requests relayed to other addresses (through unprivileged ping sockets).
+    nat_icmp_relayed,
+    /// Echo requests that could not be relayed (ping sockets not allowed to vfabric's group:
+    /// net.ipv4.ping_group_range).
+    nat_icmp_unavailable,
     /// Frames not handled (other protocols, other addresses, malformed).
     nat_dropped,
 }
@@ -169,6 +174,8 @@ pub struct Gateway {
     dev: Dev,
     tcp: HashMap<FlowKey, TcpFlow>,
     udp: HashMap<FlowKey, UdpFlow>,
+    /// Echo flows: (guest, echo id, destination, 0) -> a ping socket.
+    icmp: HashMap<FlowKey, UdpFlow>,
     tcp_forwards: Vec<(TcpListener, SocketAddrV4)>,
     udp_forwards: Vec<UdpForward>,
     dhcp: DhcpServer,
@@ -244,6 +251,7 @@ impl Gateway {
             dev,
             tcp: HashMap::new(),
             udp: HashMap::new(),
+            icmp: HashMap::new(),
             tcp_forwards,
             udp_forwards,
             dhcp: DhcpServer::new(),
@@ -303,11 +311,12 @@ impl Gateway {
     fn flows_of(&self, guest: Ipv4Addr) -> usize {
         self.tcp.values().filter(|f| f.guest == guest).count()
             + self.udp.keys().filter(|k| k.0 == guest).count()
+            + self.icmp.keys().filter(|k| k.0 == guest).count()
     }
 
     /// Whether one more flow for `guest` fits the limits (counted when not).
     fn room_for(&self, guest: Ipv4Addr) -> bool {
-        let ok = self.tcp.len() + self.udp.len() < self.cfg.max_flows
+        let ok = self.tcp.len() + self.udp.len() + self.icmp.len() < self.cfg.max_flows
             && self.flows_of(guest) < self.cfg.max_flows_per_guest;
         if !ok {
             self.counters.nat_flow_limit.fetch_add(1, Relaxed);
@@ -372,6 +381,8 @@ impl Gateway {
                                 self.out.push(v);
                                 self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
                             }
+                        } else if let etherparse::Icmpv4Type::EchoRequest(e) = icmp.icmp_type() {
+                            self.echo_out(src, dst, e.id, e.seq, icmp.payload());
                         } else {
                             self.counters.nat_dropped.fetch_add(1, Relaxed);
                         }
@@ -509,6 +520,53 @@ impl Gateway {
         );
     }
 
+    /// A guest pings an address beyond the gateway: relayed through an unprivileged ping
+    /// socket (the kernel picks the echo id; replies get the guest's back).
+    fn echo_out(&mut self, src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, data: &[u8]) {
+        let Some(target) = self.host_target(dst, 0) else {
+            self.counters.nat_dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        if !self.allowed(&target) {
+            self.counters.nat_restricted.fetch_add(1, Relaxed);
+            return;
+        }
+        let key = (src, id, dst, 0);
+        if !self.icmp.contains_key(&key) {
+            if !self.room_for(src) {
+                return;
+            }
+            match ping_socket(target) {
+                Ok(sock) => {
+                    self.icmp.insert(
+                        key,
+                        UdpFlow {
+                            sock,
+                            last: Instant::now(),
+                        },
+                    );
+                }
+                Err(_) => {
+                    self.counters.nat_icmp_unavailable.fetch_add(1, Relaxed);
+                    return;
+                }
+            }
+        }
+        let Some(f) = self.icmp.get_mut(&key) else {
+            return;
+        };
+        f.last = Instant::now();
+        // Echo request: type 8, code 0, checksum (the kernel fills it), id, seq, data.
+        let mut m = Vec::with_capacity(8 + data.len());
+        m.extend_from_slice(&[8, 0, 0, 0]);
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(data);
+        if f.sock.send(&m).is_ok() {
+            self.counters.nat_icmp_relayed.fetch_add(1, Relaxed);
+        }
+    }
+
     /// A guest opens a connection: a host connection is started and a smoltcp socket made
     /// to accept the SYN as the destination. Refused ones get no socket (smoltcp resets).
     fn tcp_syn(&mut self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) {
@@ -604,7 +662,7 @@ impl Gateway {
         for f in &self.udp_forwards {
             v.push((f.sock.as_fd(), PollFlags::POLLIN));
         }
-        for f in self.udp.values() {
+        for f in self.udp.values().chain(self.icmp.values()) {
             v.push((f.sock.as_fd(), PollFlags::POLLIN));
         }
         for f in self.tcp.values() {
@@ -810,7 +868,49 @@ impl Gateway {
         for ((guest, gport, dst, dport), data) in replies {
             self.udp_to_guest(dst, dport, guest, gport, &data);
         }
+        // Echo replies: the guest's id back in, the checksum made again.
+        let mut echoes = Vec::new();
+        self.icmp.retain(|key, f| {
+            while let Ok(n) = f.sock.recv(&mut buf) {
+                if n >= 8 && buf[0] == 0 {
+                    f.last = now;
+                    let seq = u16::from_be_bytes([buf[6], buf[7]]);
+                    echoes.push((key.0, key.1, key.2, seq, buf[8..n].to_vec()));
+                }
+            }
+            now.duration_since(f.last) < timeout
+        });
+        for (guest, id, dst, seq, data) in echoes {
+            let Some(mac) = self.macs.get(&guest).copied() else {
+                continue;
+            };
+            let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), mac)
+                .ipv4(dst.octets(), guest.octets(), 64)
+                .icmpv4_echo_reply(id, seq);
+            let mut v = Vec::with_capacity(b.size(data.len()));
+            if b.write(&mut v, &data).is_ok() {
+                self.out.push(v);
+            }
+        }
     }
+}
+
+/// An unprivileged ICMP echo socket (SOCK_DGRAM, IPPROTO_ICMP) aimed at `to`.
+fn ping_socket(to: SocketAddr) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
+    let SocketAddr::V4(_) = to else {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    };
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Icmp,
+    )?;
+    // Datagram calls work on it like on a UDP socket; the port is ignored.
+    let s = UdpSocket::from(fd);
+    s.connect(to)?;
+    Ok(s)
 }
 
 /// Starts a TCP connection without waiting for it.

@@ -177,6 +177,14 @@ fn outbound_nat_reaches_the_world_and_restrict_keeps_a_guest_in() -> Result<()> 
         "ip link add w0 type veth peer name w1 && ip addr add 198.51.100.1/24 dev w0 \
          && ip link set w0 up && ip link set w1 up",
     )?;
+    // Unprivileged ping sockets for everyone in this namespace (the sysctl is per
+    // namespace): pings are relayed through them.
+    ns.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ])?;
     for (restrict, name) in [(false, "open"), (true, "restricted")] {
         let opts = GuestOpts {
             no_address: true,
@@ -210,7 +218,9 @@ fn outbound_nat_reaches_the_world_and_restrict_keeps_a_guest_in() -> Result<()> 
         let out = lab
             .vm(1)
             .run("wget -q -O - http://198.51.100.1:8080/", CMD)?;
+        let ping = lab.vm(1).run("ping -c 3 -W 3 198.51.100.1", CMD)?;
         if restrict {
+            assert_ne!(ping.code, 0, "{}", ping.output);
             assert_ne!(out.code, 0, "{name}: {}", out.output);
             assert!(out.output.contains("refused"), "{}", out.output);
             assert!(lab.fabric.counter("uplink", "nat_restricted")? >= 1);
@@ -219,6 +229,12 @@ fn outbound_nat_reaches_the_world_and_restrict_keeps_a_guest_in() -> Result<()> 
         } else {
             assert_eq!(out.code, 0, "{name}: {}", out.output);
             assert!(out.output.contains("from-the-world"), "{}", out.output);
+            assert!(
+                ping.output.contains("3 packets received"),
+                "{}",
+                ping.output
+            );
+            assert_eq!(lab.fabric.counter("uplink", "nat_icmp_relayed")?, 3);
             world.join().map_err(|_| anyhow::anyhow!("panic"))??;
             assert_eq!(lab.fabric.counter("uplink", "nat_restricted")?, 0);
         }
