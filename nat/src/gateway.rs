@@ -185,6 +185,8 @@ pub struct Gateway {
     /// Sockets of ended flows still sending their last segments.
     closing: Vec<SocketHandle>,
     out: Vec<Vec<u8>>,
+    /// Room for one datagram read from a host socket.
+    scratch: Vec<u8>,
     counters: Arc<Counters>,
     start: Instant,
 }
@@ -259,6 +261,7 @@ impl Gateway {
             next_port: 49152,
             closing: Vec::new(),
             out: Vec::new(),
+            scratch: vec![0; 65536],
             counters,
             start,
         })
@@ -727,9 +730,9 @@ impl Gateway {
         }
         // UDP forwards: datagrams from host peers to the guest, each peer behind a port.
         let mut datagrams = Vec::new();
-        let mut buf = vec![0u8; 65536];
+        let buf = &mut self.scratch;
         for (i, f) in self.udp_forwards.iter().enumerate() {
-            while let Ok((n, peer)) = f.sock.recv_from(&mut buf) {
+            while let Ok((n, peer)) = f.sock.recv_from(buf) {
                 datagrams.push((i, peer, buf[..n].to_vec()));
             }
         }
@@ -854,7 +857,7 @@ impl Gateway {
     }
 
     fn pump_udp(&mut self) {
-        let mut buf = vec![0u8; 65536];
+        let mut buf = std::mem::take(&mut self.scratch);
         let mut replies = Vec::new();
         let timeout = self.cfg.udp_timeout;
         let now = Instant::now();
@@ -892,6 +895,7 @@ impl Gateway {
                 self.out.push(v);
             }
         }
+        self.scratch = buf;
     }
 }
 
