@@ -761,6 +761,15 @@ impl Vm {
 
     /// An error message with QEMU's state, its output and the console tail.
     fn failure(&mut self, what: &str) -> String {
+        // A closed agent socket usually means QEMU is on its way out: give it a moment
+        // (bounded) so the report says how it ended.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.killed
+            && matches!(self.child.try_wait(), Ok(None))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let state = match self.child.try_wait() {
             Ok(Some(st)) => format!("QEMU pid {} exited: {st}", self.child.id()),
             _ if self.killed => "QEMU was killed".to_owned(),
