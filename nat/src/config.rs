@@ -1,7 +1,7 @@
 //! What a NAT port is told: its subnet and the addresses in it, the DHCP pool, the DNS
 //! upstream, port forwards and limits. Plain data, validated by the topology parser.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// A port forward: connections or datagrams to `host` on the host are relayed to `guest`.
@@ -65,6 +65,8 @@ pub struct NatConfig {
     pub max_flows_per_guest: usize,
     /// How long an idle UDP flow is kept.
     pub udp_timeout: Duration,
+    /// An IPv6 prefix for the segment (router advertisements with SLAAC): prefix and length.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
 }
 
 impl NatConfig {
@@ -94,7 +96,32 @@ impl NatConfig {
             max_flows: 4096,
             max_flows_per_guest: 1024,
             udp_timeout: Duration::from_secs(60),
+            ipv6: None,
         }
+    }
+
+    /// The gateway's IPv6 address (`::2` of the prefix), also the host's `::1`.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.ipv6.map(|(p, _)| Ipv6Addr::from(u128::from(p) | 2))
+    }
+
+    /// The DNS relay's IPv6 address (`::3` of the prefix).
+    pub fn dns6(&self) -> Option<Ipv6Addr> {
+        self.ipv6.map(|(p, _)| Ipv6Addr::from(u128::from(p) | 3))
+    }
+
+    /// The router's link-local address (the source of its advertisements).
+    pub fn gateway_ll(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2)
+    }
+
+    /// Whether `ip` is in the IPv6 prefix or link-local.
+    pub fn contains6(&self, ip: Ipv6Addr) -> bool {
+        let ll = ip.segments()[0] & 0xffc0 == 0xfe80;
+        ll || self.ipv6.is_some_and(|(p, len)| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(p)
+        })
     }
 
     /// The subnet mask.

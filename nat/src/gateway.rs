@@ -14,7 +14,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
+};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -131,7 +133,7 @@ impl Device for Dev {
 }
 
 /// (guest address, guest port, destination as the guest sees it, its port).
-type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+type FlowKey = (IpAddr, u16, IpAddr, u16);
 
 /// One relayed TCP connection: a smoltcp socket facing the guest, a host socket.
 struct TcpFlow {
@@ -142,7 +144,7 @@ struct TcpFlow {
     to_host: Vec<u8>,
     host_eof: bool,
     guest_eof_passed: bool,
-    guest: Ipv4Addr,
+    guest: IpAddr,
 }
 
 /// One UDP flow: a host socket connected to the destination.
@@ -180,10 +182,12 @@ pub struct Gateway {
     udp_forwards: Vec<UdpForward>,
     dhcp: DhcpServer,
     /// Guest addresses and their MACs, learned from their frames and leases.
-    macs: HashMap<Ipv4Addr, [u8; 6]>,
+    macs: HashMap<IpAddr, [u8; 6]>,
     next_port: u16,
     /// Sockets of ended flows still sending their last segments.
     closing: Vec<SocketHandle>,
+    /// When the last unsolicited router advertisement went out.
+    last_ra: Option<Instant>,
     out: Vec<Vec<u8>>,
     /// Room for one datagram read from a host socket.
     scratch: Vec<u8>,
@@ -210,6 +214,15 @@ impl Gateway {
             let _ = a.push(IpCidr::new(cfg.gateway.into(), cfg.prefix));
             let _ = a.push(IpCidr::new(cfg.dns.into(), cfg.prefix));
         });
+        if let (Some(g6), Some(d6), Some((_, len))) = (cfg.gateway6(), cfg.dns6(), cfg.ipv6) {
+            let ll = cfg.gateway_ll();
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::new(g6.into(), len));
+                let _ = a.push(IpCidr::new(d6.into(), len));
+                let _ = a.push(IpCidr::new(ll.into(), 64));
+            });
+            let _ = iface.routes_mut().add_default_ipv6_route(g6);
+        }
         // Any address behind the gateway is ours to answer for (the far end of every
         // relayed connection).
         let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
@@ -244,7 +257,7 @@ impl Gateway {
         }
         let mut macs = HashMap::new();
         for (m, ip) in &cfg.reservations {
-            macs.insert(*ip, *m);
+            macs.insert(IpAddr::V4(*ip), *m);
         }
         Ok(Gateway {
             cfg,
@@ -260,6 +273,7 @@ impl Gateway {
             macs,
             next_port: 49152,
             closing: Vec::new(),
+            last_ra: None,
             out: Vec::new(),
             scratch: vec![0; 65536],
             counters,
@@ -286,22 +300,40 @@ impl Gateway {
     }
 
     /// Where a connection or datagram to `dst:port` goes on the host, if anywhere.
-    fn host_target(&self, dst: Ipv4Addr, port: u16) -> Option<SocketAddr> {
-        let target = if dst == self.cfg.gateway {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-        } else if dst == self.cfg.dns {
-            if port != 53 {
-                return None;
+    fn host_target(&self, dst: IpAddr, port: u16) -> Option<SocketAddr> {
+        let target = match dst {
+            IpAddr::V4(dst) => {
+                if dst == self.cfg.gateway {
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+                } else if dst == self.cfg.dns {
+                    if port != 53 {
+                        return None;
+                    }
+                    self.cfg.dns_upstream
+                } else if self.cfg.contains(dst)
+                    || dst.is_broadcast()
+                    || dst.is_multicast()
+                    || dst.is_unspecified()
+                {
+                    return None;
+                } else {
+                    SocketAddr::new(IpAddr::V4(dst), port)
+                }
             }
-            self.cfg.dns_upstream
-        } else if self.cfg.contains(dst)
-            || dst.is_broadcast()
-            || dst.is_multicast()
-            || dst.is_unspecified()
-        {
-            return None;
-        } else {
-            SocketAddr::new(IpAddr::V4(dst), port)
+            IpAddr::V6(dst) => {
+                if Some(dst) == self.cfg.gateway6() || dst == self.cfg.gateway_ll() {
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)
+                } else if Some(dst) == self.cfg.dns6() {
+                    if port != 53 {
+                        return None;
+                    }
+                    self.cfg.dns_upstream
+                } else if self.cfg.contains6(dst) || dst.is_multicast() || dst.is_unspecified() {
+                    return None;
+                } else {
+                    SocketAddr::new(IpAddr::V6(dst), port)
+                }
+            }
         };
         Some(target)
     }
@@ -311,14 +343,14 @@ impl Gateway {
         !self.cfg.restrict || target.ip().is_loopback()
     }
 
-    fn flows_of(&self, guest: Ipv4Addr) -> usize {
+    fn flows_of(&self, guest: IpAddr) -> usize {
         self.tcp.values().filter(|f| f.guest == guest).count()
             + self.udp.keys().filter(|k| k.0 == guest).count()
             + self.icmp.keys().filter(|k| k.0 == guest).count()
     }
 
     /// Whether one more flow for `guest` fits the limits (counted when not).
-    fn room_for(&self, guest: Ipv4Addr) -> bool {
+    fn room_for(&self, guest: IpAddr) -> bool {
         let ok = self.tcp.len() + self.udp.len() + self.icmp.len() < self.cfg.max_flows
             && self.flows_of(guest) < self.cfg.max_flows_per_guest;
         if !ok {
@@ -340,7 +372,8 @@ impl Gateway {
         };
         let src_mac = eth.source();
         let dst_mac = eth.destination();
-        if dst_mac != self.cfg.gateway_mac() && dst_mac != [0xff; 6] {
+        let v6_multicast = dst_mac[0] == 0x33 && dst_mac[1] == 0x33;
+        if dst_mac != self.cfg.gateway_mac() && dst_mac != [0xff; 6] && !v6_multicast {
             // Flooded unicast for someone else.
             return;
         }
@@ -350,7 +383,7 @@ impl Gateway {
                 let h = ip.header();
                 let (src, dst) = (h.source_addr(), h.destination_addr());
                 if self.cfg.contains(src) && src_mac[0] & 1 == 0 {
-                    self.macs.insert(src, src_mac);
+                    self.macs.insert(IpAddr::V4(src), src_mac);
                 }
                 if h.is_fragmenting_payload() {
                     self.counters.nat_dropped.fetch_add(1, Relaxed);
@@ -363,12 +396,17 @@ impl Gateway {
                         if dport == 67 {
                             self.dhcp_request(payload);
                         } else {
-                            self.udp_from_guest(src, sport, dst, dport, payload);
+                            self.udp_from_guest(src.into(), sport, dst.into(), dport, payload);
                         }
                     }
                     Some(TransportSlice::Tcp(t)) => {
                         if t.syn() && !t.ack() {
-                            self.tcp_syn(src, t.source_port(), dst, t.destination_port());
+                            self.tcp_syn(
+                                src.into(),
+                                t.source_port(),
+                                dst.into(),
+                                t.destination_port(),
+                            );
                         }
                         self.dev.rx.push_back(frame.to_vec());
                     }
@@ -395,10 +433,117 @@ impl Gateway {
                     }
                 }
             }
+            Some(NetSlice::Ipv6(ip)) if self.cfg.ipv6.is_some() => {
+                let h = ip.header();
+                let (src, dst) = (h.source_addr(), h.destination_addr());
+                if self.cfg.contains6(src) && src_mac[0] & 1 == 0 && !src.is_unspecified() {
+                    self.macs.insert(IpAddr::V6(src), src_mac);
+                }
+                match &p.transport {
+                    Some(TransportSlice::Udp(u)) => {
+                        self.udp_from_guest(
+                            src.into(),
+                            u.source_port(),
+                            dst.into(),
+                            u.destination_port(),
+                            u.payload(),
+                        );
+                    }
+                    Some(TransportSlice::Tcp(t)) => {
+                        if t.syn() && !t.ack() {
+                            self.tcp_syn(
+                                src.into(),
+                                t.source_port(),
+                                dst.into(),
+                                t.destination_port(),
+                            );
+                        }
+                        self.dev.rx.push_back(frame.to_vec());
+                    }
+                    Some(TransportSlice::Icmpv6(icmp)) => match icmp.icmp_type() {
+                        etherparse::Icmpv6Type::RouterSolicitation => {
+                            let to = if src.is_unspecified() {
+                                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+                            } else {
+                                src
+                            };
+                            self.router_advert(to, src_mac);
+                        }
+                        etherparse::Icmpv6Type::EchoRequest(e)
+                            if Some(dst) == self.cfg.gateway6()
+                                || Some(dst) == self.cfg.dns6()
+                                || dst == self.cfg.gateway_ll() =>
+                        {
+                            let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), src_mac)
+                                .ipv6(dst.octets(), src.octets(), 64)
+                                .icmpv6_echo_reply(e.id, e.seq);
+                            let mut v = Vec::with_capacity(b.size(icmp.payload().len()));
+                            if b.write(&mut v, icmp.payload()).is_ok() {
+                                self.out.push(v);
+                                self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
+                            }
+                        }
+                        // Neighbour discovery for the gateway's addresses: smoltcp's.
+                        etherparse::Icmpv6Type::NeighborSolicitation
+                        | etherparse::Icmpv6Type::NeighborAdvertisement(_) => {
+                            self.dev.rx.push_back(frame.to_vec())
+                        }
+                        _ => {
+                            self.counters.nat_dropped.fetch_add(1, Relaxed);
+                        }
+                    },
+                    _ => {
+                        self.counters.nat_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
             _ => {
                 self.counters.nat_dropped.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// A router advertisement to `to` (MAC `mac`): the prefix for SLAAC, the MTU, the DNS
+    /// relay (RDNSS), the gateway as default router.
+    fn router_advert(&mut self, to: Ipv6Addr, mac: [u8; 6]) {
+        let (Some((prefix, len)), Some(dns6)) = (self.cfg.ipv6, self.cfg.dns6()) else {
+            return;
+        };
+        let dst_mac = if to.is_multicast() {
+            let o = to.octets();
+            [0x33, 0x33, o[12], o[13], o[14], o[15]]
+        } else {
+            mac
+        };
+        let lifetime: u16 = 1800;
+        let mut body = Vec::with_capacity(64);
+        // Reachable time, retransmit timer: unspecified.
+        body.extend_from_slice(&[0; 8]);
+        // Source link-layer address.
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&self.cfg.gateway_mac());
+        // MTU.
+        body.extend_from_slice(&[5, 1, 0, 0]);
+        body.extend_from_slice(&u32::from(self.cfg.mtu).to_be_bytes());
+        // Prefix information: on-link, autonomous.
+        body.extend_from_slice(&[3, 4, len, 0xc0]);
+        body.extend_from_slice(&86400u32.to_be_bytes());
+        body.extend_from_slice(&14400u32.to_be_bytes());
+        body.extend_from_slice(&[0; 4]);
+        body.extend_from_slice(&prefix.octets());
+        // Recursive DNS server (RFC 8106).
+        body.extend_from_slice(&[25, 3, 0, 0]);
+        body.extend_from_slice(&u32::from(lifetime).to_be_bytes());
+        body.extend_from_slice(&dns6.octets());
+        let lt = lifetime.to_be_bytes();
+        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), dst_mac)
+            .ipv6(self.cfg.gateway_ll().octets(), to.octets(), 255)
+            .icmpv6_raw(134, 0, [64, 0, lt[0], lt[1]]);
+        let mut v = Vec::with_capacity(b.size(body.len()));
+        if b.write(&mut v, &body).is_ok() {
+            self.out.push(v);
+        }
+        self.last_ra = Some(Instant::now());
     }
 
     fn dhcp_request(&mut self, payload: &[u8]) {
@@ -407,7 +552,7 @@ impl Gateway {
             return;
         };
         if !r.to_ip.is_unspecified() {
-            self.macs.insert(r.to_ip, r.to_mac);
+            self.macs.insert(IpAddr::V4(r.to_ip), r.to_mac);
         }
         let (ip, mac) = if r.broadcast {
             (Ipv4Addr::BROADCAST, [0xff; 6])
@@ -421,9 +566,9 @@ impl Gateway {
     /// A UDP datagram to the guest at `to:to_port` from `from:from_port`.
     fn udp_to_guest(
         &mut self,
-        from: Ipv4Addr,
+        from: IpAddr,
         from_port: u16,
-        to: Ipv4Addr,
+        to: IpAddr,
         to_port: u16,
         data: &[u8],
     ) {
@@ -431,7 +576,28 @@ impl Gateway {
             self.counters.nat_dropped.fetch_add(1, Relaxed);
             return;
         };
-        self.udp_to_guest_raw(from, from_port, to, mac, to_port, data);
+        match (from, to) {
+            (IpAddr::V4(f), IpAddr::V4(t)) => {
+                self.udp_to_guest_raw(f, from_port, t, mac, to_port, data)
+            }
+            (IpAddr::V6(f), IpAddr::V6(t)) => {
+                // No IP fragmentation here: a datagram over the MTU is dropped.
+                if data.len() + 48 > usize::from(self.cfg.mtu) {
+                    self.counters.nat_dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+                let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), mac)
+                    .ipv6(f.octets(), t.octets(), 64)
+                    .udp(from_port, to_port);
+                let mut v = Vec::with_capacity(b.size(data.len()));
+                if b.write(&mut v, data).is_ok() {
+                    self.out.push(v);
+                }
+            }
+            _ => {
+                self.counters.nat_dropped.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn udp_to_guest_raw(
@@ -457,18 +623,13 @@ impl Gateway {
         }
     }
 
-    fn udp_from_guest(
-        &mut self,
-        src: Ipv4Addr,
-        sport: u16,
-        dst: Ipv4Addr,
-        dport: u16,
-        data: &[u8],
-    ) {
+    fn udp_from_guest(&mut self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, data: &[u8]) {
         // An answer through a UDP forward?
-        if dst == self.cfg.gateway
+        if dst == IpAddr::V4(self.cfg.gateway)
             && let Some(f) = self.udp_forwards.iter().find(|f| {
-                f.by_port.contains_key(&dport) && *f.guest.ip() == src && f.guest.port() == sport
+                f.by_port.contains_key(&dport)
+                    && IpAddr::V4(*f.guest.ip()) == src
+                    && f.guest.port() == sport
             })
         {
             if let Some(peer) = f.by_port.get(&dport) {
@@ -510,7 +671,8 @@ impl Gateway {
             }
         };
         let _ = sock.send(data);
-        if dst == self.cfg.dns {
+        if dst == IpAddr::V4(self.cfg.dns) || self.cfg.dns6().is_some_and(|d| dst == IpAddr::V6(d))
+        {
             self.counters.nat_dns_queries.fetch_add(1, Relaxed);
         }
         self.counters.nat_udp_flows.fetch_add(1, Relaxed);
@@ -526,7 +688,7 @@ impl Gateway {
     /// A guest pings an address beyond the gateway: relayed through an unprivileged ping
     /// socket (the kernel picks the echo id; replies get the guest's back).
     fn echo_out(&mut self, src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, data: &[u8]) {
-        let Some(target) = self.host_target(dst, 0) else {
+        let Some(target) = self.host_target(dst.into(), 0) else {
             self.counters.nat_dropped.fetch_add(1, Relaxed);
             return;
         };
@@ -534,9 +696,9 @@ impl Gateway {
             self.counters.nat_restricted.fetch_add(1, Relaxed);
             return;
         }
-        let key = (src, id, dst, 0);
+        let key = (IpAddr::V4(src), id, IpAddr::V4(dst), 0);
         if !self.icmp.contains_key(&key) {
-            if !self.room_for(src) {
+            if !self.room_for(key.0) {
                 return;
             }
             match ping_socket(target) {
@@ -572,7 +734,7 @@ impl Gateway {
 
     /// A guest opens a connection: a host connection is started and a smoltcp socket made
     /// to accept the SYN as the destination. Refused ones get no socket (smoltcp resets).
-    fn tcp_syn(&mut self, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) {
+    fn tcp_syn(&mut self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) {
         let key = (src, sport, dst, dport);
         if self.tcp.contains_key(&key) {
             return;
@@ -627,6 +789,15 @@ impl Gateway {
 
     /// Runs the stack and every host socket once: what can move, moves.
     pub fn poll(&mut self) {
+        // Unsolicited router advertisements every minute (guests that missed the answer to
+        // their solicitation still configure themselves).
+        if self.cfg.ipv6.is_some()
+            && self
+                .last_ra
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.router_advert(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), [0; 6]);
+        }
         let now = self.now();
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
         self.accept_forwards();
@@ -694,7 +865,7 @@ impl Gateway {
             }
         }
         for (host, guest) in new {
-            if host.set_nonblocking(true).is_err() || !self.room_for(*guest.ip()) {
+            if host.set_nonblocking(true).is_err() || !self.room_for(IpAddr::V4(*guest.ip())) {
                 continue;
             }
             let port = self.ephemeral_port();
@@ -716,7 +887,12 @@ impl Gateway {
             let handle = self.sockets.add(s);
             self.counters.nat_tcp_flows.fetch_add(1, Relaxed);
             self.tcp.insert(
-                (*guest.ip(), guest.port(), self.cfg.gateway, port),
+                (
+                    IpAddr::V4(*guest.ip()),
+                    guest.port(),
+                    IpAddr::V4(self.cfg.gateway),
+                    port,
+                ),
                 TcpFlow {
                     handle,
                     host,
@@ -724,7 +900,7 @@ impl Gateway {
                     to_host: Vec::new(),
                     host_eof: false,
                     guest_eof_passed: false,
-                    guest: *guest.ip(),
+                    guest: IpAddr::V4(*guest.ip()),
                 },
             );
         }
@@ -748,7 +924,13 @@ impl Gateway {
                 }
             };
             let guest = self.udp_forwards[i].guest;
-            self.udp_to_guest(self.cfg.gateway, port, *guest.ip(), guest.port(), &data);
+            self.udp_to_guest(
+                IpAddr::V4(self.cfg.gateway),
+                port,
+                IpAddr::V4(*guest.ip()),
+                guest.port(),
+                &data,
+            );
         }
     }
 
@@ -884,7 +1066,10 @@ impl Gateway {
             now.duration_since(f.last) < timeout
         });
         for (guest, id, dst, seq, data) in echoes {
-            let Some(mac) = self.macs.get(&guest).copied() else {
+            let (IpAddr::V4(guest), IpAddr::V4(dst)) = (guest, dst) else {
+                continue;
+            };
+            let Some(mac) = self.macs.get(&IpAddr::V4(guest)).copied() else {
                 continue;
             };
             let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), mac)

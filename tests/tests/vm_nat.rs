@@ -241,3 +241,65 @@ fn outbound_nat_reaches_the_world_and_restrict_keeps_a_guest_in() -> Result<()> 
     }
     Ok(())
 }
+
+#[test]
+fn ipv6_router_advertisements_slaac_tcp_and_dns_through_the_gateway() -> Result<()> {
+    let http = TcpListener::bind("[::1]:0")?;
+    let http_port = http.local_addr()?.port();
+    let dns = UdpSocket::bind("127.0.0.1:0")?;
+    let dns_addr = dns.local_addr()?;
+    let stop_dns = Arc::new(AtomicBool::new(false));
+    let dns_thread = {
+        let stop = stop_dns.clone();
+        std::thread::spawn(move || serve_dns(dns, "vfabric.test", Ipv4Addr::new(10, 9, 8, 7), stop))
+    };
+    let opts = GuestOpts {
+        no_address: true,
+        topology_extra: format!(
+            "[[switch.port]]\nname = \"uplink\"\ntype = \"nat\"\nsubnet = \"10.0.2.0/24\"\n\
+             ipv6 = \"fd00:2::/64\"\ndns_upstream = \"{dns_addr}\"\n"
+        ),
+        ..Default::default()
+    };
+    let mut lab = NetLab::start(1, &[qemu()], opts)?;
+    lab.vm(1).run_ok("ip link set eth0 up", CMD)?;
+    // SLAAC from the router advertisement: an address in the prefix, the router's
+    // link-local address as the default route.
+    let addrs = std::cell::RefCell::new(String::new());
+    vfabric_tests::wait_until(
+        Duration::from_secs(30),
+        || {
+            let a = lab
+                .vm(1)
+                .run_ok("ip -6 addr show dev eth0; ip -6 route", CMD)?;
+            let ok = a.contains("inet6 fd00:2:")
+                && !a.contains("tentative")
+                && a.contains("default via fe80::2");
+            *addrs.borrow_mut() = a;
+            Ok(ok)
+        },
+        || format!("no SLAAC address or default route: {}", addrs.borrow()),
+    )?;
+    let out = lab.vm(1).run_ok("ping -c 2 -W 5 fd00:2::2", CMD)?;
+    assert!(out.contains("2 packets received"), "{out}");
+    // TCP to the host's ::1 through the gateway's address, byte-exact.
+    let data = Arc::new(pattern(4 << 20, 21));
+    let want = sha256_hex(&data);
+    let server = std::thread::spawn(move || serve_http(http, data, 1, Duration::from_secs(120)));
+    let got = lab.vm(1).run_ok(
+        &format!("wget -q -O - 'http://[fd00:2::2]:{http_port}/d' | sha256sum | cut -d' ' -f1"),
+        Duration::from_secs(120),
+    )?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))??;
+    assert_eq!(got.trim(), want);
+    // DNS over IPv6 to the relay's fd00:2::3.
+    let out = lab.vm(1).run_ok("nslookup vfabric.test fd00:2::3", CMD)?;
+    assert!(out.contains("10.9.8.7"), "{out}");
+    stop_dns.store(true, std::sync::atomic::Ordering::Relaxed);
+    dns_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("dns panicked"))??;
+    Ok(())
+}

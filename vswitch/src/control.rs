@@ -472,6 +472,7 @@ impl Control {
                         "dns": n.dns.to_string(),
                         "dns_upstream": n.dns_upstream.to_string(),
                         "restrict": n.restrict,
+                        "ipv6": n.ipv6.map(|(p, l)| format!("{p}/{l}")),
                         "forwards": n.forwards.len(),
                     }),
                     PortKind::Vxlan(v) => json!({

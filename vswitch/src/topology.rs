@@ -1469,11 +1469,34 @@ fn nat_port(
         }
     }
     if let Some(v6) = &p.ipv6 {
-        cx.error(
-            v6.span(),
-            format!("{here}: ipv6"),
-            "IPv6 on NAT ports is not supported yet (IPv4 only)",
-        );
+        match parse_cidr(v6.get_ref()) {
+            Some((std::net::IpAddr::V6(a), len)) if (16..=64).contains(&len) => {
+                let mask = u128::MAX << (128 - u32::from(len));
+                let net = std::net::Ipv6Addr::from(u128::from(a) & mask);
+                if net != a {
+                    cx.error(
+                        v6.span(),
+                        format!("{here}: ipv6"),
+                        format!("{a}/{len} has host bits set (the prefix is {net}/{len})"),
+                    );
+                } else if len != 64 {
+                    cx.error(
+                        v6.span(),
+                        format!("{here}: ipv6"),
+                        format!("{a}/{len}: SLAAC needs a /64 prefix"),
+                    );
+                }
+                cfg.ipv6 = Some((net, len));
+            }
+            _ => cx.error(
+                v6.span(),
+                format!("{here}: ipv6"),
+                format!(
+                    "`{}` is not an IPv6 prefix like \"fd00:2::/64\"",
+                    v6.get_ref()
+                ),
+            ),
+        }
     }
     cfg
 }
