@@ -764,9 +764,7 @@ impl Vm {
         // A closed agent socket usually means QEMU is on its way out: give it a moment
         // (bounded) so the report says how it ended.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while !self.killed
-            && matches!(self.child.try_wait(), Ok(None))
-            && Instant::now() < deadline
+        while !self.killed && matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
         }
