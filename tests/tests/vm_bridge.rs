@@ -86,6 +86,21 @@ fn tap_into_a_namespace_ping_and_20mb_both_ways_with_and_without_guest_offloads(
         ..Default::default()
     };
     let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    // Once the TAP exists vfabric holds no capability, in any of its threads.
+    let pid = lab.fabric.pid().context("vfabric pid")?;
+    let mut threads = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(t?.path().join("status"))?;
+        for set in ["CapEff:", "CapPrm:"] {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(set))
+                .context("no capability line")?;
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+        threads += 1;
+    }
+    assert!(threads > 1);
     // The TAP exists in the namespace, up, with its address; nothing appeared outside it.
     let link = ns.exec(&["ip", "-o", "addr", "show", "dev", "vf-host0"])?;
     assert!(link.contains(&format!("{HOST_IP}/24")), "{link}");

@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod hostport;
 pub mod metrics;
 pub mod natport;
+pub mod privs;
 pub mod tap;
 pub mod topology;
 pub mod vxlan;

@@ -650,6 +650,19 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             }
         }
     }
+    // Every privileged step is done (TAPs created, sockets bound and chowned): a fabric
+    // that needed root for its TAPs gives up every capability before any thread starts.
+    let has_tap = topo
+        .switches
+        .iter()
+        .flat_map(|s| &s.ports)
+        .any(|p| matches!(p.kind, PortKind::Tap(_)));
+    if has_tap && vswitch::privs::effective().is_ok_and(|c| c != 0) {
+        match vswitch::privs::drop_all() {
+            Ok(()) => tracing::info!("TAPs created: every capability dropped"),
+            Err(e) => tracing::warn!("dropping capabilities: {e}"),
+        }
+    }
     // Signals are taken synchronously by this thread; block them before any thread exists.
     let mut signals = SigSet::empty();
     for s in [
