@@ -191,8 +191,18 @@ fn multiqueue_guests_use_several_queue_pairs() -> Result<()> {
 }
 
 #[test]
-fn a_restarted_guest_resumes_traffic() -> Result<()> {
+fn a_deleted_socket_is_made_again_and_a_restarted_guest_resumes_traffic() -> Result<()> {
     let mut lab = NetLab::start(2, &[qemu()], GuestOpts::default())?;
+    lab.ping(1, 2, 2)?;
+    // A cleanup script deletes vm2's socket: the connected guest keeps working, and the
+    // file comes back so that a restarted guest can connect again.
+    let sock = lab.fabric.socket("vm2");
+    std::fs::remove_file(&sock)?;
+    vfabric_tests::wait_until(
+        Duration::from_secs(5),
+        || Ok(sock.exists()),
+        || format!("{} was not made again", sock.display()),
+    )?;
     lab.ping(1, 2, 2)?;
     lab.vm(2).kill();
     let mut vm = lab.boot(2, qemu())?;

@@ -70,6 +70,8 @@ pub struct PortStop {
     stop: AtomicBool,
     /// The VMM connection being served (a second handle, to cut it).
     conn: Mutex<Option<UnixStream>>,
+    /// A listener made again after the socket file was deleted (`keep_socket`).
+    replacement: Mutex<Option<UnixListener>>,
 }
 
 impl PortStop {
@@ -87,6 +89,39 @@ impl PortStop {
 
     pub fn is_stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// When the socket file at `path` is gone (deleted by hand, by a cleanup script), no VMM
+    /// could connect again: binds a new socket there, for the port's thread to take the next
+    /// time it waits for a VMM (a VMM connecting meanwhile waits in its backlog). Its mode is
+    /// the process's default (`mode`/`owner`/`group` are applied at start only). Returns
+    /// whether the file was made again.
+    pub fn keep_socket(&self, path: &Path, what: &str) -> bool {
+        if self.is_stopped() || fs::symlink_metadata(path).is_ok() {
+            return false;
+        }
+        // Not while the process is removing its sockets to exit.
+        let down = SHUTTING_DOWN.lock().unwrap_or_else(|p| p.into_inner());
+        if *down {
+            return false;
+        }
+        match bind_socket(path) {
+            Ok(l) => {
+                log::warn!(
+                    "{what}: socket file {} was deleted: made it again",
+                    path.display()
+                );
+                *self.replacement.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "{what}: socket file {} was deleted and cannot be made again: {e}",
+                    path.display()
+                );
+                false
+            }
+        }
     }
 
     /// Remembers the connection being served; false if the port is already stopping.
@@ -115,9 +150,20 @@ pub fn serve_until(
     stop: &PortStop,
     mut serve: impl FnMut(UnixStream) -> io::Result<()>,
 ) {
+    // A listener made again after someone deleted the socket file.
+    let mut rebound: Option<UnixListener> = None;
     while !stop.is_stopped() {
+        if let Some(l) = stop
+            .replacement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            rebound = Some(l);
+        }
         let stream = match role {
-            Role::Server(listener) => {
+            Role::Server(first) => {
+                let listener = rebound.as_ref().unwrap_or(first);
                 let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
                 match poll(&mut fds, PollTimeout::from(STOP_POLL.as_millis() as u16)) {
                     Ok(0) => continue,
@@ -152,6 +198,15 @@ pub fn serve_until(
         }
     }
     log::info!("{what}: stopped");
+}
+
+/// Set once the process removes its socket files to exit: deleted sockets are no longer
+/// made again.
+static SHUTTING_DOWN: Mutex<bool> = Mutex::new(false);
+
+/// Call before removing the socket files at exit (waits for a socket being made again).
+pub fn begin_shutdown() {
+    *SHUTTING_DOWN.lock().unwrap_or_else(|p| p.into_inner()) = true;
 }
 
 /// Dials the VMM's socket until it answers (100 ms, growing to 1 s between tries), or

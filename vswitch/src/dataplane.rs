@@ -801,6 +801,21 @@ impl Fabric {
         }
     }
 
+    /// Every listening VM port's stop handle and socket file (kept in existence by the
+    /// socket keeper).
+    pub fn listening(&self) -> Vec<(Arc<PortStop>, PathBuf, String)> {
+        let mut v = Vec::new();
+        for sw in &self.switches {
+            let runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, r) in runs.iter() {
+                if let (Some(stop), Some(sock), Some(port)) = (&r.vm_stop, &r.socket, sw.port(*i)) {
+                    v.push((stop.clone(), sock.clone(), format!("port {}", port.name())));
+                }
+            }
+        }
+        v
+    }
+
     /// The socket files of every listening VM port (to remove at shutdown).
     pub fn socket_files(&self) -> Vec<PathBuf> {
         self.switches

@@ -683,15 +683,40 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Disks' stop handles and socket files, for the socket keeper.
+    let mut disk_sockets = Vec::new();
     for (disk, role) in disk_roles {
         let name = format!("disk-{}", disk.config.name);
+        let stop = vhost_backends::server::PortStop::new();
+        if let Role::Server(l) = &role
+            && let Some(p) = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        {
+            disk_sockets.push((stop.clone(), p, format!("disk {}", disk.config.name)));
+        }
         if let Err(e) = std::thread::Builder::new()
             .name(name)
-            .spawn(move || blk::run_disk(disk, role))
+            .spawn(move || blk::run_disk(disk, role, stop))
         {
             eprintln!("cannot start a disk thread: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    // The socket keeper: a listening socket whose file was deleted is made again.
+    {
+        let fabric = fabric.clone();
+        let _ = std::thread::Builder::new()
+            .name("socket-keeper".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    for (stop, path, what) in fabric.listening().iter().chain(&disk_sockets) {
+                        stop.keep_socket(path, what);
+                    }
+                }
+            });
     }
     if let Err(e) = fabric.start_pollers() {
         eprintln!("cannot start a poll thread: {e}");
@@ -740,6 +765,7 @@ fn run(path: &Path, topo: Topology) -> ExitCode {
             Ok(sig) => {
                 tracing::info!("{sig}: shutting down");
                 notify_systemd("STOPPING=1");
+                vhost_backends::server::begin_shutdown();
                 for d in &disks {
                     d.image.close();
                 }

@@ -25,10 +25,10 @@ pub use image::{Format, Image, ImageSpec};
 use crate::relay;
 use crate::server::{PortStop, Role, accept_own, private_listener, serve_until};
 
-/// Serves `disk` in the calling thread, for the life of the process.
-pub fn run_disk(disk: Arc<Disk>, role: Role) {
+/// Serves `disk` in the calling thread until `stop` (for the life of the process).
+pub fn run_disk(disk: Arc<Disk>, role: Role, stop: Arc<PortStop>) {
     let what = format!("disk {}", disk.config.name);
-    serve_until(&what, &role, &PortStop::default(), |stream| {
+    serve_until(&what, &role, &stop, |stream| {
         serve_connection(&disk, stream)
     });
 }
