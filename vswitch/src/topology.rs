@@ -332,6 +332,7 @@ struct RawPort {
     // nat
     subnet: Option<Spanned<String>>,
     gateway: Option<Spanned<String>>,
+    dns: Option<Spanned<String>>,
     dhcp_range: Option<Spanned<String>>,
     reservations: Option<Spanned<Vec<Spanned<RawReservation>>>>,
     dns_upstream: Option<Spanned<String>>,
@@ -374,6 +375,7 @@ impl RawPort {
             ("port", sp(&self.port)),
             ("subnet", sp(&self.subnet)),
             ("gateway", sp(&self.gateway)),
+            ("dns", sp(&self.dns)),
             ("dhcp_range", sp(&self.dhcp_range)),
             ("reservations", sp(&self.reservations)),
             ("dns_upstream", sp(&self.dns_upstream)),
@@ -408,6 +410,7 @@ const PORT_KEYS: &[(&str, &[&str])] = &[
         &[
             "subnet",
             "gateway",
+            "dns",
             "dhcp_range",
             "reservations",
             "dns_upstream",
@@ -1330,6 +1333,11 @@ fn nat_port(
     {
         cfg.gateway = a;
     }
+    if let Some(d) = &p.dns
+        && let Some(a) = subnet_addr(cx, d, &format!("{here}: dns"), &cfg)
+    {
+        cfg.dns = a;
+    }
     if cfg.gateway == cfg.dns {
         let span = p.gateway.as_ref().map_or(p.name.span(), |g| g.span());
         cx.error(
@@ -1994,6 +2002,58 @@ remote = ["192.0.2.2", "192.0.2.3"]
         );
         assert!(
             err.contains("port \"d\": ifname: t0 is already the TAP of port \"c\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nat_ports() {
+        let src = "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"up\"\ntype = \"nat\"\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.1\"\ndns = \"10.0.2.53\"\ndhcp_range = \"10.0.2.100-10.0.2.110\"\nreservations = [{ mac = \"52:54:00:00:00:01\", ip = \"10.0.2.10\" }]\nforward = [\"tcp:127.0.0.1:2222-10.0.2.10:22\"]\ndns_upstream = \"127.0.0.1\"\nrestrict = true\nipv6 = \"fd00:2::/64\"\n";
+        let t = parse(Path::new("/t.toml"), src).unwrap();
+        let PortKind::Nat(n) = &t.switches[0].ports[0].kind else {
+            panic!("not nat")
+        };
+        assert_eq!(n.gateway, std::net::Ipv4Addr::new(10, 0, 2, 1));
+        assert_eq!(n.dns, std::net::Ipv4Addr::new(10, 0, 2, 53));
+        assert_eq!(n.dhcp_first, std::net::Ipv4Addr::new(10, 0, 2, 100));
+        assert_eq!(n.reservations.len(), 1);
+        assert_eq!(n.forwards.len(), 1);
+        assert_eq!(n.dns_upstream, "127.0.0.1:53".parse().unwrap());
+        assert!(n.restrict);
+        assert_eq!(n.gateway6(), Some("fd00:2::2".parse().unwrap()));
+        let head = "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"p\"\ntype = \"nat\"\n";
+        for (body, want) in [
+            (
+                "subnet = \"10.0.2.1/24\"\n",
+                "/t.toml:6:10: switch \"s\" port \"p\": subnet: 10.0.2.1/24 has host bits set",
+            ),
+            (
+                "subnet = \"10.0.2.0/24\"\ndhcp_range = \"10.0.2.1-10.0.2.9\"\n",
+                "/t.toml:7:14: switch \"s\" port \"p\": dhcp_range: 10.0.2.1-10.0.2.9 includes the gateway",
+            ),
+            (
+                "subnet = \"10.0.2.0/24\"\ngateway = \"10.0.3.1\"\n",
+                "/t.toml:7:11: switch \"s\" port \"p\": gateway: 10.0.3.1 is not a host address of the subnet",
+            ),
+            (
+                "subnet = \"10.0.2.0/24\"\nforward = [\"tcp:127.0.0.1:1-10.9.9.9:2\"]\n",
+                "/t.toml:7:12: switch \"s\" port \"p\": forward: 10.9.9.9:2 is not an address of the subnet",
+            ),
+            (
+                "subnet = \"10.0.2.0/24\"\nipv6 = \"fd00::/48\"\n",
+                "/t.toml:7:8: switch \"s\" port \"p\": ipv6: fd00::/48: SLAAC needs a /64 prefix",
+            ),
+            ("", "/t.toml:4:8: switch \"s\" port \"p\": subnet: missing"),
+        ] {
+            let src = format!("{head}{body}");
+            let err = parse(Path::new("/t.toml"), &src).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{src}\n got: {err}\nwant: {want}");
+        }
+        // Two NAT ports with overlapping subnets.
+        let src = "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"a\"\ntype = \"nat\"\nsubnet = \"10.0.0.0/16\"\n[[switch.port]]\nname = \"b\"\ntype = \"nat\"\nsubnet = \"10.0.2.0/24\"\n";
+        let err = parse(Path::new("/t.toml"), src).unwrap_err().to_string();
+        assert!(
+            err.contains("port \"b\": subnet: 10.0.2.0/24 overlaps 10.0.0.0/16 of port \"a\""),
             "{err}"
         );
     }
