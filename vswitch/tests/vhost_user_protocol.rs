@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::{
     BCAST, F_EVENT_IDX, F_GUEST_CSUM, F_GUEST_ECN, F_GUEST_TSO4, F_GUEST_TSO6, F_MRG_RXBUF, Guest,
-    Order, frame, mac, wait_for,
+    Order, QSIZE, frame, mac, wait_for,
 };
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::vhost_user::message::VhostUserConfigFlags;
@@ -442,4 +442,69 @@ fn tso_frames_are_segmented_for_a_guest_without_offloads() {
     let got = b.recv_full(0, 1, T);
     assert!(tcp_checksum_ok(&got[0].1));
     assert_eq!(lab.counters(1).tx_sw_checksummed, 1);
+}
+
+/// A hostile guest on one port: zero-length and over-long chains, bogus offload headers, a
+/// storm of kicks, and finally an avail index far ahead of what it made available. Its bad
+/// chains are counted, vfabric does not panic, and the two other guests exchange every one of
+/// their frames meanwhile.
+#[test]
+fn a_hostile_guest_does_not_disturb_the_others() {
+    let lab = Lab::new(3, "");
+    let mut evil = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let mut c = lab.guest(2, Order::Qemu);
+    c.post_rx(0, 250, 2048);
+    // Zero-length descriptors, and a chain longer than the queue (it wraps onto itself).
+    let z = evil.alloc_raw(64);
+    evil.add_chain(1, &[(z, 0, false), (z, 0, false)], false);
+    let many: Vec<(u64, u32, bool)> = (0..(QSIZE as usize - 8)).map(|_| (z, 1, false)).collect();
+    evil.add_chain(1, &many, true);
+    evil.kick(1);
+    let used = evil.wait_used(1, 2, T);
+    assert!(used.iter().all(|&(_, len)| len == 0), "{used:?}");
+    // Offload headers with bogus GSO fields (HOST_TSO4 negotiated): a zero segment size, a
+    // checksum start past the frame, a header length beyond it.
+    let tcp = frame(mac(3), mac(1), &[0u8; 200]);
+    for hdr in [
+        [1u8, 1, 54, 0, 0, 0, 34, 0, 16, 0, 0, 0],
+        [1u8, 1, 54, 0, 0x5c, 5, 0xff, 0x7f, 16, 0, 0, 0],
+        [1u8, 1, 0xff, 0xff, 0x5c, 5, 34, 0, 16, 0, 0, 0],
+        [1u8, 0x7f, 54, 0, 0x5c, 5, 34, 0, 16, 0, 0, 0],
+    ] {
+        evil.send_with_header(0, hdr, &tcp);
+    }
+    // Meanwhile B sends C 200 frames, in four bursts, with a kick storm from the hostile
+    // guest between them.
+    let mut sent = Vec::new();
+    for burst in 0..4u8 {
+        for i in 0..50u8 {
+            let f = frame(mac(3), mac(2), &[burst, i, 0xab]);
+            b.send(0, &f);
+            sent.push(f);
+        }
+        for _ in 0..10_000 {
+            evil.kick(1);
+        }
+    }
+    let got: Vec<Vec<u8>> = c.recv(0, 200, T).into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got.len(), 200, "every frame from B reached C");
+    assert_eq!(got, sent, "in order, byte-exact");
+    // The avail index leaps 1000 entries ahead: the hostile ring is dead, the others not.
+    evil.set_avail_idx_raw(1, 1000);
+    evil.kick(1);
+    let f = frame(mac(3), mac(2), b"after the leap");
+    b.send(0, &f);
+    assert_eq!(c.recv(0, 1, T), vec![(1, f)]);
+    let e = lab.counters(0);
+    assert_eq!(
+        e.rx_frames, 0,
+        "nothing from the hostile guest was forwarded: {e:?}"
+    );
+    assert!(e.rx_drop_missing_header >= 1, "{e:?}");
+    assert!(e.rx_drop_bad_descriptor >= 1, "{e:?}");
+    assert_eq!(e.rx_drop_bad_offload, 4, "{e:?}");
+    let cc = lab.counters(2);
+    assert_eq!(cc.tx_frames, 201);
+    assert_eq!(cc.tx_drop_no_buffer + cc.tx_drop_bad_descriptor, 0);
 }

@@ -274,6 +274,20 @@ impl Guest {
         head
     }
 
+    /// Writes `idx` as ring `q`'s avail index, whatever was really made available (a
+    /// hostile driver).
+    pub fn set_avail_idx_raw(&mut self, q: usize, idx: u16) {
+        let ring = &self.rings[q];
+        self.mem
+            .write_obj(idx, GuestAddress(ring.avail + 2))
+            .unwrap();
+    }
+
+    /// Guest memory for `len` bytes (not written).
+    pub fn alloc_raw(&mut self, len: u32) -> u64 {
+        self.alloc(len)
+    }
+
     pub fn kick(&self, q: usize) {
         self.kicks[q].write(1).unwrap();
     }
