@@ -33,8 +33,18 @@ fn check_output(gw: &mut Gateway) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `n` cases, or `PROPTEST_CASES` when set (long runs outside CI).
+fn cases(n: u32) -> ProptestConfig {
+    ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n),
+    )
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(cases(2000))]
 
     #[test]
     fn any_bytes(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8)) {

@@ -5,8 +5,18 @@ use proptest::prelude::*;
 use vhost_backends::frame::{FrameInfo, SegStore, TxFrame, VNET_HDR_LEN, parse_host_frame};
 use vhost_backends::offload::{self, OffloadMeta, Offloads};
 
+/// `n` cases, or `PROPTEST_CASES` when set (long runs outside CI).
+fn cases(n: u32) -> ProptestConfig {
+    ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n),
+    )
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #![proptest_config(cases(4000))]
 
     #[test]
     fn any_header_and_frame(

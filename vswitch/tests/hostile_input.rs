@@ -7,8 +7,18 @@ use proptest::prelude::*;
 use vswitch::core::{PortId, Switch, Time, Verdict};
 use vswitch::topology;
 
+/// `n` cases, or `PROPTEST_CASES` when set (long runs outside CI).
+fn cases(n: u32) -> ProptestConfig {
+    ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n),
+    )
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(cases(3000))]
 
     #[test]
     fn any_frames_through_the_switch(
