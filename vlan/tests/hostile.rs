@@ -40,10 +40,14 @@ proptest! {
         }
     }
 
-    /// Tagged frames (12 MAC bytes, then tags, then anything) classify to the tag's VLAN on
-    /// a trunk that allows all.
+    /// Single-tagged frames (12 MAC bytes, a tag, then anything but another tag) classify to
+    /// the tag's VLAN on a trunk that allows all. (A 10^7-case run found the generator making
+    /// double-tagged frames cut short inside the inner tag, rightly dropped as malformed:
+    /// those are not this property's frames.)
     #[test]
     fn tagged_frames_on_an_open_trunk(vid in 1u16..4095, rest in proptest::collection::vec(any::<u8>(), 2..40)) {
+        let inner = u16::from_be_bytes([rest[0], rest[1]]);
+        prop_assume!(inner != 0x8100 && inner != 0x88a8);
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&vlan::Tag::c(vid).to_bytes());
         f.extend_from_slice(&rest);
