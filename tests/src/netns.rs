@@ -87,21 +87,8 @@ impl Netns {
     ) -> Result<(usize, String)> {
         let path = path.to_string();
         self.run_in(move || {
-            let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-            s.set_read_timeout(Some(timeout))?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-            let mut all = Vec::new();
-            s.read_to_end(&mut all)?;
-            let at = all
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .context("no end of the response head")?;
-            let head = String::from_utf8_lossy(&all[..at]);
-            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                bail!("GET {path}: {head}");
-            }
-            let body = &all[at + 4..];
-            Ok((body.len(), sha256_hex(body)))
+            let body = http_get(addr, &path, timeout)?;
+            Ok((body.len(), sha256_hex(&body)))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
@@ -128,19 +115,20 @@ pub fn serve_http(
     listener.set_nonblocking(true)?;
     let mut served = Vec::new();
     for _ in 0..clients {
-        let deadline = std::time::Instant::now() + timeout;
-        let (s, _) = loop {
-            match listener.accept() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if std::time::Instant::now() > deadline {
-                        bail!("no client came within {timeout:?}");
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        let mut client = None;
+        crate::wait_until(
+            timeout,
+            || match listener.accept() {
+                Ok((c, _)) => {
+                    client = Some(c);
+                    Ok(true)
                 }
-                Err(e) => return Err(e.into()),
-            }
-        };
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+            || "no client came".into(),
+        )?;
+        let s = client.context("accepted a client")?;
         let data = data.clone();
         served.push(std::thread::spawn(move || -> Result<()> {
             let mut s = s;
@@ -228,6 +216,24 @@ pub fn serve_dns(
         }
     }
     Ok(answered)
+}
+
+/// GET `http://addr/path` (bounded by `timeout`): the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the response head")?;
+    let head = String::from_utf8_lossy(&all[..at]);
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(all.split_off(at + 4))
 }
 
 /// SHA-256 in lower-case hex.

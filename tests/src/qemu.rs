@@ -763,10 +763,14 @@ impl Vm {
     fn failure(&mut self, what: &str) -> String {
         // A closed agent socket usually means QEMU is on its way out: give it a moment
         // (bounded) so the report says how it ended.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !self.killed && matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
+        if !self.killed {
+            let child = &mut self.child;
+            // Still running after 2 s: the state below says so.
+            let _ = crate::wait_until(
+                Duration::from_secs(2),
+                || Ok(!matches!(child.try_wait(), Ok(None))),
+                String::new,
+            );
         }
         let state = match self.child.try_wait() {
             Ok(Some(st)) => format!("QEMU pid {} exited: {st}", self.child.id()),

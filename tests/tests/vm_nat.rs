@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use vfabric_tests::lab::{CMD, GuestOpts, NetLab};
-use vfabric_tests::netns::{Netns, pattern, serve_dns, serve_http, sha256_hex};
+use vfabric_tests::netns::{Netns, http_get, pattern, serve_dns, serve_http, sha256_hex};
 use vfabric_tests::qemu::Qemu;
 
 fn qemu() -> Qemu {
@@ -30,6 +30,34 @@ fn dhcp(lab: &mut NetLab, i: usize) -> Result<String> {
     )
 }
 
+/// The test resolver on the host's loopback: `vfabric.test` is 10.9.8.7.
+struct Resolver {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<usize>>,
+}
+
+impl Resolver {
+    fn start() -> Result<Resolver> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = sock.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            serve_dns(sock, "vfabric.test", Ipv4Addr::new(10, 9, 8, 7), s)
+        });
+        Ok(Resolver { addr, stop, thread })
+    }
+
+    /// Stops it; how many queries it answered.
+    fn finish(self) -> Result<usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the resolver panicked"))?
+    }
+}
+
 /// A loopback port nobody uses right now.
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -40,13 +68,8 @@ fn dhcp_loopback_downloads_dns_udp_and_a_forward_for_three_guests() -> Result<()
     // The host side: an HTTP server and a DNS server on loopback.
     let http = TcpListener::bind("127.0.0.1:0")?;
     let http_port = http.local_addr()?.port();
-    let dns = UdpSocket::bind("127.0.0.1:0")?;
-    let dns_addr = dns.local_addr()?;
-    let stop_dns = Arc::new(AtomicBool::new(false));
-    let dns_thread = {
-        let stop = stop_dns.clone();
-        std::thread::spawn(move || serve_dns(dns, "vfabric.test", Ipv4Addr::new(10, 9, 8, 7), stop))
-    };
+    let resolver = Resolver::start()?;
+    let dns_addr = resolver.addr;
     let fwd_port = free_port()?;
     let opts = GuestOpts {
         no_address: true,
@@ -134,14 +157,17 @@ fn dhcp_loopback_downloads_dns_udp_and_a_forward_for_three_guests() -> Result<()
         CMD,
     )?;
     lab.wait_listening(1, 8080)?;
-    let body = http_get_local(fwd_port, "/index.html")?;
-    assert_eq!(body.trim(), "served-by-vm1-through-nat");
+    let body = http_get(
+        SocketAddr::from(([127, 0, 0, 1], fwd_port)),
+        "/index.html",
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        "served-by-vm1-through-nat"
+    );
 
-    stop_dns.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered = dns_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("dns panicked"))??;
-    assert!(answered >= 1);
+    assert!(resolver.finish()? >= 1);
     let mut c = |n: &str| lab.fabric.counter("uplink", n);
     assert!(c("nat_dhcp_replies")? >= 6);
     assert!(c("nat_dns_queries")? >= 1);
@@ -149,23 +175,6 @@ fn dhcp_loopback_downloads_dns_udp_and_a_forward_for_three_guests() -> Result<()
     assert_eq!(c("nat_restricted")?, 0);
     assert_eq!(c("nat_queue_drops")?, 0);
     Ok(())
-}
-
-/// GET from the host's loopback, the body.
-fn http_get_local(port: u16, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut all = String::new();
-    s.read_to_string(&mut all)?;
-    let Some((head, body)) = all.split_once("\r\n\r\n") else {
-        bail!("no response head: {all:?}");
-    };
-    if !head.contains(" 200 ") {
-        bail!("{head}");
-    }
-    Ok(body.to_string())
 }
 
 #[test]
@@ -246,13 +255,8 @@ fn outbound_nat_reaches_the_world_and_restrict_keeps_a_guest_in() -> Result<()> 
 fn ipv6_router_advertisements_slaac_tcp_and_dns_through_the_gateway() -> Result<()> {
     let http = TcpListener::bind("[::1]:0")?;
     let http_port = http.local_addr()?.port();
-    let dns = UdpSocket::bind("127.0.0.1:0")?;
-    let dns_addr = dns.local_addr()?;
-    let stop_dns = Arc::new(AtomicBool::new(false));
-    let dns_thread = {
-        let stop = stop_dns.clone();
-        std::thread::spawn(move || serve_dns(dns, "vfabric.test", Ipv4Addr::new(10, 9, 8, 7), stop))
-    };
+    let resolver = Resolver::start()?;
+    let dns_addr = resolver.addr;
     let opts = GuestOpts {
         no_address: true,
         topology_extra: format!(
@@ -297,9 +301,6 @@ fn ipv6_router_advertisements_slaac_tcp_and_dns_through_the_gateway() -> Result<
     // DNS over IPv6 to the relay's fd00:2::3.
     let out = lab.vm(1).run_ok("nslookup vfabric.test fd00:2::3", CMD)?;
     assert!(out.contains("10.9.8.7"), "{out}");
-    stop_dns.store(true, std::sync::atomic::Ordering::Relaxed);
-    dns_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("dns panicked"))??;
+    resolver.finish()?;
     Ok(())
 }

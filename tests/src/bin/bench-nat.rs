@@ -7,13 +7,13 @@
 //! Usage: bench-nat [ROUNDS] (default 3)
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use vfabric_tests::fabric::{Fabric, PortSpec};
 use vfabric_tests::lab::{BOOT, CMD};
-use vfabric_tests::median;
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
+use vfabric_tests::{median, wait_until};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Contender {
@@ -46,13 +46,11 @@ fn iperf_server(port: u16) -> Result<Reaper> {
         .spawn()
         .context("iperf3")?;
     let r = Reaper(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("iperf3 server did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        || Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        || "iperf3 server did not listen".into(),
+    )?;
     Ok(r)
 }
 
@@ -102,13 +100,11 @@ fn round(who: Contender, qemu: &Qemu, port: u16) -> Result<Round> {
                 .spawn()
                 .context("passt (benches/nat.sh installs it)")?;
             _keep.push(Reaper(child));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !sock.exists() {
-                if Instant::now() > deadline {
-                    bail!("passt did not create its socket");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(
+                Duration::from_secs(10),
+                || Ok(sock.exists()),
+                || "passt did not create its socket".into(),
+            )?;
             cfg.extra_args = vec![
                 "-netdev".into(),
                 format!(

@@ -34,16 +34,18 @@ fn sample(pid: u32) -> Result<(u64, usize, usize)> {
     Ok((field("VmRSS:")?, fds, field("Threads:")? as usize))
 }
 
-/// Serves `data` over HTTP/1.0 to every client until `stop` (bounded by the run).
+/// Serves `data` over HTTP/1.0 to every client until `stop` (then one more connection
+/// wakes it).
 fn http_loop(l: TcpListener, data: Arc<Vec<u8>>, stop: Arc<AtomicBool>) {
     use std::io::{Read, Write};
-    let _ = l.set_nonblocking(true);
-    while !stop.load(Ordering::Relaxed) {
-        match l.accept() {
-            Ok((mut s, _)) => {
+    for conn in l.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match conn {
+            Ok(mut s) => {
                 let data = data.clone();
                 std::thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
                     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                     let mut b = [0u8; 1024];
                     let _ = s.read(&mut b);
@@ -55,7 +57,7 @@ fn http_loop(l: TcpListener, data: Arc<Vec<u8>>, stop: Arc<AtomicBool>) {
                     let _ = s.write_all(&data);
                 });
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => continue,
         }
     }
 }
@@ -114,7 +116,7 @@ fn main() -> Result<()> {
     println!("|-------|-----------|----------|---------|");
     let start = Instant::now();
     let mut samples = Vec::new();
-    while start.elapsed() < run_for {
+    loop {
         let (rss, fds, threads) = sample(pid)?;
         println!(
             "| {:>5} | {:>9.1} | {fds:>8} | {threads:>7} |",
@@ -122,16 +124,15 @@ fn main() -> Result<()> {
             rss as f64 / 1024.0
         );
         samples.push((rss, fds));
-        std::thread::sleep(Duration::from_secs(30).min(run_for.saturating_sub(start.elapsed())));
+        let left = run_for.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        // The sampling period (the run's length bounds it), not a wait for a condition.
+        std::thread::sleep(Duration::from_secs(30).min(left));
     }
-    let (rss, fds, threads) = sample(pid)?;
-    println!(
-        "| {:>5} | {:>9.1} | {fds:>8} | {threads:>7} |",
-        start.elapsed().as_secs(),
-        rss as f64 / 1024.0
-    );
-    samples.push((rss, fds));
     stop.store(true, Ordering::Relaxed);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", http_port));
     let _ = server.join();
     // Growth from the first sample after one minute (warm-up) to the last.
     let base = samples

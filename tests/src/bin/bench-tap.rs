@@ -9,14 +9,14 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use vfabric_tests::fabric::{Fabric, PortSpec};
 use vfabric_tests::lab::{BOOT, CMD};
-use vfabric_tests::median;
 use vfabric_tests::netns::Netns;
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
+use vfabric_tests::{median, wait_until};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Contender {
@@ -34,14 +34,11 @@ const SERVER: &str = "10.0.0.254";
 
 /// Waits (bounded) for `ifname` to exist in `ns`.
 fn wait_link(ns: &Netns, ifname: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ns.exec(&["ip", "link", "show", ifname]).is_err() {
-        if Instant::now() > deadline {
-            bail!("{ifname} never appeared in {}", ns.name());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    wait_until(
+        Duration::from_secs(30),
+        || Ok(ns.exec(&["ip", "link", "show", ifname]).is_ok()),
+        || format!("{ifname} never appeared in {}", ns.name()),
+    )
 }
 
 /// One iperf3 test from the guest against a one-shot server in the namespace.
@@ -60,17 +57,15 @@ fn iperf(vm: &mut Vm, ns: &Netns, reverse: bool) -> Result<f64> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let ready = Instant::now() + Duration::from_secs(10);
-    while ns
-        .exec(&["sh", "-c", "ss -ltn | grep -q ':5201 '"])
-        .is_err()
-    {
-        if Instant::now() > ready {
-            let _ = server.kill();
-            let _ = server.wait();
-            bail!("iperf3 server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let ready = wait_until(
+        Duration::from_secs(10),
+        || Ok(ns.exec(&["sh", "-c", "ss -ltn | grep -q ':5201 '"]).is_ok()),
+        || "iperf3 server did not start".into(),
+    );
+    if let Err(e) = ready {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(e);
     }
     let out = vm.run_ok(
         &format!(
