@@ -15,7 +15,7 @@ fuzz_target!(|frames: Vec<Vec<u8>>| {
     cfg.ipv6 = Some(("fd00:2::".parse().unwrap(), 64));
     let mut gw = nat::Gateway::new(cfg, Arc::new(nat::Counters::default())).unwrap();
     for f in frames.iter().take(16) {
-        gw.input(f);
+        gw.input(f.clone());
     }
     gw.poll();
     for f in gw.take_output() {

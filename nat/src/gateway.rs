@@ -359,139 +359,129 @@ impl Gateway {
         ok
     }
 
-    /// Handles one frame from the segment.
-    pub fn input(&mut self, frame: &[u8]) {
+    /// Handles one frame from the segment (taken by value: TCP and neighbour discovery go
+    /// to smoltcp without another copy).
+    pub fn input(&mut self, frame: Vec<u8>) {
         self.counters.nat_frames_in.fetch_add(1, Relaxed);
+        if self.handle(&frame) {
+            self.dev.rx.push_back(frame);
+        }
+    }
+
+    /// Answers or relays what the gateway handles itself; true for what smoltcp handles
+    /// (ARP, TCP, neighbour discovery).
+    fn handle(&mut self, frame: &[u8]) -> bool {
         let Ok(p) = SlicedPacket::from_ethernet(frame) else {
             self.counters.nat_dropped.fetch_add(1, Relaxed);
-            return;
+            return false;
         };
         let Some(etherparse::LinkSlice::Ethernet2(eth)) = p.link.as_ref() else {
             self.counters.nat_dropped.fetch_add(1, Relaxed);
-            return;
+            return false;
         };
         let src_mac = eth.source();
         let dst_mac = eth.destination();
         let v6_multicast = dst_mac[0] == 0x33 && dst_mac[1] == 0x33;
         if dst_mac != self.cfg.gateway_mac() && dst_mac != [0xff; 6] && !v6_multicast {
             // Flooded unicast for someone else.
-            return;
+            return false;
         }
-        match &p.net {
-            Some(NetSlice::Arp(_)) => self.dev.rx.push_back(frame.to_vec()),
+        let (src, dst): (IpAddr, IpAddr) = match &p.net {
+            Some(NetSlice::Arp(_)) => return true,
             Some(NetSlice::Ipv4(ip)) => {
                 let h = ip.header();
-                let (src, dst) = (h.source_addr(), h.destination_addr());
-                if self.cfg.contains(src) && src_mac[0] & 1 == 0 {
-                    self.macs.insert(IpAddr::V4(src), src_mac);
-                }
                 if h.is_fragmenting_payload() {
                     self.counters.nat_dropped.fetch_add(1, Relaxed);
-                    return;
+                    return false;
                 }
-                match &p.transport {
-                    Some(TransportSlice::Udp(u)) => {
-                        let (sport, dport) = (u.source_port(), u.destination_port());
-                        let payload = u.payload();
-                        if dport == 67 {
-                            self.dhcp_request(payload);
-                        } else {
-                            self.udp_from_guest(src.into(), sport, dst.into(), dport, payload);
+                (h.source_addr().into(), h.destination_addr().into())
+            }
+            Some(NetSlice::Ipv6(ip)) if self.cfg.ipv6.is_some() => {
+                let h = ip.header();
+                (h.source_addr().into(), h.destination_addr().into())
+            }
+            _ => {
+                self.counters.nat_dropped.fetch_add(1, Relaxed);
+                return false;
+            }
+        };
+        let on_link = match src {
+            IpAddr::V4(a) => self.cfg.contains(a),
+            IpAddr::V6(a) => self.cfg.contains6(a) && !a.is_unspecified(),
+        };
+        if on_link && src_mac[0] & 1 == 0 {
+            self.macs.insert(src, src_mac);
+        }
+        match &p.transport {
+            Some(TransportSlice::Udp(u)) if dst.is_ipv4() && u.destination_port() == 67 => {
+                self.dhcp_request(u.payload());
+            }
+            Some(TransportSlice::Udp(u)) => {
+                self.udp_from_guest(src, u.source_port(), dst, u.destination_port(), u.payload());
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                if t.syn() && !t.ack() {
+                    self.tcp_syn(src, t.source_port(), dst, t.destination_port());
+                }
+                return true;
+            }
+            Some(TransportSlice::Icmpv4(icmp)) => {
+                let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+                    self.counters.nat_dropped.fetch_add(1, Relaxed);
+                    return false;
+                };
+                match icmp.icmp_type() {
+                    etherparse::Icmpv4Type::EchoRequest(e)
+                        if dst == self.cfg.gateway || dst == self.cfg.dns =>
+                    {
+                        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), src_mac)
+                            .ipv4(dst.octets(), src.octets(), 64)
+                            .icmpv4_echo_reply(e.id, e.seq);
+                        let mut v = Vec::with_capacity(b.size(icmp.payload().len()));
+                        if b.write(&mut v, icmp.payload()).is_ok() {
+                            self.out.push(v);
+                            self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
                         }
                     }
-                    Some(TransportSlice::Tcp(t)) => {
-                        if t.syn() && !t.ack() {
-                            self.tcp_syn(
-                                src.into(),
-                                t.source_port(),
-                                dst.into(),
-                                t.destination_port(),
-                            );
-                        }
-                        self.dev.rx.push_back(frame.to_vec());
-                    }
-                    Some(TransportSlice::Icmpv4(icmp)) => {
-                        if let etherparse::Icmpv4Type::EchoRequest(e) = icmp.icmp_type()
-                            && (dst == self.cfg.gateway || dst == self.cfg.dns)
-                        {
-                            let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), src_mac)
-                                .ipv4(dst.octets(), src.octets(), 64)
-                                .icmpv4_echo_reply(e.id, e.seq);
-                            let mut v = Vec::with_capacity(b.size(icmp.payload().len()));
-                            if b.write(&mut v, icmp.payload()).is_ok() {
-                                self.out.push(v);
-                                self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
-                            }
-                        } else if let etherparse::Icmpv4Type::EchoRequest(e) = icmp.icmp_type() {
-                            self.echo_out(src, dst, e.id, e.seq, icmp.payload());
-                        } else {
-                            self.counters.nat_dropped.fetch_add(1, Relaxed);
-                        }
+                    etherparse::Icmpv4Type::EchoRequest(e) => {
+                        self.echo_out(src, dst, e.id, e.seq, icmp.payload())
                     }
                     _ => {
                         self.counters.nat_dropped.fetch_add(1, Relaxed);
                     }
                 }
             }
-            Some(NetSlice::Ipv6(ip)) if self.cfg.ipv6.is_some() => {
-                let h = ip.header();
-                let (src, dst) = (h.source_addr(), h.destination_addr());
-                if self.cfg.contains6(src) && src_mac[0] & 1 == 0 && !src.is_unspecified() {
-                    self.macs.insert(IpAddr::V6(src), src_mac);
-                }
-                match &p.transport {
-                    Some(TransportSlice::Udp(u)) => {
-                        self.udp_from_guest(
-                            src.into(),
-                            u.source_port(),
-                            dst.into(),
-                            u.destination_port(),
-                            u.payload(),
-                        );
+            Some(TransportSlice::Icmpv6(icmp)) => {
+                let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else {
+                    self.counters.nat_dropped.fetch_add(1, Relaxed);
+                    return false;
+                };
+                match icmp.icmp_type() {
+                    etherparse::Icmpv6Type::RouterSolicitation => {
+                        let to = if src.is_unspecified() {
+                            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+                        } else {
+                            src
+                        };
+                        self.router_advert(to, src_mac);
                     }
-                    Some(TransportSlice::Tcp(t)) => {
-                        if t.syn() && !t.ack() {
-                            self.tcp_syn(
-                                src.into(),
-                                t.source_port(),
-                                dst.into(),
-                                t.destination_port(),
-                            );
+                    etherparse::Icmpv6Type::EchoRequest(e)
+                        if Some(dst) == self.cfg.gateway6()
+                            || Some(dst) == self.cfg.dns6()
+                            || dst == self.cfg.gateway_ll() =>
+                    {
+                        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), src_mac)
+                            .ipv6(dst.octets(), src.octets(), 64)
+                            .icmpv6_echo_reply(e.id, e.seq);
+                        let mut v = Vec::with_capacity(b.size(icmp.payload().len()));
+                        if b.write(&mut v, icmp.payload()).is_ok() {
+                            self.out.push(v);
+                            self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
                         }
-                        self.dev.rx.push_back(frame.to_vec());
                     }
-                    Some(TransportSlice::Icmpv6(icmp)) => match icmp.icmp_type() {
-                        etherparse::Icmpv6Type::RouterSolicitation => {
-                            let to = if src.is_unspecified() {
-                                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
-                            } else {
-                                src
-                            };
-                            self.router_advert(to, src_mac);
-                        }
-                        etherparse::Icmpv6Type::EchoRequest(e)
-                            if Some(dst) == self.cfg.gateway6()
-                                || Some(dst) == self.cfg.dns6()
-                                || dst == self.cfg.gateway_ll() =>
-                        {
-                            let b = PacketBuilder::ethernet2(self.cfg.gateway_mac(), src_mac)
-                                .ipv6(dst.octets(), src.octets(), 64)
-                                .icmpv6_echo_reply(e.id, e.seq);
-                            let mut v = Vec::with_capacity(b.size(icmp.payload().len()));
-                            if b.write(&mut v, icmp.payload()).is_ok() {
-                                self.out.push(v);
-                                self.counters.nat_icmp_echo.fetch_add(1, Relaxed);
-                            }
-                        }
-                        // Neighbour discovery for the gateway's addresses: smoltcp's.
-                        etherparse::Icmpv6Type::NeighborSolicitation
-                        | etherparse::Icmpv6Type::NeighborAdvertisement(_) => {
-                            self.dev.rx.push_back(frame.to_vec())
-                        }
-                        _ => {
-                            self.counters.nat_dropped.fetch_add(1, Relaxed);
-                        }
-                    },
+                    // Neighbour discovery for the gateway's addresses: smoltcp's.
+                    etherparse::Icmpv6Type::NeighborSolicitation
+                    | etherparse::Icmpv6Type::NeighborAdvertisement(_) => return true,
                     _ => {
                         self.counters.nat_dropped.fetch_add(1, Relaxed);
                     }
@@ -501,6 +491,7 @@ impl Gateway {
                 self.counters.nat_dropped.fetch_add(1, Relaxed);
             }
         }
+        false
     }
 
     /// A router advertisement to `to` (MAC `mac`): the prefix for SLAAC, the MTU, the DNS
@@ -958,14 +949,14 @@ impl Gateway {
             }
             // Guest -> host.
             while s.can_recv() && f.to_host.len() < TO_HOST_MAX {
-                let room = TO_HOST_MAX - f.to_host.len();
+                let to_host = &mut f.to_host;
                 let got = s.recv(|b| {
-                    let n = b.len().min(room);
-                    (n, b[..n].to_vec())
+                    let n = b.len().min(TO_HOST_MAX - to_host.len());
+                    to_host.extend_from_slice(&b[..n]);
+                    (n, n)
                 });
-                match got {
-                    Ok(v) if !v.is_empty() => f.to_host.extend_from_slice(&v),
-                    _ => break,
+                if !matches!(got, Ok(n) if n > 0) {
+                    break;
                 }
             }
             let mut broken = false;
@@ -1168,7 +1159,7 @@ mod tests {
     /// A gateway that knows the guest (its ARP request answered).
     fn known(f: impl FnOnce(&mut NatConfig)) -> (Gateway, Arc<Counters>) {
         let (mut gw, c) = gateway(f);
-        gw.input(&arp_request(Ipv4Addr::new(10, 0, 2, 2)));
+        gw.input(arp_request(Ipv4Addr::new(10, 0, 2, 2)));
         gw.poll();
         gw.take_output();
         (gw, c)
@@ -1203,7 +1194,7 @@ mod tests {
     fn arp_and_ping_for_the_gateway_and_dns_addresses() {
         let (mut gw, c) = gateway(|_| {});
         for target in [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)] {
-            gw.input(&arp_request(target));
+            gw.input(arp_request(target));
             gw.poll();
             let out = gw.take_output();
             assert_eq!(out.len(), 1, "one ARP reply for {target}");
@@ -1220,7 +1211,7 @@ mod tests {
             .icmpv4_echo_request(7, 9);
         let mut v = Vec::new();
         b.write(&mut v, b"ping!").unwrap();
-        gw.input(&v);
+        gw.input(v);
         let out = gw.take_output();
         let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
         let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
@@ -1247,7 +1238,7 @@ mod tests {
             .udp(68, 67);
         let mut v = Vec::new();
         b.write(&mut v, &d).unwrap();
-        gw.input(&v);
+        gw.input(v);
         let out = gw.take_output();
         assert_eq!(out.len(), 1);
         let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
@@ -1260,7 +1251,7 @@ mod tests {
         // A frame for another guest's MAC (flooded unknown unicast) is not the gateway's.
         let mut other = syn(Ipv4Addr::new(10, 0, 2, 2), 1, 2);
         other[..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 9]);
-        gw.input(&other);
+        gw.input(other);
         gw.poll();
         assert!(gw.take_output().is_empty());
     }
@@ -1268,7 +1259,7 @@ mod tests {
     #[test]
     fn restrict_resets_outbound_syns_without_a_host_socket() {
         let (mut gw, c) = known(|c| c.restrict = true);
-        gw.input(&syn(Ipv4Addr::new(192, 0, 2, 1), 40000, 80));
+        gw.input(syn(Ipv4Addr::new(192, 0, 2, 1), 40000, 80));
         gw.poll();
         let out = gw.take_output();
         let rst = out.iter().filter_map(|f| tcp_flags(f)).find(|t| t.2);
@@ -1283,7 +1274,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let (mut gw, c) = known(|c| c.max_flows_per_guest = 2);
         for sport in [40000, 40001, 40002] {
-            gw.input(&syn(Ipv4Addr::new(10, 0, 2, 2), sport, port));
+            gw.input(syn(Ipv4Addr::new(10, 0, 2, 2), sport, port));
         }
         gw.poll();
         let out = gw.take_output();

@@ -106,12 +106,13 @@ impl Runner {
                         let mut q = h.queue.lock().unwrap_or_else(|p| p.into_inner());
                         q.drain(..).collect()
                     };
-                    for f in &frames {
+                    let had_frames = !frames.is_empty();
+                    for f in frames {
                         gw.input(f);
                     }
                     gw.poll();
                     let out = gw.take_output();
-                    let busy = !out.is_empty() || !frames.is_empty();
+                    let busy = !out.is_empty() || had_frames;
                     if !out.is_empty() {
                         sink(out);
                     }

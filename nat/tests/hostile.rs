@@ -50,7 +50,7 @@ proptest! {
     fn any_bytes(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8)) {
         let mut gw = gateway();
         for f in &frames {
-            gw.input(f);
+            gw.input(f.clone());
         }
         check_output(&mut gw)?;
     }
@@ -82,7 +82,7 @@ proptest! {
             2 => eth.icmpv4_echo_request(sport, dport).write(&mut v, &payload).unwrap(),
             _ => eth.udp(68, 67).write(&mut v, &payload).unwrap(),
         }
-        gw.input(&v);
+        gw.input(v);
         check_output(&mut gw)?;
     }
 
