@@ -140,33 +140,16 @@ pub fn receive_loop(
                     }
                 }
             }
-            if !got.is_empty() {
-                let mut store = SegStore::new();
-                let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
-                let mut next = got.iter().peekable();
-                for (i, buf) in bufs.iter_mut().enumerate() {
-                    let Some((_, r)) = next.next_if(|(j, _)| *j == i) else {
-                        continue;
-                    };
-                    let Some(frame) = buf.get_mut(r.start..r.start + r.len) else {
-                        counters.count_rx_error(TxError::Oversize);
-                        continue;
-                    };
-                    match parse_host_frame(r.vnet, frame, offloads, &mut store) {
-                        Ok(info) => {
-                            counters.net.rx_frames.fetch_add(1, Relaxed);
-                            counters.net.rx_bytes.fetch_add(r.len as u64, Relaxed);
-                            infos.push(info);
-                        }
-                        Err(e) => counters.count_rx_error(e),
-                    }
+            let mut next = got.iter().peekable();
+            let items = bufs.iter_mut().enumerate().filter_map(|(i, buf)| {
+                let (_, r) = next.next_if(|(j, _)| *j == i)?;
+                let frame = buf.get_mut(r.start..r.start + r.len);
+                if frame.is_none() {
+                    counters.count_rx_error(TxError::Oversize);
                 }
-                let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
-                    infos.iter().map(|i| TxFrame::new(i, &store)).collect();
-                if !frames.is_empty() {
-                    forward(&frames);
-                }
-            }
+                Some((r.vnet, frame?))
+            });
+            forward_batch(items, offloads, counters, &mut forward);
             if drained || stop.load(Relaxed) {
                 break;
             }
@@ -194,23 +177,37 @@ pub fn forward_owned(
     mut forward: impl FnMut(&[TxFrame<'_>]),
 ) {
     for chunk in frames.chunks_mut(TX_BATCH) {
-        let mut store = SegStore::new();
-        let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
-        for f in chunk.iter_mut() {
-            let len = f.len();
-            match parse_host_frame([0; VNET_HDR_LEN], f, Offloads::default(), &mut store) {
-                Ok(info) => {
-                    counters.net.rx_frames.fetch_add(1, Relaxed);
-                    counters.net.rx_bytes.fetch_add(len as u64, Relaxed);
-                    infos.push(info);
-                }
-                Err(e) => counters.count_rx_error(e),
+        let items = chunk
+            .iter_mut()
+            .map(|f| ([0; VNET_HDR_LEN], f.as_mut_slice()));
+        forward_batch(items, Offloads::default(), counters, &mut forward);
+    }
+}
+
+/// Checks up to a batch of frames held in vfabric's memory (each behind its virtio-net
+/// header), counts them as received, and hands the good ones to `forward` in one batch.
+fn forward_batch<'a>(
+    items: impl Iterator<Item = ([u8; VNET_HDR_LEN], &'a mut [u8])>,
+    offloads: Offloads,
+    counters: &HostCounters,
+    forward: &mut impl FnMut(&[TxFrame<'_>]),
+) {
+    let mut store = SegStore::new();
+    let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
+    for (vnet, frame) in items.take(TX_BATCH) {
+        let len = frame.len();
+        match parse_host_frame(vnet, frame, offloads, &mut store) {
+            Ok(info) => {
+                counters.net.rx_frames.fetch_add(1, Relaxed);
+                counters.net.rx_bytes.fetch_add(len as u64, Relaxed);
+                infos.push(info);
             }
+            Err(e) => counters.count_rx_error(e),
         }
-        let tx: ArrayVec<TxFrame<'_>, TX_BATCH> =
-            infos.iter().map(|i| TxFrame::new(i, &store)).collect();
-        if !tx.is_empty() {
-            forward(&tx);
-        }
+    }
+    let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
+        infos.iter().map(|i| TxFrame::new(i, &store)).collect();
+    if !frames.is_empty() {
+        forward(&frames);
     }
 }

@@ -795,12 +795,7 @@ pub fn port_from_keys(
         PortKind::Nat(n) => {
             for other in all_ports() {
                 if let PortKind::Nat(o) = &other.kind {
-                    let size = |len: u8| 1u64 << (32 - u32::from(len));
-                    let (a0, b0) = (
-                        u64::from(u32::from(n.network)),
-                        u64::from(u32::from(o.network)),
-                    );
-                    if a0 < b0 + size(o.prefix) && b0 < a0 + size(n.prefix) {
+                    if subnets_overlap((n.network, n.prefix), (o.network, o.prefix)) {
                         return Err(format!(
                             "{here}: subnet: {}/{} overlaps {}/{} of port \"{}\"",
                             n.network, n.prefix, o.network, o.prefix, other.name
@@ -1263,6 +1258,16 @@ fn subnet_addr(
     }
 }
 
+/// Whether two IPv4 subnets (network, prefix length) share an address.
+fn subnets_overlap(a: (std::net::Ipv4Addr, u8), b: (std::net::Ipv4Addr, u8)) -> bool {
+    let range = |(net, len): (std::net::Ipv4Addr, u8)| {
+        let start = u64::from(u32::from(net));
+        (start, start + (1u64 << (32 - u32::from(len))))
+    };
+    let ((a0, a1), (b0, b1)) = (range(a), range(b));
+    a0 < b1 && b0 < a1
+}
+
 /// The NAT keys of `p`.
 fn nat_port(
     cx: &mut Ctx<'_>,
@@ -1314,11 +1319,8 @@ fn nat_port(
     };
     let mut cfg = nat::NatConfig::for_subnet(network, prefix, upstream_default);
     if let Some(sn) = &p.subnet {
-        let size = |len: u8| 1u64 << (32 - u32::from(len));
         for (n, l, other) in subnets.iter() {
-            let (a0, a1) = (u64::from(u32::from(network)), size(prefix));
-            let (b0, b1) = (u64::from(u32::from(*n)), size(*l));
-            if a0 < b0 + b1 && b0 < a0 + a1 {
+            if subnets_overlap((network, prefix), (*n, *l)) {
                 cx.error(
                     sn.span(),
                     format!("{here}: subnet"),
