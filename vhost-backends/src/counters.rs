@@ -67,6 +67,10 @@ counters! {
         tx_notifications,
         /// Times the guest was interrupted for its TX ring.
         rx_notifications,
+        /// Rings found unusable: an avail index more than a ring's size ahead of what was
+        /// used (a broken or hostile driver). Counted once per ring and connection; the ring
+        /// is not touched again until the guest resets the device.
+        ring_broken,
     }
 }
 

@@ -209,9 +209,22 @@ struct Connection {
     rx_pending: Vec<AtomicBool>,
     /// Per RX queue: the used index at the last interrupt decision.
     rx_checked: Vec<AtomicU16>,
+    /// Per ring: found unusable (see `NetCounters::ring_broken`).
+    broken: Vec<AtomicBool>,
 }
 
 impl Connection {
+    /// Ring `q`'s avail index is more than a ring ahead of what was used: the guest broke
+    /// the ring. Counted once per ring and connection; the ring stays unused until the
+    /// guest resets the device (a new connection).
+    fn ring_broken(&self, q: usize, c: &NetCounters) {
+        if let Some(b) = self.broken.get(q)
+            && !b.swap(true, Ordering::Relaxed)
+        {
+            NetCounters::add(&c.ring_broken, 1);
+        }
+    }
+
     /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame
     /// completed in software: checksummed, or cut into TCP segments), counting what was
     /// delivered and what was dropped. One ring lock and one read of the avail index for the
@@ -290,7 +303,12 @@ impl Connection {
                         outcome(res);
                     }
                 } else {
-                    link_down(&mut frames, &mut outcome);
+                    // An avail index that leapt ahead: the frames are the guest's loss.
+                    self.ring_broken(2 * q, c);
+                    for _ in frames.by_ref() {
+                        c.count_drop(RxDrop::BadDescriptor);
+                        outcome(Err(RxDrop::BadDescriptor));
+                    }
                 }
                 publish_used(&mut st, &mem, used);
                 if !used.is_empty() {
@@ -507,6 +525,32 @@ fn place_rx(
     Ok(())
 }
 
+/// Places `frame` in the RX ring `queue` exactly as delivery does, without publishing:
+/// returns the outcome and the used entries (head, length) delivery would write. For the
+/// hostile-ring property tests and fuzz targets, which build rings with any content.
+#[doc(hidden)]
+pub fn place_rx_for_test(
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    frame: &[u8],
+    mrg: bool,
+) -> (Result<(), RxDrop>, Vec<(u16, u32)>) {
+    let mut used = Vec::new();
+    let r = match queue.iter(mem) {
+        Ok(mut avail) => place_rx(
+            &mut avail,
+            mem,
+            Source::Bytes(frame),
+            [0; VNET_HDR_LEN],
+            mrg,
+            &mut used,
+        ),
+        // An avail index more than a ring ahead: the ring is unusable.
+        Err(_) => Err(RxDrop::BadDescriptor),
+    };
+    (r, used)
+}
+
 /// Event ids above the queues (`num_queues` itself is the library's exit/enable event).
 const ATTACH_EVENT_OFFSET: u16 = 1;
 
@@ -549,6 +593,7 @@ impl NetBackend {
                 vrings: OnceLock::new(),
                 rx_pending: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
                 rx_checked: (0..pairs).map(|_| AtomicU16::new(0)).collect(),
+                broken: (0..2 * pairs).map(|_| AtomicBool::new(false)).collect(),
             }),
             port,
             switch,
@@ -751,6 +796,7 @@ fn drain_tx_batch(
         }
         // One read of the avail index for the whole batch.
         let Ok(mut avail) = st.get_queue_mut().iter(&*mem) else {
+            conn.ring_broken(2 * usize::from(pair) + 1, c);
             return Ok(0);
         };
         while !heads.is_full() {

@@ -504,6 +504,14 @@ fn a_hostile_guest_does_not_disturb_the_others() {
     assert!(e.rx_drop_missing_header >= 1, "{e:?}");
     assert!(e.rx_drop_bad_descriptor >= 1, "{e:?}");
     assert_eq!(e.rx_drop_bad_offload, 4, "{e:?}");
+    // The leap is counted once, however many kicks follow.
+    evil.kick(1);
+    wait_for(
+        T,
+        || lab.counters(0).ring_broken == 1,
+        || format!("{:?}", lab.counters(0)),
+    );
+    assert_eq!(lab.counters(0).ring_broken, 1);
     let cc = lab.counters(2);
     assert_eq!(cc.tx_frames, 201);
     assert_eq!(cc.tx_drop_no_buffer + cc.tx_drop_bad_descriptor, 0);
