@@ -553,6 +553,13 @@ pub fn place_rx_for_test(
 
 /// Event ids above the queues (`num_queues` itself is the library's exit/enable event).
 const ATTACH_EVENT_OFFSET: u16 = 1;
+const RESUME_EVENT_OFFSET: u16 = 2;
+
+/// TX batches one kick may drain before its worker gives way (and resumes it through its
+/// resume eventfd): a guest that keeps its ring full, or a hostile ring that refills itself
+/// (an avail ring laid over the used ring), cannot hold a worker thread, starve the other
+/// queue pairs on it, or keep it from seeing the end of the connection.
+const TX_BUDGET: usize = 64;
 
 /// The `VhostUserBackend` for one connection of one port.
 pub struct NetBackend {
@@ -561,6 +568,10 @@ pub struct NetBackend {
     conn: Arc<Connection>,
     masks: Vec<u64>,
     attach: Vec<EventFd>,
+    /// Per worker thread: wakes it to resume TX rings that used up their budget.
+    resume: Vec<EventFd>,
+    /// Per queue pair: its TX ring gave way and must be resumed.
+    tx_resume: Vec<AtomicBool>,
     attached_vrings: Mutex<Vec<Option<VringRwLock>>>,
     attached_threads: AtomicUsize,
     /// Set (and signalled) once every worker reported its rings.
@@ -584,6 +595,9 @@ impl NetBackend {
         let attach = (0..threads)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<io::Result<Vec<_>>>()?;
+        let resume = (0..threads)
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(Arc::new(NetBackend {
             conn: Arc::new(Connection {
                 mem,
@@ -599,6 +613,8 @@ impl NetBackend {
             switch,
             masks,
             attach,
+            resume,
+            tx_resume: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
             attached_vrings: Mutex::new(vec![None; 2 * pairs]),
             attached_threads: AtomicUsize::new(0),
             attached: (Mutex::new(false), std::sync::Condvar::new()),
@@ -608,6 +624,16 @@ impl NetBackend {
     /// The event id workers use to hand their vrings to this backend.
     pub fn attach_event(&self) -> u64 {
         (self.num_queues() as u64) + u64::from(ATTACH_EVENT_OFFSET)
+    }
+
+    /// The event id of the workers' resume eventfds (see `resume_fd`).
+    pub fn resume_event(&self) -> u64 {
+        (self.num_queues() as u64) + u64::from(RESUME_EVENT_OFFSET)
+    }
+
+    /// The eventfd that makes worker `thread` resume TX rings that gave way.
+    pub fn resume_fd(&self, thread: usize) -> Option<&EventFd> {
+        self.resume.get(thread)
     }
 
     /// The eventfd that makes worker `thread` report its vrings (see `attach_event`).
@@ -688,13 +714,58 @@ impl NetBackend {
         }
         // No kicks while draining (VRING_USED_F_NO_NOTIFY, or EVENT_IDX's avail_event left
         // behind); on again when empty, and drain again if work raced in.
+        let mut budget = TX_BUDGET;
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
-            while drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {}
+            while drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {
+                budget -= 1;
+                if budget == 0 {
+                    return self.give_way(pair);
+                }
+            }
             if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
             }
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                return self.give_way(pair);
+            }
         }
+    }
+
+    /// Leaves TX pair `pair` for now, notifications still off, and has its worker come back
+    /// to it after the other events it has (other rings, the end of the connection).
+    fn give_way(&self, pair: u16) -> io::Result<()> {
+        if let Some(flag) = self.tx_resume.get(usize::from(pair)) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        let thread = usize::from(pair) % self.masks.len().max(1);
+        match self.resume.get(thread) {
+            Some(fd) => fd.write(1),
+            None => Ok(()),
+        }
+    }
+
+    /// Worker `thread` resumes the TX rings that gave way.
+    fn on_resume(&self, thread: usize, vrings: &[VringRwLock]) -> io::Result<()> {
+        if let Some(fd) = self.resume.get(thread) {
+            let _ = fd.read();
+        }
+        for (local, vring) in vrings.iter().enumerate() {
+            let Some(q) = self.global_queue(thread, local as u16) else {
+                break;
+            };
+            let pair = q / 2;
+            if q % 2 == 1
+                && self
+                    .tx_resume
+                    .get(pair)
+                    .is_some_and(|f| f.swap(false, Ordering::Relaxed))
+            {
+                self.process_tx(pair as u16, vring)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1033,6 +1104,9 @@ impl VhostUserBackend for NetBackend {
     ) -> io::Result<()> {
         if u64::from(device_event) == self.attach_event() {
             return self.on_attach(thread_id, vrings);
+        }
+        if u64::from(device_event) == self.resume_event() {
+            return self.on_resume(thread_id, vrings);
         }
         if evset != EventSet::IN {
             return Ok(());

@@ -31,6 +31,48 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// At most this many file descriptors ride on one message (the `vhost` crate's own limit).
 const MAX_FDS: usize = 32;
 
+/// Memory regions of `SET_MEM_TABLE` and `ADD_MEM_REG` must lie inside their files: a
+/// mapping that runs past the end of a regular file maps pages that do not exist, and the
+/// first guest access to them would kill the whole process with SIGBUS. (A VMM that shrinks
+/// the file *after* sharing it can still do that; nothing short of catching SIGBUS helps.)
+fn check_regions(msg: &Message) -> Result<(), String> {
+    let req = msg.request();
+    let p = msg.payload();
+    let regions: Vec<&[u8]> = if req == FrontendReq::SET_MEM_TABLE as u32 {
+        let n = p
+            .get(0..4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+        p.get(8..)
+            .unwrap_or_default()
+            .chunks_exact(32)
+            .take(n as usize)
+            .collect()
+    } else if req == FrontendReq::ADD_MEM_REG as u32 {
+        p.get(8..40).into_iter().collect()
+    } else {
+        return Ok(());
+    };
+    let u64_at =
+        |r: &[u8], at: usize| u64::from_le_bytes(r[at..at + 8].try_into().unwrap_or_default());
+    for (i, (r, fd)) in regions.iter().zip(&msg.fds).enumerate() {
+        let (size, offset) = (u64_at(r, 8), u64_at(r, 24));
+        let Ok(st) = nix::sys::stat::fstat(fd) else {
+            continue; // the handler reports a descriptor it cannot map
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            continue;
+        }
+        let file = st.st_size.max(0) as u64;
+        if offset.checked_add(size).is_none_or(|end| end > file) {
+            return Err(format!(
+                "memory region {i} (offset {offset:#x}, size {size:#x}) runs past the end of its \
+                 file ({file:#x} bytes)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One vhost-user message with the descriptors that came with it.
 #[derive(Debug)]
 struct Message {
@@ -362,6 +404,10 @@ pub fn run_with(
             };
             let req = msg.request();
             let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+            if let Err(e) = check_regions(&msg) {
+                log::error!("{}: {e}; closing the connection", hooks.label());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
                 && !msg.fds.is_empty()
             {
@@ -464,6 +510,40 @@ mod tests {
 
     const NEED_REPLY: u32 = 0x8 | 0x1;
     const PROTO: u64 = 1 << 30;
+
+    /// A region message over a file of 8 KiB: (size, offset) of the region.
+    fn region_msg(req: FrontendReq, size: u64, offset: u64) -> Message {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(0x2000).unwrap();
+        let mut p = Vec::new();
+        if req == FrontendReq::SET_MEM_TABLE {
+            p.extend_from_slice(&1u32.to_le_bytes());
+            p.extend_from_slice(&0u32.to_le_bytes());
+        } else {
+            p.extend_from_slice(&0u64.to_le_bytes());
+        }
+        for v in [0, size, 0x7f00_0000_0000, offset] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut m = Message::new(req, 0x1, &p);
+        m.fds.push(OwnedFd::from(f));
+        m
+    }
+
+    #[test]
+    fn memory_regions_past_the_end_of_their_file_are_refused() {
+        for req in [FrontendReq::SET_MEM_TABLE, FrontendReq::ADD_MEM_REG] {
+            assert!(check_regions(&region_msg(req, 0x2000, 0)).is_ok());
+            assert!(check_regions(&region_msg(req, 0x1000, 0x1000)).is_ok());
+            let e = check_regions(&region_msg(req, 0x3000, 0)).unwrap_err();
+            assert!(
+                e.contains("runs past the end of its file (0x2000 bytes)"),
+                "{e}"
+            );
+            assert!(check_regions(&region_msg(req, 0x2000, 0x1000)).is_err());
+            assert!(check_regions(&region_msg(req, 0x1000, u64::MAX)).is_err());
+        }
+    }
 
     fn vring(idx: u32, num: u32) -> Vec<u8> {
         [idx.to_le_bytes(), num.to_le_bytes()].concat()

@@ -130,6 +130,11 @@ impl PortStop {
         *c = s.try_clone().ok();
         !self.is_stopped()
     }
+
+    /// The connection ended: closes the handle kept to cut it.
+    fn served(&self) {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 /// How often a waiting port looks at its stop flag.
@@ -192,7 +197,11 @@ pub fn serve_until(
             break;
         }
         log::info!("{what}: VMM connected");
-        match serve(stream) {
+        let r = serve(stream);
+        // The handle kept for cutting the connection must not outlive it: the VMM would not
+        // see the hang-up (and would never reconnect) while it is open.
+        stop.served();
+        match r {
             Ok(()) => log::info!("{what}: VMM disconnected"),
             Err(e) => log::warn!("{what}: connection ended: {e}"),
         }
@@ -276,6 +285,10 @@ pub fn serve_connection(
             .ok_or_else(|| io::Error::other("worker without attach eventfd"))?;
         h.register_listener(fd.as_raw_fd(), EventSet::IN, backend.attach_event())?;
         fd.write(1)?;
+        let fd = backend
+            .resume_fd(i)
+            .ok_or_else(|| io::Error::other("worker without resume eventfd"))?;
+        h.register_listener(fd.as_raw_fd(), EventSet::IN, backend.resume_event())?;
     }
     // The rings exist before any message is handled: publish them first, so a guest whose
     // setup completed is never told "link down".

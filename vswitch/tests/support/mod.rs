@@ -283,6 +283,31 @@ impl Guest {
             .unwrap();
     }
 
+    /// A hostile layout: ring `q`'s avail ring moved 2 bytes below its used ring, so that the
+    /// avail index is the used ring's flags. The device turning notifications off makes an
+    /// entry available (index 1); turning them on again takes it away (index 0), and finding
+    /// the ring "not empty" it turns them off again... Then a kick.
+    pub fn lay_avail_over_used(&mut self, q: usize) {
+        let host = self.mem.get_host_address(GuestAddress(MEM_BASE)).unwrap() as u64;
+        let ring = &self.rings[q];
+        let to_host = |gpa: u64| host + (gpa - MEM_BASE);
+        self.frontend
+            .set_vring_addr(
+                q,
+                &VringConfigData {
+                    queue_max_size: QSIZE,
+                    queue_size: QSIZE,
+                    flags: 0,
+                    desc_table_addr: to_host(ring.desc),
+                    used_ring_addr: to_host(ring.used),
+                    avail_ring_addr: to_host(ring.used - 2),
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        self.kick(q);
+    }
+
     /// Guest memory for `len` bytes (not written).
     pub fn alloc_raw(&mut self, len: u32) -> u64 {
         self.alloc(len)
