@@ -34,6 +34,8 @@ pub struct GuestOpts {
     pub first: usize,
     /// No static address: the guests' eth0 stays down for the test to configure (DHCP).
     pub no_address: bool,
+    /// Guests may reboot (QEMU without `-no-reboot`).
+    pub allow_reboot: bool,
 }
 
 impl Default for GuestOpts {
@@ -49,6 +51,7 @@ impl Default for GuestOpts {
             fabric_netns: None,
             first: 1,
             no_address: false,
+            allow_reboot: false,
         }
     }
 }
@@ -124,6 +127,7 @@ impl NetLab {
         let mut cfg = VmConfig::new(&name, qemu);
         cfg.cpus = self.opts.cpus;
         cfg.mem_mb = self.opts.mem_mb;
+        cfg.allow_reboot = self.opts.allow_reboot;
         cfg.nics.push(NetDev {
             socket: self.fabric.socket(&name),
             mac: mac(i),

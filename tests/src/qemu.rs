@@ -150,7 +150,7 @@ impl Qemu {
     /// Spelling of the chardev reconnect option for this version (`reconnect-ms` since 9.2).
     fn reconnect_opt(&self) -> &'static str {
         if self.version >= (9, 2, 0) {
-            "reconnect-ms=1000"
+            "reconnect-ms=100"
         } else {
             "reconnect=1"
         }
@@ -272,6 +272,9 @@ pub struct VmConfig {
     pub extra_args: Vec<String>,
     /// Run QEMU inside this network namespace (`ip netns exec`), e.g. for TAP devices.
     pub netns: Option<String>,
+    /// A guest reboot resets the machine and boots again (no `-no-reboot`): see
+    /// [`Vm::reboot`].
+    pub allow_reboot: bool,
 }
 
 impl VmConfig {
@@ -289,6 +292,7 @@ impl VmConfig {
             extra_cmdline: String::new(),
             extra_args: Vec::new(),
             netns: None,
+            allow_reboot: false,
         }
     }
 }
@@ -347,8 +351,10 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
         "-no-user-config",
         "-display",
         "none",
-        "-no-reboot",
     ]);
+    if !cfg.allow_reboot {
+        push(&["-no-reboot"]);
+    }
     push(&["-nic", "none"]);
     if let Some(d) = &q.data_dir {
         push(&["-L", &d.to_string_lossy()]);
@@ -654,6 +660,34 @@ impl Vm {
         }
     }
 
+    /// Reboots the guest from inside (`reboot -f`; the VM must have `allow_reboot`): QEMU
+    /// resets the machine, its devices included (a vhost-user device is stopped and set up
+    /// again on the same connection), and the guest boots again. Returns once the new boot's
+    /// agent answers.
+    pub fn reboot(&mut self, timeout: Duration) -> Result<()> {
+        anyhow::ensure!(
+            self.cfg.allow_reboot,
+            "{}: started with -no-reboot",
+            self.cfg.name
+        );
+        let deadline = Instant::now() + timeout;
+        let boots = self.console_log().matches("VFGUEST READY").count();
+        let id = self.take_id();
+        self.send(&format!("CMD {id} {}", B64.encode("reboot -f")))?;
+        crate::wait_until(
+            timeout,
+            || {
+                self.check_alive()?;
+                Ok(self.console_log().matches("VFGUEST READY").count() > boots)
+            },
+            || "the guest did not boot again".into(),
+        )?;
+        // What the first boot's agent still said is stale.
+        self.ready_after = None;
+        while self.lines.try_recv().is_ok() {}
+        self.wait_ready(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Like [`Vm::run`], but exit code 0 is required; returns the output.
     pub fn run_ok(&mut self, cmd: &str, timeout: Duration) -> Result<String> {
         let out = self.run(cmd, timeout)?;
@@ -849,7 +883,7 @@ mod tests {
         let files = Files::new(Path::new("/w"), "vm");
         for (version, reconnect, vectors) in [
             ((7, 2, 22), "reconnect=1", "vectors=0"),
-            ((10, 0, 2), "reconnect-ms=1000", "vectors=6"),
+            ((10, 0, 2), "reconnect-ms=100", "vectors=6"),
         ] {
             let mut cfg = VmConfig::new("vm", q(version));
             cfg.nics.push(nic.clone());

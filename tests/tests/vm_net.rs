@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use vfabric_tests::lab::{CMD, GuestOpts, NetLab, ip};
 use vfabric_tests::qemu::Qemu;
 
@@ -231,6 +231,46 @@ fn vfabric_killed_and_restarted_resumes_traffic() -> Result<()> {
     // And a clean shutdown removes the sockets.
     assert_eq!(lab.fabric.terminate()?, Some(0));
     assert!(!lab.fabric.socket("vm1").exists());
+    Ok(())
+}
+
+/// A guest that reboots: QEMU resets the machine, stops the vhost-user device and sets it up
+/// again on the same connection; traffic resumes without vfabric or the other guest doing
+/// anything.
+#[test]
+fn a_rebooted_guest_resumes_traffic_on_the_same_connection() -> Result<()> {
+    let opts = GuestOpts {
+        allow_reboot: true,
+        ..GuestOpts::default()
+    };
+    let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    lab.ping(1, 2, 2)?;
+    let before = lab.vm(2).console_log().matches("VFGUEST READY").count();
+    lab.vm(2).reboot(Duration::from_secs(60))?;
+    assert_eq!(
+        lab.vm(2).console_log().matches("VFGUEST READY").count(),
+        before + 1,
+        "the guest booted a second time"
+    );
+    lab.wait_reachable(1, 2, Duration::from_secs(30))?;
+    lab.ping(2, 1, 3)?;
+    let s = lab.fabric.stats()?;
+    let counter = |k: &str| s["vm2"].get(k).and_then(|v| v.as_u64());
+    assert_eq!(counter("rx_drop_bad_descriptor"), Some(0));
+    assert_eq!(counter("tx_drop_bad_descriptor"), Some(0));
+    let (code, out, err) = lab.fabric.ctl(&["--json", "ports"])?;
+    assert_eq!(code, 0, "{err}");
+    let ports: serde_json::Value = serde_json::from_str(&out)?;
+    let vm2 = ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["port"] == "vm2")
+        .context("no port vm2")?;
+    assert_eq!(
+        vm2["connections"], 1,
+        "the reboot kept its connection: {vm2}"
+    );
     Ok(())
 }
 

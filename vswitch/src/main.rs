@@ -892,7 +892,7 @@ fn print_ready(topo: &Topology) {
             } else {
                 (
                     format!(
-                        "-chardev socket,id={n},path={sock},reconnect-ms=1000",
+                        "-chardev socket,id={n},path={sock},reconnect-ms=100",
                         n = p.name
                     ),
                     "listening",
@@ -936,7 +936,7 @@ fn print_ready(topo: &Topology) {
             )
         } else {
             format!(
-                "-chardev socket,id={n},path={sock},reconnect-ms=1000",
+                "-chardev socket,id={n},path={sock},reconnect-ms=100",
                 n = d.name
             )
         };
