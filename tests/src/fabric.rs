@@ -78,6 +78,8 @@ pub struct Fabric {
     control: Option<PathBuf>,
     /// Run inside this network namespace (`ip netns exec`).
     netns: Option<String>,
+    /// Options of `vfabric run` before the topology file.
+    run_args: Vec<String>,
 }
 
 impl Fabric {
@@ -123,6 +125,7 @@ impl Fabric {
             env: Vec::new(),
             control: None,
             netns: netns.map(str::to_string),
+            run_args: Vec::new(),
         };
         f.launch()?;
         Ok(f)
@@ -181,6 +184,7 @@ impl Fabric {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-v")
             .arg("run")
+            .args(&self.run_args)
             .arg(&self.topology)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -252,6 +256,12 @@ impl Fabric {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        self.restart()
+    }
+
+    /// Starts vfabric again with these `vfabric run` options (kept for later restarts).
+    pub fn restart_with_args(&mut self, args: &[&str]) -> Result<()> {
+        self.run_args = args.iter().map(|a| a.to_string()).collect();
         self.restart()
     }
 

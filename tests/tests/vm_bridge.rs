@@ -86,6 +86,9 @@ fn tap_into_a_namespace_ping_and_20mb_both_ways_with_and_without_guest_offloads(
         ..Default::default()
     };
     let mut lab = NetLab::start(2, &[qemu()], opts)?;
+    // The TAP's reader and writers work under the data-path seccomp filter too (a system
+    // call outside it would kill vfabric).
+    lab.fabric.restart_with_args(&["--seccomp", "kill"])?;
     // Once the TAP exists vfabric holds no capability, in any of its threads.
     let pid = lab.fabric.pid().context("vfabric pid")?;
     let mut threads = 0;

@@ -654,7 +654,11 @@ impl Fabric {
         let s2 = stop.clone();
         let t = std::thread::Builder::new()
             .name(format!("port-{}", port.name()))
-            .spawn(move || run_port(port, switch, role, s2))?;
+            .spawn(move || {
+                if data_path(&format!("port {}", port.name())) {
+                    run_port(port, switch, role, s2)
+                }
+            })?;
         let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
         let run = runs.entry(index).or_default();
         run.vm_stop = Some(stop);
@@ -688,7 +692,11 @@ impl Fabric {
                         std::thread::Builder::new()
                             .name(format!("tap-{}-{q}", tap.name()))
                             .spawn(move || {
-                                tap.receive(q, |frames| fabric.forward(si, pi, q as u16, frames))
+                                if data_path(&format!("port {}", tap.name())) {
+                                    tap.receive(q, |frames| {
+                                        fabric.forward(si, pi, q as u16, frames)
+                                    })
+                                }
                             })?,
                     );
                 }
@@ -704,7 +712,11 @@ impl Fabric {
                 threads.push(
                     std::thread::Builder::new()
                         .name(format!("vxlan-{}", vx.name()))
-                        .spawn(move || vx.receive(|frames| fabric.forward(si, pi, 0, frames)))?,
+                        .spawn(move || {
+                            if data_path(&format!("port {}", vx.name())) {
+                                vx.receive(|frames| fabric.forward(si, pi, 0, frames))
+                            }
+                        })?,
                 );
             }
             _ => {}
@@ -1133,6 +1145,18 @@ impl FrameSwitch for Fabric {
             } else {
                 tracing::info!(port = port.name(), "link up");
             }
+        }
+    }
+}
+
+/// Enters the data path (the seccomp filter, when one was asked for); false, with the error
+/// logged, if the filter could not be applied: the thread then does not serve at all.
+fn data_path(what: &str) -> bool {
+    match crate::privs::enter_data_path() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("{what}: {e}; not serving");
+            false
         }
     }
 }

@@ -33,6 +33,11 @@ enum Command {
     Run {
         /// The topology file (TOML).
         topology: PathBuf,
+        /// A seccomp filter on the data-path threads (vhost-user ports, TAP and VXLAN
+        /// readers): `kill` ends the process on a system call outside the data path's list,
+        /// `log` only has the kernel log it.
+        #[arg(long, value_enum, default_value_t = vswitch::privs::SeccompMode::Off)]
+        seccomp: vswitch::privs::SeccompMode,
     },
     /// Validate a topology file without starting anything; exit 1 on errors.
     Check {
@@ -175,8 +180,8 @@ fn main() -> ExitCode {
             }
             None => ExitCode::FAILURE,
         },
-        Command::Run { topology } => match load(&topology) {
-            Some(t) => run(&topology, t),
+        Command::Run { topology, seccomp } => match load(&topology) {
+            Some(t) => run(&topology, t, seccomp),
             None => ExitCode::FAILURE,
         },
         Command::Ctl {
@@ -507,7 +512,15 @@ fn load(path: &Path) -> Option<Topology> {
     }
 }
 
-fn run(path: &Path, topo: Topology) -> ExitCode {
+fn run(path: &Path, topo: Topology, seccomp: vswitch::privs::SeccompMode) -> ExitCode {
+    // The data-path filter is compiled before anything is made; threads apply it.
+    if let Err(e) = vswitch::privs::set_data_path_filter(seccomp) {
+        eprintln!("{}: {e}; nothing started", path.display());
+        return ExitCode::FAILURE;
+    }
+    if seccomp != vswitch::privs::SeccompMode::Off {
+        tracing::info!("data-path threads run under a seccomp filter ({seccomp:?})");
+    }
     let fabric = match Fabric::new(&topo) {
         Ok(f) => f,
         Err(e) => {

@@ -34,7 +34,7 @@ struct Round {
 enum Backend {
     /// Held for its lifetime: dropping it stops vfabric.
     Vfabric {
-        _fabric: Fabric,
+        _fabric: Box<Fabric>,
     },
     Testpmd(Child),
     /// A network namespace holding the bridge and the guests' TAP devices.
@@ -162,7 +162,13 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
         Contender::Vfabric => {
             let f = Fabric::start(dir.path(), &[PortSpec::new("vm1"), PortSpec::new("vm2")])?;
             let s = [f.socket("vm1"), f.socket("vm2")];
-            (Backend::Vfabric { _fabric: f }, s, String::new())
+            (
+                Backend::Vfabric {
+                    _fabric: Box::new(f),
+                },
+                s,
+                String::new(),
+            )
         }
         Contender::Testpmd => {
             let (b, s) = start_testpmd(dir.path())?;
