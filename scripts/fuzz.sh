@@ -24,9 +24,9 @@ for t in "${targets[@]}"; do
     # -runs bounds the count, -max_total_time the time; the run stops by itself.
     if ! cargo fuzz run -O "$t" "corpus/$t" -- -runs=10000000 -max_total_time="$secs" \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
-        status="CRASH (see artifacts/$t)"
+        status="FAILED (see artifacts/$t and target/last-run-$t.txt)"
     fi
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
     took=$(($(date +%s) - start))
     line="$(date -u +%FT%TZ) $t: ${runs:-?} executions in ${took}s, coverage ${cov:-?} edges, corpus $(ls "corpus/$t" | wc -l) inputs: $status"

@@ -367,7 +367,15 @@ pub fn run(data: &[u8]) {
         let iov = [std::io::IoSlice::new(bytes)];
         let cmsg = [ControlMessage::ScmRights(fds.as_slice())];
         let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
-        if sendmsg::<()>(stream.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).is_err() {
+        if sendmsg::<()>(
+            stream.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .is_err()
+        {
             break; // the port hung up on us, as it may
         }
         // Kick the rings now and then, and read (and drop) whatever replies came.
@@ -408,7 +416,11 @@ fn offered() -> u64 {
 /// A GET_FEATURES round trip on `s` (replies to earlier messages are skipped).
 fn get_features(mut s: &UnixStream) -> std::io::Result<u64> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(&message(1, 0x1, &[], None))?;
+    let m = message(1, 0x1, &[], None);
+    // No SIGPIPE if the port hung up (the fuzz target has no Rust runtime to ignore it).
+    if nix::sys::socket::send(s.as_raw_fd(), &m, MsgFlags::MSG_NOSIGNAL)? != m.len() {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
     loop {
         let mut hdr = [0u8; 12];
         s.read_exact(&mut hdr)?;
