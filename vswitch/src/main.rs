@@ -672,7 +672,13 @@ fn run(path: &Path, topo: Topology, seccomp: vswitch::privs::SeccompMode) -> Exi
         .any(|p| matches!(p.kind, PortKind::Tap(_)));
     if has_tap && vswitch::privs::effective().is_ok_and(|c| c != 0) {
         match vswitch::privs::drop_all() {
-            Ok(()) => tracing::info!("TAPs created: every capability dropped"),
+            Ok(()) => {
+                // Capabilities are per thread: the qcow2 I/O threads already run.
+                for disk in &disks {
+                    disk.image.drop_privileges(vswitch::privs::drop_all);
+                }
+                tracing::info!("TAPs created: every capability dropped")
+            }
             Err(e) => tracing::warn!("dropping capabilities: {e}"),
         }
     }

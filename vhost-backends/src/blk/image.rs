@@ -57,10 +57,24 @@ enum Kind {
         img: Arc<tokio::sync::RwLock<Qcow2Access>>,
         /// imago's futures are not `Send`: each I/O thread runs its own single-threaded
         /// runtime and takes jobs round-robin.
-        threads: Vec<tokio::sync::mpsc::UnboundedSender<ImagoJob>>,
+        threads: Vec<tokio::sync::mpsc::UnboundedSender<ImagoMsg>>,
         next: std::sync::atomic::AtomicUsize,
     },
     Null,
+}
+
+impl Image {
+    /// Has the image's own threads (qcow2 I/O threads, started when it was opened) call
+    /// `drop`, which gives up the calling thread's privileges: a process that gives up its
+    /// capabilities after opening images does not reach threads already running. Returns at
+    /// once; each thread does it before its next job.
+    pub fn drop_privileges(&self, drop: fn() -> std::io::Result<()>) {
+        if let Kind::Qcow2 { threads, .. } = &self.kind {
+            for t in threads {
+                let _ = t.send(ImagoMsg::DropPrivileges(drop));
+            }
+        }
+    }
 }
 
 /// An open disk image.
@@ -308,6 +322,14 @@ impl Image {
 /// I/O threads per qcow2 disk.
 const QCOW2_THREADS: usize = 2;
 
+/// What a qcow2 I/O thread is sent.
+enum ImagoMsg {
+    Job(ImagoJob),
+    /// Give up this thread's privileges with this function (the process gave up its own;
+    /// capabilities are per thread, and this thread was started before).
+    DropPrivileges(fn() -> std::io::Result<()>),
+}
+
 /// A job for a qcow2 I/O thread.
 pub struct ImagoJob {
     job: Job,
@@ -321,7 +343,7 @@ pub struct ImagoJob {
 /// is dropped.
 fn imago_thread(
     img: Arc<tokio::sync::RwLock<Qcow2Access>>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<ImagoJob>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ImagoMsg>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(rt) => rt,
@@ -332,7 +354,16 @@ fn imago_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        while let Some(j) = rx.recv().await {
+        while let Some(m) = rx.recv().await {
+            let j = match m {
+                ImagoMsg::Job(j) => j,
+                ImagoMsg::DropPrivileges(drop) => {
+                    if let Err(e) = drop() {
+                        log::warn!("qcow2 I/O thread: giving up privileges: {e}");
+                    }
+                    continue;
+                }
+            };
             let img = img.clone();
             tokio::task::spawn_local(async move {
                 let result = match run_imago(&img, &j.mem, j.job).await {
@@ -580,7 +611,7 @@ impl QueueIo {
                     done: tx.clone(),
                     notify,
                 };
-                if threads[i].send(j).is_err() {
+                if threads[i].send(ImagoMsg::Job(j)).is_err() {
                     self.ready.push(Done {
                         slot,
                         result: -libc::EIO,
