@@ -513,6 +513,22 @@ fn load(path: &Path) -> Option<Topology> {
 }
 
 fn run(path: &Path, topo: Topology, seccomp: vswitch::privs::SeccompMode) -> ExitCode {
+    // Signals are taken synchronously by this thread; block them before any thread exists
+    // (threads inherit the mask: the qcow2 I/O threads start when an image is opened, and a
+    // SIGUSR1 delivered to a thread that does not block it would end the process).
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
     // The data-path filter is compiled before anything is made; threads apply it.
     if let Err(e) = vswitch::privs::set_data_path_filter(seccomp) {
         eprintln!("{}: {e}; nothing started", path.display());
@@ -681,20 +697,6 @@ fn run(path: &Path, topo: Topology, seccomp: vswitch::privs::SeccompMode) -> Exi
             }
             Err(e) => tracing::warn!("dropping capabilities: {e}"),
         }
-    }
-    // Signals are taken synchronously by this thread; block them before any thread exists.
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGHUP,
-    ] {
-        signals.add(s);
-    }
-    if let Err(e) = signals.thread_block() {
-        eprintln!("cannot block signals: {e}");
-        return ExitCode::FAILURE;
     }
     for (si, index, role, socket) in roles {
         if let Err(e) = fabric.serve_vm_port(si, index, role, socket) {

@@ -299,3 +299,56 @@ fn socket_dir_mode_and_group() {
             .contains("port \"a\": mode: only a socket vfabric listens on")
     );
 }
+
+/// SIGUSR1 (the counters dump) goes to any thread that does not block it: every thread must
+/// block it, the qcow2 I/O threads too (they start when an image is opened), or its default
+/// action ends vfabric.
+#[test]
+fn sigusr1_dumps_counters_and_never_ends_vfabric_with_a_qcow2_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("16M")
+        .output()
+        .expect("qemu-img (scripts/install-deps.sh)");
+    assert!(out.status.success(), "{out:?}");
+    let topo = write(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "{}[[disk]]\nname = \"d\"\nsocket = \"d.sock\"\npath = \"{}\"\n",
+            two_ports("a.sock", "b.sock"),
+            img.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&topo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        if l.unwrap() == "vfabric ready" {
+            break;
+        }
+    }
+    for i in 0..50 {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        // Each dump has one line for the disk.
+        let got = lines
+            .by_ref()
+            .map(|l| l.unwrap())
+            .find(|l| l.contains("\"disk\""));
+        assert!(
+            got.is_some(),
+            "no counters after SIGUSR1 number {i}: vfabric ended"
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "vfabric still runs");
+    assert!(stop(child).success());
+}
