@@ -81,13 +81,14 @@ fn two_guests_ping_both_ways_udp_tcp_and_counters_agree() -> Result<()> {
     for p in ["vm1", "vm2"] {
         for (k, v) in s[p].as_object().unwrap() {
             // A guest whose RX ring is momentarily empty (its driver refills late on a loaded
-            // TCG host) loses frames by design — the sender is never blocked — and TCP
-            // recovers; that one may be non-zero, within 1 % of what was delivered. Every
-            // other drop reason means a fault.
+            // TCG host, or has not filled it yet while booting) loses frames by design — the
+            // sender is never blocked — and TCP recovers; that one may be non-zero: at most
+            // 2 frames, or 1 % of what was delivered. Every other drop reason means a fault.
             if k == "tx_drop_no_buffer" {
                 let delivered = s[p]["tx_frames"].as_u64().unwrap_or(0);
+                let dropped = v.as_u64().unwrap_or(u64::MAX);
                 assert!(
-                    v.as_u64().unwrap_or(u64::MAX) * 100 <= delivered,
+                    dropped <= 2 || dropped * 100 <= delivered,
                     "{p} {k}: {v} of {delivered}"
                 );
             } else if k.contains("drop") {
