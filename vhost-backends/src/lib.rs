@@ -4,6 +4,7 @@
 
 pub mod blk;
 pub mod counters;
+pub mod exit;
 pub mod frame;
 pub mod net;
 pub mod offload;

@@ -27,9 +27,7 @@ use vm_memory::{
     VolatileSlice,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::counters::{NetCounters, NetCountersSnapshot};
@@ -572,6 +570,8 @@ pub struct NetBackend {
     resume: Vec<EventFd>,
     /// Per queue pair: its TX ring gave way and must be resumed.
     tx_resume: Vec<AtomicBool>,
+    /// The workers' exit events (closed when the connection ends: `crate::exit`).
+    pub exit_events: Arc<crate::exit::ExitEvents>,
     attached_vrings: Mutex<Vec<Option<VringRwLock>>>,
     attached_threads: AtomicUsize,
     /// Set (and signalled) once every worker reported its rings.
@@ -615,6 +615,7 @@ impl NetBackend {
             attach,
             resume,
             tx_resume: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
+            exit_events: crate::exit::ExitEvents::new(),
             attached_vrings: Mutex::new(vec![None; 2 * pairs]),
             attached_threads: AtomicUsize::new(0),
             attached: (Mutex::new(false), std::sync::Condvar::new()),
@@ -1092,7 +1093,7 @@ impl VhostUserBackend for NetBackend {
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         // A fresh pair per worker and per connection: a reused one would stop the next
         // connection's workers at once.
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        self.exit_events.pair()
     }
 
     fn handle_event(

@@ -73,6 +73,28 @@ fn check_regions(msg: &Message) -> Result<(), String> {
     Ok(())
 }
 
+/// Kick, call and error descriptors are made non-blocking. The ring workers read a kick
+/// descriptor whenever epoll says it is readable; a VMM that hands a blocking descriptor
+/// used twice (one eventfd for two rings, say) would leave a worker blocked in `read` for
+/// ever, and its connection could never end. QEMU and cloud-hypervisor create them
+/// non-blocking already, so this changes nothing for them.
+fn nonblocking_ring_fds(msg: &Message) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let req = msg.request();
+    if req != FrontendReq::SET_VRING_KICK as u32
+        && req != FrontendReq::SET_VRING_CALL as u32
+        && req != FrontendReq::SET_VRING_ERR as u32
+    {
+        return;
+    }
+    for fd in &msg.fds {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+            let _ = fcntl(fd, FcntlArg::F_SETFL(flags));
+        }
+    }
+}
+
 /// One vhost-user message with the descriptors that came with it.
 #[derive(Debug)]
 struct Message {
@@ -408,6 +430,7 @@ pub fn run_with(
                 log::error!("{}: {e}; closing the connection", hooks.label());
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
+            nonblocking_ring_fds(&msg);
             if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
                 && !msg.fds.is_empty()
             {
@@ -528,6 +551,27 @@ mod tests {
         let mut m = Message::new(req, 0x1, &p);
         m.fds.push(OwnedFd::from(f));
         m
+    }
+
+    #[test]
+    fn kick_call_and_err_descriptors_become_non_blocking() {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        for req in [
+            FrontendReq::SET_VRING_KICK,
+            FrontendReq::SET_VRING_CALL,
+            FrontendReq::SET_VRING_ERR,
+        ] {
+            // A blocking descriptor, as a careless VMM could hand over.
+            let (a, _b) = UnixStream::pair().unwrap();
+            let fd = OwnedFd::from(a);
+            let flags =
+                |fd: &OwnedFd| OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+            assert!(!flags(&fd).contains(OFlag::O_NONBLOCK));
+            let mut m = Message::new(req, 0x1, &0u64.to_le_bytes());
+            m.fds.push(fd);
+            nonblocking_ring_fds(&m);
+            assert!(flags(&m.fds[0]).contains(OFlag::O_NONBLOCK), "{req:?}");
+        }
     }
 
     #[test]

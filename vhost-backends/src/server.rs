@@ -276,6 +276,8 @@ pub fn serve_connection(
 ) -> io::Result<()> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = NetBackend::new(port.clone(), switch.clone(), mem.clone())?;
+    // Dropped after the daemon, on every path: closes what the crate leaks (`crate::exit`).
+    let _exit_events = crate::exit::CloseOnDrop(backend.exit_events.clone());
     let mut daemon = VhostUserDaemon::new(format!("vf-{}", port.name()), backend.clone(), mem)
         .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
     let handlers = daemon.get_epoll_handlers();

@@ -56,3 +56,16 @@ fn known_shapes() {
     }
     ring::run(&d);
 }
+
+/// Every input of the libFuzzer corpus kept in the repository (`fuzz/corpus/rings`, made by
+/// `scripts/fuzz.sh`) passes the same checks: the corpus is a regression suite.
+#[test]
+fn the_fuzz_corpus_passes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/rings");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("fuzz/corpus/rings") {
+        ring::run(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n > 0, "an empty corpus in {}", dir.display());
+}

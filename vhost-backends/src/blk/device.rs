@@ -28,9 +28,7 @@ use vm_memory::{
     Address, ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::image::{Done, Image, Job, QueueIo};
@@ -235,6 +233,8 @@ pub struct BlkBackend {
     inflight: Mutex<Option<Arc<Inflight>>>,
     /// Each queue's ring, once its worker saw it (for `stop_vring`).
     vrings: Mutex<Vec<Option<VringRwLock>>>,
+    /// The workers' exit events (closed when the connection ends: `crate::exit`).
+    pub exit_events: Arc<crate::exit::ExitEvents>,
 }
 
 impl BlkBackend {
@@ -265,6 +265,7 @@ impl BlkBackend {
             enabled_fds,
             inflight: Mutex::new(None),
             vrings: Mutex::new(vec![None; n]),
+            exit_events: crate::exit::ExitEvents::new(),
         }))
     }
 
@@ -726,7 +727,7 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        self.exit_events.pair()
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {

@@ -37,6 +37,8 @@ pub fn run_disk(disk: Arc<Disk>, role: Role, stop: Arc<PortStop>) {
 pub fn serve_connection(disk: &Arc<Disk>, stream: UnixStream) -> io::Result<()> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = BlkBackend::new(disk.clone(), mem.clone())?;
+    // Dropped after the daemon, on every path: closes what the crate leaks (`crate::exit`).
+    let _exit_events = crate::exit::CloseOnDrop(backend.exit_events.clone());
     let mut daemon = VhostUserDaemon::new(format!("vf-{}", disk.config.name), backend.clone(), mem)
         .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
     let handlers = daemon.get_epoll_handlers();
