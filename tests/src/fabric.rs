@@ -156,6 +156,22 @@ impl Fabric {
         ))
     }
 
+    /// What `vfabric ctl --json ports` says about port `name` (type, connections, learned...).
+    pub fn port_info(&self, name: &str) -> Result<serde_json::Value> {
+        let (code, out, err) = self.ctl(&["--json", "ports"])?;
+        if code != 0 {
+            bail!("vfabric ctl ports: exit {code}: {err}");
+        }
+        let ports: serde_json::Value = serde_json::from_str(&out)?;
+        ports
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"] == name)
+            .cloned()
+            .with_context(|| format!("no port {name} in {out}"))
+    }
+
     /// The socket of a port.
     pub fn socket(&self, port: &str) -> PathBuf {
         self.dir.join(format!("{port}.sock"))

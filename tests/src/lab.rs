@@ -152,6 +152,16 @@ impl NetLab {
         &mut self.vms[i - first]
     }
 
+    /// Kills guest `i`'s QEMU (as a crash would) and starts it again on the same port, until
+    /// it is ready: the port sees a new VMM connection.
+    pub fn restart_guest(&mut self, i: usize, qemu: Qemu) -> Result<()> {
+        self.vm(i).kill();
+        let mut vm = self.boot(i, qemu)?;
+        vm.wait_ready(BOOT)?;
+        *self.vm(i) = vm;
+        Ok(())
+    }
+
     /// Pings from guest `from` to guest `to` `count` times; error unless every reply came.
     pub fn ping(&mut self, from: usize, to: usize, count: u32) -> Result<String> {
         let out = self

@@ -336,15 +336,7 @@ fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropp
     )?;
     assert_eq!(got.trim(), want.trim());
     // The remote guest's MAC is learned behind the peer VTEP: unicast is not flooded.
-    let (code, out, err) = la.fabric.ctl(&["--json", "ports"])?;
-    assert_eq!(code, 0, "{err}");
-    let ports: serde_json::Value = serde_json::from_str(&out)?;
-    let tunnel = ports
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["port"] == "tunnel")
-        .context("no tunnel port")?;
+    let tunnel = la.fabric.port_info("tunnel")?;
     assert_eq!(tunnel["type"], "vxlan");
     assert_eq!(tunnel["learned"], 1, "{tunnel}");
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use support::{Guest, Order, QSIZE, frame, mac};
+use support::{Guest, Order, QSIZE};
 use vfabric_tests::lab::{CMD, GuestOpts, NetLab, ip};
 use vfabric_tests::qemu::Qemu;
 
@@ -37,17 +37,8 @@ fn hostile_round(sock: &std::path::Path) {
     g.add_chain(1, &[(z, 64, true)], false);
     let many: Vec<(u64, u32, bool)> = (0..(QSIZE as usize - 16)).map(|_| (z, 1, false)).collect();
     g.add_chain(1, &many, true);
-    // Bogus GSO fields: zero segment size, checksum start past the frame, header length
-    // beyond it, an unknown GSO type.
-    let tcp = frame(mac(3), mac(1), &[0u8; 200]);
-    for hdr in [
-        [1u8, 1, 54, 0, 0, 0, 34, 0, 16, 0, 0, 0],
-        [1u8, 1, 54, 0, 0x5c, 5, 0xff, 0x7f, 16, 0, 0, 0],
-        [1u8, 1, 0xff, 0xff, 0x5c, 5, 34, 0, 16, 0, 0, 0],
-        [1u8, 0x7f, 54, 0, 0x5c, 5, 34, 0, 16, 0, 0, 0],
-    ] {
-        g.send_with_header(0, hdr, &tcp);
-    }
+    // Four offload headers with bogus GSO fields.
+    g.send_bogus_gso();
     // A frame over 64 KiB in one descriptor.
     let big = g.alloc_raw(70_000);
     g.add_chain(1, &[(big, 70_000, false)], false);

@@ -210,10 +210,7 @@ fn a_deleted_socket_is_made_again_and_a_restarted_guest_resumes_traffic() -> Res
         || format!("{} was not made again", sock.display()),
     )?;
     lab.ping(1, 2, 2)?;
-    lab.vm(2).kill();
-    let mut vm = lab.boot(2, qemu())?;
-    vm.wait_ready(vfabric_tests::lab::BOOT)?;
-    lab.vms[1] = vm;
+    lab.restart_guest(2, qemu())?;
     lab.wait_reachable(1, 2, Duration::from_secs(30))?;
     lab.ping(2, 1, 3)?;
     let s = lab.fabric.stats()?;
@@ -264,15 +261,7 @@ fn a_rebooted_guest_resumes_traffic_on_the_same_connection() -> Result<()> {
     let counter = |k: &str| s["vm2"].get(k).and_then(|v| v.as_u64());
     assert_eq!(counter("rx_drop_bad_descriptor"), Some(0));
     assert_eq!(counter("tx_drop_bad_descriptor"), Some(0));
-    let (code, out, err) = lab.fabric.ctl(&["--json", "ports"])?;
-    assert_eq!(code, 0, "{err}");
-    let ports: serde_json::Value = serde_json::from_str(&out)?;
-    let vm2 = ports
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["port"] == "vm2")
-        .context("no port vm2")?;
+    let vm2 = lab.fabric.port_info("vm2")?;
     assert_eq!(
         vm2["connections"], 1,
         "the reboot kept its connection: {vm2}"
@@ -294,10 +283,7 @@ fn data_path_threads_run_under_a_seccomp_filter() -> Result<()> {
         CMD,
     )?;
     lab.wait_listening(1, 8080)?;
-    lab.vm(2).kill();
-    let mut vm = lab.boot(2, qemu())?;
-    vm.wait_ready(vfabric_tests::lab::BOOT)?;
-    lab.vms[1] = vm;
+    lab.restart_guest(2, qemu())?;
     lab.wait_reachable(2, 1, Duration::from_secs(30))?;
     let sum2 = lab.vm(2).run_ok(
         &format!(

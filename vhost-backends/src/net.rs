@@ -549,6 +549,11 @@ pub fn place_rx_for_test(
     (r, used)
 }
 
+/// The worker thread (of `threads`) that serves queue pair `pair`: round-robin.
+fn worker_of(pair: usize, threads: usize) -> usize {
+    pair % threads.max(1)
+}
+
 /// Event ids above the queues (`num_queues` itself is the library's exit/enable event).
 const ATTACH_EVENT_OFFSET: u16 = 1;
 const RESUME_EVENT_OFFSET: u16 = 2;
@@ -590,7 +595,7 @@ impl NetBackend {
         // Spread pairs round-robin over the threads; each pair stays in one thread.
         let mut masks = vec![0u64; threads];
         for p in 0..pairs {
-            masks[p % threads] |= 0b11 << (2 * p);
+            masks[worker_of(p, threads)] |= 0b11 << (2 * p);
         }
         let attach = (0..threads)
             .map(|_| EventFd::new(EFD_NONBLOCK))
@@ -740,8 +745,10 @@ impl NetBackend {
         if let Some(flag) = self.tx_resume.get(usize::from(pair)) {
             flag.store(true, Ordering::Relaxed);
         }
-        let thread = usize::from(pair) % self.masks.len().max(1);
-        match self.resume.get(thread) {
+        match self
+            .resume
+            .get(worker_of(usize::from(pair), self.masks.len()))
+        {
             Some(fd) => fd.write(1),
             None => Ok(()),
         }

@@ -73,40 +73,15 @@ pub fn port() -> &'static (PathBuf, Arc<NetPort>) {
     })
 }
 
-/// Reads the input as a stream of numbers; zeros once it is used up.
-struct Input<'a>(&'a [u8]);
+#[path = "../input/mod.rs"]
+pub mod input;
+use input::Input;
 
-impl Input<'_> {
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.u8()).collect()
-    }
-    /// A ring index: mostly a real one, sometimes anything.
-    fn ring(&mut self) -> u32 {
-        match self.u8() % 8 {
-            7 => self.u32(),
-            n => u32::from(n % 5),
-        }
+/// A ring index: mostly a real one, sometimes anything.
+fn ring(r: &mut Input<'_>) -> u32 {
+    match r.u8() % 8 {
+        7 => r.u32(),
+        n => u32::from(n % 5),
     }
 }
 
@@ -148,7 +123,7 @@ fn build(r: &mut Input<'_>) -> Sequence {
     // The guest memory file, its contents from the input (rings with hostile descriptors).
     let mut mem = tempfile::tempfile().unwrap();
     // At most half of what is left, so that messages follow.
-    let fill_len = (usize::from(r.u16()) % 0x4000).min(r.0.len() / 2);
+    let fill_len = (usize::from(r.u16()) % 0x4000).min(r.left() / 2);
     let fill = r.bytes(fill_len);
     // The file may be shorter than the region the VMM claims (a truncated memory file).
     let file_len = if r.u8() % 16 == 15 {
@@ -273,7 +248,7 @@ fn build(r: &mut Input<'_>) -> Sequence {
             }
             // Ring number, base, enable: (index, value).
             8 | 10 | 11 | 18 => {
-                let idx = r.ring();
+                let idx = ring(r);
                 let v = match (code, r.u8() % 4) {
                     (_, 0) => r.u32(),
                     (8, _) => 1 << (r.u8() % 12),
@@ -286,7 +261,7 @@ fn build(r: &mut Input<'_>) -> Sequence {
             }
             // Ring addresses: user addresses inside the memory, or anything.
             9 => {
-                let mut p = r.ring().to_le_bytes().to_vec();
+                let mut p = ring(r).to_le_bytes().to_vec();
                 p.extend_from_slice(&(r.u32() & 1).to_le_bytes());
                 for _ in 0..3 {
                     let a = match r.u8() % 8 {
@@ -300,7 +275,7 @@ fn build(r: &mut Input<'_>) -> Sequence {
             }
             // Kick, call, err: an eventfd, or the "no descriptor" flag.
             12..=14 => {
-                let idx = u64::from(r.ring() & 0xff);
+                let idx = u64::from(ring(r) & 0xff);
                 let v = match r.u8() % 8 {
                     7 => r.u64(),
                     1 => idx | 0x100,

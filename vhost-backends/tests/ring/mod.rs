@@ -30,49 +30,30 @@ const B: (u64, usize) = (0x1_0000, 0x4000);
 /// Where buffers start in region A (past the largest ring).
 const DATA: u64 = 0x2000;
 
-/// Reads the input as a stream of numbers; zeros once it is used up.
-struct Bytes8<'a>(&'a [u8]);
+#[path = "../input/mod.rs"]
+pub mod input;
+use input::Input;
 
-impl Bytes8<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
+/// A descriptor address: mostly in memory, often at its edges, sometimes anywhere.
+fn addr(r: &mut Input<'_>) -> u64 {
+    match r.u8() % 8 {
+        0 | 1 => DATA + u64::from(r.u16()) % (A.1 as u64 - DATA),
+        2 => B.0 + u64::from(r.u16()),
+        3 => A.0 + A.1 as u64 - u64::from(r.u8()), // runs into the hole
+        4 => B.0 + B.1 as u64 - u64::from(r.u8()), // runs past the end
+        5 => A.1 as u64 + u64::from(r.u16()),      // in the hole
+        6 => u64::from(r.u16()) % DATA,            // on the ring itself
+        _ => r.u64(),
     }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
-    }
+}
 
-    /// A descriptor address: mostly in memory, often at its edges, sometimes anywhere.
-    fn addr(&mut self) -> u64 {
-        match self.u8() % 8 {
-            0 | 1 => DATA + u64::from(self.u16()) % (A.1 as u64 - DATA),
-            2 => B.0 + u64::from(self.u16()),
-            3 => A.0 + A.1 as u64 - u64::from(self.u8()), // runs into the hole
-            4 => B.0 + B.1 as u64 - u64::from(self.u8()), // runs past the end
-            5 => A.1 as u64 + u64::from(self.u16()),      // in the hole
-            6 => u64::from(self.u16()) % DATA,            // on the ring itself
-            _ => self.u64(),
-        }
-    }
-
-    fn len(&mut self) -> u32 {
-        match self.u8() % 6 {
-            0 => 0,
-            1 | 2 => u32::from(self.u8()),
-            3 | 4 => u32::from(self.u16()) % 0x2000,
-            _ => self.u32(),
-        }
+/// A descriptor length: zero, small, medium, or anything.
+fn len(r: &mut Input<'_>) -> u32 {
+    match r.u8() % 6 {
+        0 => 0,
+        1 | 2 => u32::from(r.u8()),
+        3 | 4 => u32::from(r.u16()) % 0x2000,
+        _ => r.u32(),
     }
 }
 
@@ -141,7 +122,7 @@ pub fn run(data: &[u8]) -> Outcome {
 
 fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
     let mem = mem.clone();
-    let mut r = Bytes8(data);
+    let mut r = Input(data);
     let size: u16 = 1 << (r.u8() % 9);
     let mock = MockSplitQueue::create(&mem, GuestAddress(0), size);
     // Fresh contents: a zeroed ring area and patterned buffers, so that copies are visible.
@@ -166,12 +147,12 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
         let addr = if style != 0 && b & 0xc0 != 0 {
             DATA + u64::from(r.u16()) % (A.1 as u64 - DATA - 0x800)
         } else {
-            r.addr()
+            addr(&mut r)
         };
         let len = if style != 0 && b & 0xc0 != 0 {
             u32::from(r.u16()) % 0x800
         } else {
-            r.len()
+            len(&mut r)
         };
         let d = SplitDescriptor::new(addr, len, flags, next);
         mock.desc_table().store(i, RawDescriptor::from(d)).unwrap();

@@ -70,6 +70,21 @@ pub struct Guest {
     pub pairs: usize,
 }
 
+/// SET_VRING_ADDR's payload for a ring of QSIZE whose parts are at these guest addresses;
+/// `host` is where guest memory (from MEM_BASE) is mapped in this process.
+fn ring_addrs(host: u64, desc: u64, used: u64, avail: u64) -> VringConfigData {
+    let to_host = |gpa: u64| host + (gpa - MEM_BASE);
+    VringConfigData {
+        queue_max_size: QSIZE,
+        queue_size: QSIZE,
+        flags: 0,
+        desc_table_addr: to_host(desc),
+        used_ring_addr: to_host(used),
+        avail_ring_addr: to_host(avail),
+        log_addr: None,
+    }
+}
+
 fn raw_enable(raw: &mut UnixStream, index: u32, on: bool) {
     // SET_VRING_ENABLE = 18, flags: version 1 | NEED_REPLY 0x8, size 8.
     let mut m = Vec::new();
@@ -187,20 +202,8 @@ impl Guest {
             };
             frontend.set_vring_num(q, QSIZE).unwrap();
             frontend.set_vring_base(q, 0).unwrap();
-            let to_host = |gpa: u64| host + (gpa - MEM_BASE);
             frontend
-                .set_vring_addr(
-                    q,
-                    &VringConfigData {
-                        queue_max_size: QSIZE,
-                        queue_size: QSIZE,
-                        flags: 0,
-                        desc_table_addr: to_host(ring.desc),
-                        used_ring_addr: to_host(ring.used),
-                        avail_ring_addr: to_host(ring.avail),
-                        log_addr: None,
-                    },
-                )
+                .set_vring_addr(q, &ring_addrs(host, ring.desc, ring.used, ring.avail))
                 .unwrap();
             frontend.set_vring_kick(q, &kicks[q]).unwrap();
             frontend.set_vring_call(q, &calls[q]).unwrap();
@@ -290,21 +293,8 @@ impl Guest {
     pub fn lay_avail_over_used(&mut self, q: usize) {
         let host = self.mem.get_host_address(GuestAddress(MEM_BASE)).unwrap() as u64;
         let ring = &self.rings[q];
-        let to_host = |gpa: u64| host + (gpa - MEM_BASE);
-        self.frontend
-            .set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: to_host(ring.desc),
-                    used_ring_addr: to_host(ring.used),
-                    avail_ring_addr: to_host(ring.used - 2),
-                    log_addr: None,
-                },
-            )
-            .unwrap();
+        let addrs = ring_addrs(host, ring.desc, ring.used, ring.used - 2);
+        self.frontend.set_vring_addr(q, &addrs).unwrap();
         self.kick(q);
     }
 
@@ -320,6 +310,21 @@ impl Guest {
     /// Sends one frame on pair `pair`'s TX ring (header and frame in separate descriptors).
     pub fn send(&mut self, pair: usize, frame: &[u8]) {
         self.send_with_header(pair, [0u8; 12], frame)
+    }
+
+    /// Sends a 200-byte TCP-sized frame four times, behind virtio-net headers with bogus GSO
+    /// fields (HOST_TSO4 negotiated): a zero segment size, a checksum start past the frame, a
+    /// header length beyond it, an unknown GSO type. Each must be dropped as a bad offload.
+    pub fn send_bogus_gso(&mut self) {
+        let tcp = frame(mac(3), mac(1), &[0u8; 200]);
+        for hdr in [
+            [1u8, 1, 54, 0, 0, 0, 34, 0, 16, 0, 0, 0],
+            [1u8, 1, 54, 0, 0x5c, 5, 0xff, 0x7f, 16, 0, 0, 0],
+            [1u8, 1, 0xff, 0xff, 0x5c, 5, 34, 0, 16, 0, 0, 0],
+            [1u8, 0x7f, 54, 0, 0x5c, 5, 34, 0, 16, 0, 0, 0],
+        ] {
+            self.send_with_header(0, hdr, &tcp);
+        }
     }
 
     /// Sends one frame behind the virtio-net header `hdr` (offload fields).
