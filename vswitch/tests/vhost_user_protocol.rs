@@ -17,7 +17,7 @@ use vhost::vhost_user::VhostUserFrontend;
 use vhost::vhost_user::message::VhostUserConfigFlags;
 use vhost_backends::counters::NetCountersSnapshot;
 use vhost_backends::server::{Role, bind_socket};
-use vswitch::dataplane::Fabric;
+use vswitch::fabric::Fabric;
 use vswitch::topology;
 
 const T: Duration = Duration::from_secs(5);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use vlan::VlanId;
 
+use super::PortId;
 use super::mac::MacAddr;
-use super::switch::PortId;
 use super::time::Time;
 
 /// Default idle time after which a learned address is forgotten.

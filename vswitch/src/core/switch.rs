@@ -14,20 +14,10 @@ use std::time::Duration;
 use etherparse::{ArpPacketSlice, EtherType, Ipv4HeaderSlice, Ipv6HeaderSlice};
 use vlan::{Edit, PortVlan, VlanDrop, VlanId, VlanSet};
 
+use super::PortId;
 use super::fdb::{Fdb, FdbStats, Learn};
 use super::mac::MacAddr;
 use super::time::Time;
-
-/// A port's number within its switch. Numbers are stable while the port exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortId(pub u32);
-
-impl PortId {
-    /// The port number as an index.
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
 
 /// Why a frame was not forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

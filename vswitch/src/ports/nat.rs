@@ -3,13 +3,16 @@
 //! (offloads done in software) and queued for the gateway's thread; the frames it sends
 //! come back through the switch like any port's.
 
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use nat::{NatConfig, NatHandle, Runner};
 use vhost_backends::frame::{FrameEdit, TxFrame};
 
-use crate::hostport::{HostCounters, forward_owned};
+use super::host_io::{HostCounters, forward_owned};
+use super::{Ingress, PortKey, SwitchPort};
 
 /// One NAT port.
 pub struct NatPort {
@@ -34,61 +37,12 @@ impl NatPort {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn config(&self) -> &NatConfig {
         &self.config
     }
 
     pub fn counters(&self) -> &HostCounters {
         &self.counters
-    }
-
-    /// Every counter: the port's and the gateway's.
-    pub fn fields(&self) -> Vec<(&'static str, u64)> {
-        let mut v = self.counters.fields();
-        v.extend(self.handle.counters.fields());
-        v.push(("nat_queue_drops", self.handle.queue_drops.load(Relaxed)));
-        v
-    }
-
-    /// Runs the gateway's thread; its frames go to `forward`.
-    pub fn start(
-        self: &Arc<Self>,
-        mut forward: impl FnMut(&[TxFrame<'_>]) + Send + 'static,
-    ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
-        let Some(runner) = self.runner.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return Ok(None);
-        };
-        let me = self.clone();
-        runner
-            .start(&self.name, move |mut frames| {
-                forward_owned(&mut frames, &me.counters, &mut forward)
-            })
-            .map(Some)
-    }
-
-    /// Ends the gateway's thread.
-    pub fn stop(&self) {
-        self.handle.stop();
-    }
-
-    /// Hands `frames` to the gateway, offloads completed first.
-    pub fn deliver<'f, 'a: 'f>(&self, frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>) {
-        for (frame, edit) in frames {
-            vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
-                self.push(b.to_vec())
-            });
-        }
-    }
-
-    /// Hands plain frames held by vfabric to the gateway.
-    pub fn deliver_bytes(&self, frames: &[Vec<u8>]) {
-        for f in frames {
-            self.push(f.clone());
-        }
     }
 
     fn push(&self, frame: Vec<u8>) {
@@ -98,5 +52,64 @@ impl NatPort {
         } else {
             self.counters.net.tx_drop_no_buffer.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl SwitchPort for NatPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every counter: the port's and the gateway's.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.counters.fields();
+        v.extend(self.handle.counters.fields());
+        v.push(("nat_queue_drops", self.handle.queue_drops.load(Relaxed)));
+        v
+    }
+
+    /// Ends the gateway's thread.
+    fn stop(&self) {
+        self.handle.stop();
+    }
+
+    /// Hands `frames` to the gateway, offloads completed first.
+    fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        _hint: u16,
+    ) {
+        for (frame, edit) in frames {
+            vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
+                self.push(b.to_vec())
+            });
+        }
+    }
+
+    /// Hands plain frames held by vfabric to the gateway.
+    fn deliver_bytes(&self, frames: &[Vec<u8>], _hint: u16) {
+        for f in frames {
+            self.push(f.clone());
+        }
+    }
+
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    }
+
+    /// Runs the gateway's thread (once); its frames go to `ingress`.
+    fn start(
+        self: &Arc<Self>,
+        key: PortKey,
+        ingress: &Arc<dyn Ingress>,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let Some(runner) = self.runner.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(Vec::new());
+        };
+        let (me, ingress) = (self.clone(), ingress.clone());
+        let t = runner.start(&self.name, move |mut frames| {
+            forward_owned(&mut frames, &me.counters, |f| ingress.forward(key, 0, f))
+        })?;
+        Ok(vec![t])
     }
 }

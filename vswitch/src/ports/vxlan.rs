@@ -18,14 +18,16 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vhost_backends::frame::{FrameEdit, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
-use crate::hostport::{HostCounters, Received, receive_loop};
+use super::host_io::{HostCounters, Received, receive_loop};
+use super::{Ingress, PortKey, SwitchPort, spawn_data_path};
 use crate::topology::VxlanConfig;
 
 /// Length of the VXLAN header.
@@ -128,21 +130,12 @@ impl VxlanPort {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn config(&self) -> &VxlanConfig {
         &self.config
     }
 
     pub fn counters(&self) -> &HostCounters {
         &self.counters
-    }
-
-    /// Ends the reader thread (within half a second).
-    pub fn stop(&self) {
-        self.stop.store(true, Relaxed);
     }
 
     /// MACs currently learned behind remote VTEPs.
@@ -230,9 +223,23 @@ impl VxlanPort {
             }
         }
     }
+}
+
+impl SwitchPort for VxlanPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.counters.fields()
+    }
 
     /// Sends `frames` into the tunnel, offloads completed in software first.
-    pub fn deliver<'f, 'a: 'f>(&self, frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>) {
+    fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        _hint: u16,
+    ) {
         WRAPPED.with_borrow_mut(|wrapped| {
             for (frame, edit) in frames {
                 vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
@@ -243,12 +250,36 @@ impl VxlanPort {
     }
 
     /// Sends plain frames held by vfabric.
-    pub fn deliver_bytes(&self, frames: &[Vec<u8>]) {
+    fn deliver_bytes(&self, frames: &[Vec<u8>], _hint: u16) {
         WRAPPED.with_borrow_mut(|wrapped| {
             for f in frames {
                 self.send(f, wrapped);
             }
         });
+    }
+
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    }
+
+    /// One reader thread.
+    fn start(
+        self: &Arc<Self>,
+        key: PortKey,
+        ingress: &Arc<dyn Ingress>,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let (vx, ingress) = (self.clone(), ingress.clone());
+        let t = spawn_data_path(
+            format!("vxlan-{}", self.name),
+            format!("port {}", self.name),
+            move || vx.receive(|frames| ingress.forward(key, 0, frames)),
+        )?;
+        Ok(vec![t])
+    }
+
+    /// Ends the reader thread (within half a second).
+    fn stop(&self) {
+        self.stop.store(true, Relaxed);
     }
 }
 

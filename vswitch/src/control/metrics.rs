@@ -1,6 +1,7 @@
 //! The Prometheus endpoint (`metrics = "127.0.0.1:9100"`): every counter of every port and
 //! disk, FDB sizes and drops by reason, in the OpenMetrics text format (`prometheus-client`),
-//! rebuilt from the live counters on each scrape. Served on the control thread's runtime.
+//! rebuilt from the live counters on each scrape (`stats::snapshot`, the same lines the
+//! `stats` command prints). Served on the control thread's runtime.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +10,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::control::Control;
+use super::Control;
+use super::stats::StatsLine;
 
 type Labels = Vec<(String, String)>;
 
@@ -52,83 +53,104 @@ fn label(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-/// The metrics text for the fabric's current counters.
-pub fn render(control: &Control) -> String {
+/// The metrics text for a counters snapshot.
+pub fn render(lines: &[StatsLine]) -> String {
     let mut f = Families::default();
-    for line in control.stats(None).as_array().into_iter().flatten() {
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        if let Some(disk) = line.get("disk") {
-            let disk = s(disk);
-            for (k, v) in line["counters"].as_object().into_iter().flatten() {
-                let v = v.as_u64().unwrap_or(0);
-                let l = label(&[("disk", &disk)]);
-                if is_gauge(k) {
-                    f.gauge(&format!("vfabric_disk_{k}"), l, v as i64);
-                } else {
-                    f.counter(&format!("vfabric_disk_{k}"), l, v);
-                }
-            }
-        } else if let Some(port) = line.get("port") {
-            let (sw, port) = (s(&line["switch"]), s(port));
-            let up = i64::from(line["connected"] == Value::Bool(true));
-            f.gauge(
-                "vfabric_port_up",
-                label(&[("switch", &sw), ("port", &port)]),
-                up,
-            );
-            for (k, v) in line["counters"].as_object().into_iter().flatten() {
-                let v = v.as_u64().unwrap_or(0);
-                if let Some(reason) = k.strip_prefix("drop_").or_else(|| {
-                    k.strip_prefix("rx_drop_")
-                        .or_else(|| k.strip_prefix("tx_drop_"))
-                }) {
-                    let dir = if k.starts_with("rx_") {
-                        "rx"
-                    } else if k.starts_with("tx_") {
-                        "tx"
+    for line in lines {
+        match line {
+            StatsLine::Disk { disk, counters } => {
+                for (k, &v) in counters {
+                    let l = label(&[("disk", disk)]);
+                    if is_gauge(k) {
+                        f.gauge(&format!("vfabric_disk_{k}"), l, v as i64);
                     } else {
-                        "switch"
-                    };
-                    f.counter(
-                        "vfabric_port_drops",
-                        label(&[
-                            ("switch", &sw),
-                            ("port", &port),
-                            ("where", dir),
-                            ("reason", reason),
-                        ]),
-                        v,
-                    );
-                } else if is_gauge(k) {
-                    f.gauge(
-                        &format!("vfabric_{k}"),
-                        label(&[("switch", &sw), ("port", &port)]),
-                        v as i64,
-                    );
-                } else {
-                    f.counter(
-                        &format!("vfabric_port_{k}"),
-                        label(&[("switch", &sw), ("port", &port)]),
-                        v,
-                    );
+                        f.counter(&format!("vfabric_disk_{k}"), l, v);
+                    }
                 }
             }
-        } else if let Some(sw) = line.get("switch") {
-            let sw = s(sw);
-            f.gauge(
-                "vfabric_fdb_entries",
-                label(&[("switch", &sw)]),
-                line["fdb_entries"].as_i64().unwrap_or(0),
-            );
-            for k in ["fdb_learned", "fdb_moves", "fdb_aged_out", "fdb_table_full"] {
-                f.counter(
-                    &format!("vfabric_{k}"),
-                    label(&[("switch", &sw)]),
-                    line[k].as_u64().unwrap_or(0),
-                );
+            StatsLine::Port {
+                switch,
+                port,
+                connected,
+                counters,
+                ..
+            } => port_families(&mut f, switch, port, *connected, counters),
+            StatsLine::Switch {
+                switch,
+                fdb_entries,
+                fdb_learned,
+                fdb_moves,
+                fdb_aged_out,
+                fdb_table_full,
+            } => {
+                let l = || label(&[("switch", switch)]);
+                f.gauge("vfabric_fdb_entries", l(), *fdb_entries as i64);
+                for (k, v) in [
+                    ("fdb_learned", fdb_learned),
+                    ("fdb_moves", fdb_moves),
+                    ("fdb_aged_out", fdb_aged_out),
+                    ("fdb_table_full", fdb_table_full),
+                ] {
+                    f.counter(&format!("vfabric_{k}"), l(), *v);
+                }
             }
         }
     }
+    encode_families(f)
+}
+
+/// A port's link state and counters; drops are one family, labelled by direction and reason.
+fn port_families(
+    f: &mut Families,
+    sw: &str,
+    port: &str,
+    connected: bool,
+    counters: &BTreeMap<String, u64>,
+) {
+    f.gauge(
+        "vfabric_port_up",
+        label(&[("switch", sw), ("port", port)]),
+        i64::from(connected),
+    );
+    for (k, &v) in counters {
+        if let Some(reason) = k.strip_prefix("drop_").or_else(|| {
+            k.strip_prefix("rx_drop_")
+                .or_else(|| k.strip_prefix("tx_drop_"))
+        }) {
+            let dir = if k.starts_with("rx_") {
+                "rx"
+            } else if k.starts_with("tx_") {
+                "tx"
+            } else {
+                "switch"
+            };
+            f.counter(
+                "vfabric_port_drops",
+                label(&[
+                    ("switch", sw),
+                    ("port", port),
+                    ("where", dir),
+                    ("reason", reason),
+                ]),
+                v,
+            );
+        } else if is_gauge(k) {
+            f.gauge(
+                &format!("vfabric_{k}"),
+                label(&[("switch", sw), ("port", port)]),
+                v as i64,
+            );
+        } else {
+            f.counter(
+                &format!("vfabric_port_{k}"),
+                label(&[("switch", sw), ("port", port)]),
+                v,
+            );
+        }
+    }
+}
+
+fn encode_families(f: Families) -> String {
     let mut reg = Registry::default();
     for (name, fam) in f.counters {
         reg.register(name.clone(), name.replace('_', " "), fam);
@@ -170,7 +192,7 @@ pub async fn serve(listener: tokio::net::TcpListener, control: std::sync::Arc<Co
                     (
                         "200 OK",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        render(&control),
+                        render(&control.stats_lines(None)),
                     )
                 } else {
                     (

@@ -16,14 +16,16 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 
 use arrayvec::ArrayVec;
 use vhost_backends::frame::{FrameEdit, MAX_TX_SEGS, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
-use crate::hostport::{HostCounters, Received, receive_loop};
+use super::host_io::{HostCounters, Received, receive_loop};
+use super::{Ingress, PortKey, SwitchPort, spawn_data_path};
 use crate::topology::TapConfig;
 
 /// Offloads the kernel may hand us (TUNSETOFFLOAD): checksum and TCP segmentation; every
@@ -53,21 +55,12 @@ impl TapPort {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn config(&self) -> &TapConfig {
         &self.config
     }
 
     pub fn counters(&self) -> &HostCounters {
         &self.counters
-    }
-
-    /// Whether the device exists (it was created, or the port is optional and it failed).
-    pub fn is_up(&self) -> bool {
-        self.fds.get().is_some()
     }
 
     /// Creates and configures the device (in its namespace, on a helper thread that enters
@@ -103,15 +96,30 @@ impl TapPort {
             forward,
         );
     }
+}
+
+impl SwitchPort for TapPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the device exists (it was created, or the port is optional and it failed).
+    fn is_up(&self) -> bool {
+        self.fds.get().is_some()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.counters.fields()
+    }
 
     /// Ends the reader threads (within half a second).
-    pub fn stop(&self) {
+    fn stop(&self) {
         self.stop.store(true, Relaxed);
     }
 
     /// Writes `frames` to the kernel (queue chosen from `hint`), each behind a virtio-net
     /// header carrying its offloads, counting each outcome.
-    pub fn deliver<'f, 'a: 'f>(
+    fn deliver_batch<'f, 'a: 'f>(
         &self,
         frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
         hint: u16,
@@ -132,7 +140,7 @@ impl TapPort {
     }
 
     /// Writes plain frames (no offloads) held by vfabric.
-    pub fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
+    fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
         let Some(fds) = self.fds.get().filter(|f| !f.is_empty()) else {
             for _ in frames {
                 self.counters.net.tx_drop_link_down.fetch_add(1, Relaxed);
@@ -148,6 +156,28 @@ impl TapPort {
                 Err(e) => self.counters.count_tx_error(&e),
             }
         }
+    }
+
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    }
+
+    /// One reader thread per queue.
+    fn start(
+        self: &Arc<Self>,
+        key: PortKey,
+        ingress: &Arc<dyn Ingress>,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let mut threads = Vec::new();
+        for q in 0..self.queues() {
+            let (tap, ingress) = (self.clone(), ingress.clone());
+            threads.push(spawn_data_path(
+                format!("tap-{}-{q}", self.name),
+                format!("port {}", self.name),
+                move || tap.receive(q, |frames| ingress.forward(key, q as u16, frames)),
+            )?);
+        }
+        Ok(threads)
     }
 }
 

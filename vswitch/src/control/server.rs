@@ -1,0 +1,172 @@
+//! The control socket: where it lives, how it is bound, who may use it, and the loop that
+//! serves it.
+//!
+//! The socket is created with mode 0600 (or the topology's `[control] mode`) and may be
+//! given an owner and group; on top of the file permissions, every peer's credentials are
+//! checked (root, vfabric's own user, or a member of the configured group), so a socket
+//! moved or re-moded by mistake still refuses strangers. Served by a single-threaded tokio
+//! runtime on its own thread, with the metrics endpoint when one is configured.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::{Control, Request};
+use crate::sockets::lookup_gid;
+use crate::topology::ControlConfig;
+
+/// The default control socket of a topology file: `<dir>/<stem>-<hash>.ctl`, where `<dir>`
+/// is `$XDG_RUNTIME_DIR/vfabric` for users with a runtime directory, `/run/vfabric` for root,
+/// else `/tmp/vfabric-<uid>`, and `<hash>` comes from the file's absolute path (two
+/// topologies with the same name in different places never share a socket).
+pub fn default_socket(topology: &Path) -> PathBuf {
+    let stem = topology
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vfabric".into());
+    let abs = std::fs::canonicalize(topology).unwrap_or_else(|_| topology.to_path_buf());
+    // FNV-1a: stable across builds and platforms.
+    let hash = abs
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let stem = format!("{stem}-{:08x}", hash as u32);
+    let uid = nix::unistd::geteuid();
+    let dir = if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("vfabric")
+    } else if uid.is_root() {
+        PathBuf::from("/run/vfabric")
+    } else {
+        PathBuf::from(format!("/tmp/vfabric-{uid}"))
+    };
+    dir.join(format!("{stem}.ctl"))
+}
+
+/// The control socket of `topo`, loaded from `file`.
+pub fn socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
+    cfg.socket.clone().unwrap_or_else(|| default_socket(file))
+}
+
+/// A bound control socket, not serving yet.
+pub struct Listener {
+    listener: std::os::unix::net::UnixListener,
+    group: Option<nix::unistd::Gid>,
+    pub path: PathBuf,
+    /// The Prometheus endpoint, served on the same thread.
+    pub metrics: Option<std::net::TcpListener>,
+}
+
+/// Creates the control socket (stale files replaced, a live one refused) with its mode,
+/// owner and group.
+pub fn bind(path: &Path, cfg: &ControlConfig) -> io::Result<Listener> {
+    let group = cfg.perms.group.as_deref().map(lookup_gid).transpose()?;
+    let listener = crate::sockets::bind_with_perms(path, &cfg.perms)?;
+    Ok(Listener {
+        listener,
+        group,
+        path: path.to_path_buf(),
+        metrics: None,
+    })
+}
+
+impl Listener {
+    /// Serves requests forever on a thread of its own.
+    pub fn serve(self, control: Arc<Control>) -> io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        if let Some(m) = &self.metrics {
+            m.set_nonblocking(true)?;
+        }
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("control socket: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    if let Some(m) = self.metrics {
+                        match tokio::net::TcpListener::from_std(m) {
+                            Ok(m) => {
+                                tokio::spawn(super::metrics::serve(m, control.clone()));
+                            }
+                            Err(e) => tracing::error!("metrics endpoint: {e}"),
+                        }
+                    }
+                    let l = match tokio::net::UnixListener::from_std(self.listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("control socket: {e}");
+                            return;
+                        }
+                    };
+                    loop {
+                        let Ok((stream, _)) = l.accept().await else {
+                            continue;
+                        };
+                        let control = control.clone();
+                        let group = self.group;
+                        tokio::spawn(async move {
+                            if let Err(e) = connection(stream, &control, group).await {
+                                tracing::debug!("control connection: {e}");
+                            }
+                        });
+                    }
+                });
+            })?;
+        Ok(())
+    }
+}
+
+/// Whether a peer may use the socket: root, our own user, or a member of `group`.
+fn allowed(stream: &tokio::net::UnixStream, group: Option<nix::unistd::Gid>) -> bool {
+    let Ok(cred) = stream.peer_cred() else {
+        return false;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    cred.uid() == 0 || cred.uid() == me || group.is_some_and(|g| g.as_raw() == cred.gid())
+}
+
+async fn connection(
+    stream: tokio::net::UnixStream,
+    control: &Control,
+    group: Option<nix::unistd::Gid>,
+) -> io::Result<()> {
+    let ok = allowed(&stream, group);
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(r);
+    reader.read_line(&mut line).await?;
+    if ok
+        && let Ok(req) = serde_json::from_str::<Request>(&line)
+        && req.cmd.first().is_some_and(|c| c == "capture")
+    {
+        return control.capture(&req.cmd[1..], &mut w, reader).await;
+    }
+    let answer = if !ok {
+        json!({"ok": false, "error": "permission denied"})
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match control.handle(&req) {
+                Ok(data) => json!({"ok": true, "data": data}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        }
+    };
+    let mut out = answer.to_string();
+    out.push('\n');
+    w.write_all(out.as_bytes()).await?;
+    w.shutdown().await
+}

@@ -1,0 +1,163 @@
+//! The commands that describe the fabric: `ports` (every port and disk with its link, VLAN
+//! mode and device settings), `fdb show`, `graph` (Graphviz dot).
+
+use serde_json::{Value, json};
+
+use super::Control;
+use crate::ports::Port;
+use crate::topology::PortKind;
+
+pub fn vlan_mode(p: &vlan::PortVlan) -> String {
+    match p {
+        vlan::PortVlan::Access(v) => format!("access {}", v.get()),
+        vlan::PortVlan::Tunnel { svlan } => format!("qinq {}", svlan.get()),
+        vlan::PortVlan::Trunk { allowed, native } => {
+            let all = allowed.len() == 4094;
+            let vids = if all {
+                "all".to_string()
+            } else {
+                let v: Vec<String> = allowed.iter().map(|v| v.get().to_string()).collect();
+                v.join(",")
+            };
+            match native {
+                Some(n) => format!("trunk {vids} native {}", n.get()),
+                None => format!("trunk {vids}"),
+            }
+        }
+    }
+}
+
+impl Control {
+    pub(super) fn ports(&self) -> Value {
+        let mut out = Vec::new();
+        for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
+            for p in &sw_cfg.ports {
+                let Some((_, port)) = sw.port_by_name(&p.name) else {
+                    continue;
+                };
+                let mut line = json!({
+                    "switch": sw_cfg.name,
+                    "port": p.name,
+                    "type": p.kind.type_name(),
+                    "connected": port.is_connected(),
+                    "vlan": vlan_mode(&p.policy.vlan),
+                });
+                let extra = match &p.kind {
+                    PortKind::VhostUserNet(v) => json!({
+                        "socket": v.socket,
+                        "connections": port.connections(),
+                        "queues": v.queues,
+                    }),
+                    PortKind::Tap(t) => json!({
+                        "ifname": t.ifname,
+                        "netns": t.netns,
+                        "bridge": t.bridge,
+                        "queues": t.queues,
+                    }),
+                    PortKind::Nat(n) => json!({
+                        "subnet": format!("{}/{}", n.network, n.prefix),
+                        "gateway": n.gateway.to_string(),
+                        "dns": n.dns.to_string(),
+                        "dns_upstream": n.dns_upstream.to_string(),
+                        "restrict": n.restrict,
+                        "ipv6": n.ipv6.map(|(p, l)| format!("{p}/{l}")),
+                        "forwards": n.forwards.len(),
+                    }),
+                    PortKind::Vxlan(v) => json!({
+                        "vni": v.vni,
+                        "local": v.local.to_string(),
+                        "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                        "udp_port": v.port,
+                        "learned": match port {
+                            Port::Vxlan(x) => x.learned(),
+                            _ => 0,
+                        },
+                    }),
+                };
+                if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
+                    l.extend(e.clone());
+                }
+                out.push(line);
+            }
+        }
+        for (d, disk) in self.topo().disks.iter().zip(&self.disks) {
+            out.push(json!({
+                "disk": d.name,
+                "type": "vhost-user-blk",
+                "socket": d.socket,
+                "path": d.path,
+                "readonly": d.readonly,
+                "queues": d.queues,
+                "connections": disk.counters.connections.load(std::sync::atomic::Ordering::Relaxed),
+            }));
+        }
+        Value::Array(out)
+    }
+
+    pub(super) fn fdb_show(&self, sw: Option<&str>) -> Result<Value, String> {
+        let now = self.fabric.now();
+        let mut out = Vec::new();
+        for (i, s) in self.fabric.switches().iter().enumerate() {
+            let name = &self.topo().switches[i].name;
+            if sw.is_some_and(|w| w != name) {
+                continue;
+            }
+            let core = s.core();
+            let mut rows: Vec<(u16, String, Value)> = core
+                .fdb()
+                .entries(now)
+                .map(|(vlan, mac, e)| {
+                    let row = json!({
+                        "switch": name,
+                        "vlan": vlan.get(),
+                        "mac": mac.to_string(),
+                        "port": core.port_name(e.port).unwrap_or("?"),
+                        "static": e.is_static,
+                        "age_s": now.since(e.last_seen).as_secs(),
+                    });
+                    (vlan.get(), mac.to_string(), row)
+                })
+                .collect();
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            out.extend(rows.into_iter().map(|r| r.2));
+        }
+        if let Some(w) = sw {
+            self.switch(w)?;
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// The topology as Graphviz dot: switches, their ports (with VLAN mode and link state),
+    /// disks.
+    pub fn graph(&self) -> String {
+        let mut g = String::from("graph vfabric {\n  node [fontname=\"sans\"];\n");
+        for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
+            g += &format!(
+                "  \"sw:{0}\" [shape=box, label=\"switch {0}\"];\n",
+                sw_cfg.name
+            );
+            for p in &sw_cfg.ports {
+                let Some((_, port)) = sw.port_by_name(&p.name) else {
+                    continue;
+                };
+                let state = if port.is_connected() { "up" } else { "down" };
+                g += &format!(
+                    "  \"port:{0}\" [shape=ellipse, label=\"{0}\\n{1}\\n{2}\"];\n  \"sw:{3}\" -- \"port:{0}\";\n",
+                    p.name,
+                    vlan_mode(&p.policy.vlan),
+                    state,
+                    sw_cfg.name
+                );
+            }
+        }
+        for d in &self.topo().disks {
+            g += &format!(
+                "  \"disk:{0}\" [shape=cylinder, label=\"disk {0}\\n{1}\"];\n",
+                d.name,
+                d.path.display()
+            );
+        }
+        g += "}\n";
+        g
+    }
+}

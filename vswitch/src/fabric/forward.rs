@@ -1,0 +1,174 @@
+//! The batch path: a batch of frames received on one port, decided and delivered.
+//!
+//! `Fabric::forward` takes the switch's lock once for the whole batch to decide every frame
+//! (on header copies: the sender can change its memory meanwhile, so nothing decided is
+//! read again), lists every copy (receiver, frame, VLAN tag edit), releases the lock, feeds
+//! captures and impairments when any are set, then hands each receiver its frames in one go,
+//! in batch order (one interrupt or one system call per receiver per batch).
+//!
+//! Invariants: no allocation per frame (per-thread scratch space, reused); a VLAN's flood set
+//! is computed once per batch; a frame never goes back out of its ingress port (the core's
+//! decision); a slow receiver drops and counts, it never blocks this thread.
+
+use std::cell::RefCell;
+
+use arrayvec::ArrayVec;
+use vhost_backends::frame::{FrameEdit, TxFrame};
+use vhost_backends::net::{FrameSwitch, NetPort, TX_BATCH};
+use vlan::VlanId;
+
+use super::capture::feed_captures;
+use super::impair::impair;
+use super::{Fabric, unkey};
+use crate::core::{Decision, PortId, Verdict};
+use crate::ports::{Ingress, PortKey};
+
+/// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
+#[derive(Default)]
+struct Scratch {
+    /// Per port: gets at least one frame of the current batch.
+    is_dest: Vec<bool>,
+    /// Those ports, in first-appearance order.
+    dests: Vec<usize>,
+    /// The flood sets of the VLANs flooding in the current batch.
+    floods: Vec<(VlanId, Vec<PortId>)>,
+    /// (destination port, frame index, edit) for every copy the batch makes.
+    copies: Vec<(usize, usize, FrameEdit)>,
+}
+
+fn frame_edit(e: vlan::Edit) -> FrameEdit {
+    FrameEdit {
+        strip: e.strip as u8,
+        push: e.push.map(|t| t.to_bytes()),
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Fabric {
+    /// Forwards a batch of frames received on port `pi` of switch `si` (queue `queue_pair`):
+    /// one lock of the switch to decide them all, then each receiver's frames in one go.
+    pub fn forward(&self, si: usize, pi: usize, queue_pair: u16, frames: &[TxFrame<'_>]) {
+        let Some(sw) = self.switches.get(si) else {
+            return;
+        };
+        let in_port = PortId(pi as u32);
+        let now = self.now();
+        let ports = sw.ports.load();
+        SCRATCH.with_borrow_mut(
+            |Scratch {
+                 is_dest,
+                 dests,
+                 floods,
+                 copies,
+             }| {
+                // One lock for the whole batch: decide every frame, then list every copy
+                // (destination, frame, VLAN tag edit).
+                let mut decisions = ArrayVec::<Decision, TX_BATCH>::new();
+                copies.clear();
+                for (_, f) in floods.iter_mut() {
+                    f.clear();
+                }
+                let mut nfloods = 0;
+                {
+                    let core = &mut *sw.core();
+                    core.forward_batch(
+                        now,
+                        in_port,
+                        frames.iter().take(TX_BATCH).map(|f| f.head()),
+                        |d| decisions.push(d),
+                    );
+                    for (i, d) in decisions.iter().enumerate() {
+                        match d.verdict {
+                            Verdict::Unicast(p) => {
+                                if let Some(e) = core.egress_edit(p, d) {
+                                    copies.push((p.index(), i, frame_edit(e)));
+                                }
+                            }
+                            Verdict::Flood => {
+                                // The VLAN's flood set, computed once per batch.
+                                let k = match floods[..nfloods].iter().position(|f| f.0 == d.vlan) {
+                                    Some(k) => k,
+                                    None => {
+                                        if floods.len() == nfloods {
+                                            floods.push((d.vlan, Vec::new()));
+                                        }
+                                        floods[nfloods].0 = d.vlan;
+                                        floods[nfloods].1.clear();
+                                        floods[nfloods]
+                                            .1
+                                            .extend(core.flood_targets(in_port, d.vlan));
+                                        nfloods += 1;
+                                        nfloods - 1
+                                    }
+                                };
+                                for &p in &floods[k].1 {
+                                    if let Some(e) = core.egress_edit(p, d) {
+                                        copies.push((p.index(), i, frame_edit(e)));
+                                    }
+                                }
+                            }
+                            Verdict::Drop(_) => {}
+                        }
+                    }
+                }
+                if sw.tapping.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    feed_captures(sw, in_port, frames, &decisions, copies);
+                }
+                if sw.impaired.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    impair(sw, &ports, in_port, frames, copies);
+                }
+                // The ports that get anything, in first-appearance order (flags are all false
+                // between batches: only the ports set here are cleared again below).
+                is_dest.resize(ports.len(), false);
+                dests.clear();
+                for &(p, _, _) in copies.iter() {
+                    if p < is_dest.len() && !is_dest[p] {
+                        is_dest[p] = true;
+                        dests.push(p);
+                    }
+                }
+                // Each destination's frames in one go, in batch order.
+                for &p in dests.iter() {
+                    let mine = copies
+                        .iter()
+                        .filter(|c| c.0 == p)
+                        .filter_map(|&(_, i, e)| Some((frames.get(i)?, e)));
+                    if let Some(Some(port)) = ports.get(p) {
+                        port.deliver_batch(mine, queue_pair);
+                    }
+                    is_dest[p] = false;
+                }
+            },
+        );
+    }
+}
+
+impl FrameSwitch for Fabric {
+    #[inline]
+    fn tx_batch(&self, port: &NetPort, queue_pair: u16, frames: &[TxFrame<'_>]) {
+        let (si, pi) = unkey(port.key);
+        self.forward(si, pi, queue_pair, frames);
+    }
+
+    fn link_changed(&self, port: &NetPort, up: bool) {
+        let (si, pi) = unkey(port.key);
+        if let Some(sw) = self.switches.get(si) {
+            if !up {
+                let n = sw.core().port_down(PortId(pi as u32));
+                tracing::info!(port = port.name(), forgotten = n, "link down");
+            } else {
+                tracing::info!(port = port.name(), "link up");
+            }
+        }
+    }
+}
+
+impl Ingress for Fabric {
+    fn forward(&self, key: PortKey, queue: u16, frames: &[TxFrame<'_>]) {
+        let (si, pi) = unkey(key);
+        Fabric::forward(self, si, pi, queue, frames);
+    }
+}

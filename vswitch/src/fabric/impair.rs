@@ -1,0 +1,195 @@
+//! Link impairments (`vfabric ctl impair`): loss, a rate ceiling, delay and jitter on a
+//! port, both directions, like netem on both ends of a cable. For test networks.
+//!
+//! Invariants: frames that are delayed keep their order per port (the delay line is ordered
+//! by due time, then arrival); a delayed frame is held as the plain frames the receiving
+//! port would put on its wire, so it no longer refers to the sender's memory; the switch
+//! looks at impairments only while one is set (`SwitchRuntime::impaired` is non-zero).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vhost_backends::frame::{FrameEdit, TxFrame};
+
+use super::SwitchRuntime;
+use crate::core::PortId;
+use crate::ports::Port;
+
+/// A link impairment on a port, applied to every frame into or out of it (like netem on
+/// both ends of a cable): random loss, a rate ceiling (frames beyond it are dropped), and a
+/// delay with random jitter (frames stay in order). For test networks.
+pub struct Impairment {
+    /// Probability of losing a frame, 0..=1.
+    pub loss: f64,
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// Bits per second; `None`: no ceiling.
+    pub rate_bps: Option<u64>,
+    state: Mutex<ImpairState>,
+    pub lost: std::sync::atomic::AtomicU64,
+    pub over_rate: std::sync::atomic::AtomicU64,
+    pub delayed: std::sync::atomic::AtomicU64,
+}
+
+struct ImpairState {
+    rng: u64,
+    tokens_bits: f64,
+    last: Instant,
+}
+
+impl Impairment {
+    pub fn new(loss: f64, delay: Duration, jitter: Duration, rate_bps: Option<u64>) -> Impairment {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        Impairment {
+            loss: loss.clamp(0.0, 1.0),
+            delay,
+            jitter,
+            rate_bps,
+            state: Mutex::new(ImpairState {
+                rng: seed,
+                tokens_bits: 0.0,
+                last: Instant::now(),
+            }),
+            lost: Default::default(),
+            over_rate: Default::default(),
+            delayed: Default::default(),
+        }
+    }
+
+    /// Decides one frame of `len` bytes: `None` = dropped, else the extra delay.
+    pub(super) fn judge(&self, len: usize) -> Option<Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // xorshift64*: uniform numbers for loss and jitter.
+        let mut next = || {
+            st.rng ^= st.rng >> 12;
+            st.rng ^= st.rng << 25;
+            st.rng ^= st.rng >> 27;
+            (st.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if self.loss > 0.0 && next() < self.loss {
+            self.lost.fetch_add(1, Relaxed);
+            return None;
+        }
+        let jitter = self.jitter.mul_f64(next());
+        if let Some(bps) = self.rate_bps {
+            let now = Instant::now();
+            let burst = (bps as f64 / 10.0).max(16.0 * 1518.0 * 8.0);
+            st.tokens_bits = (st.tokens_bits
+                + now.duration_since(st.last).as_secs_f64() * bps as f64)
+                .min(burst);
+            st.last = now;
+            let bits = (len * 8) as f64;
+            if st.tokens_bits < bits {
+                self.over_rate.fetch_add(1, Relaxed);
+                return None;
+            }
+            st.tokens_bits -= bits;
+        }
+        Some(self.delay + jitter)
+    }
+}
+
+/// Held-back frames by (due time, arrival number): the receiving port and the frame.
+type Held = std::collections::BTreeMap<(Instant, u64), (Port, Vec<u8>)>;
+
+/// Frames held back by impairments, delivered when due by one thread per fabric.
+#[derive(Default)]
+pub(super) struct DelayLine {
+    queue: Mutex<Held>,
+    wake: std::sync::Condvar,
+    seq: std::sync::atomic::AtomicU64,
+    started: std::sync::OnceLock<()>,
+}
+
+impl DelayLine {
+    pub(super) fn push(self: &Arc<Self>, due: Instant, port: Port, frame: Vec<u8>) {
+        self.started.get_or_init(|| {
+            let me = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("delay-line".into())
+                .spawn(move || me.run());
+        });
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.insert((due, seq), (port, frame));
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            let wait = match q.keys().next() {
+                Some(&(due, _)) if due <= now => Duration::ZERO,
+                Some(&(due, _)) => due - now,
+                None => Duration::from_secs(3600),
+            };
+            if !wait.is_zero() {
+                q = self
+                    .wake
+                    .wait_timeout(q, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+                continue;
+            }
+            let mut due: Vec<(Port, Vec<u8>)> = Vec::new();
+            while let Some(entry) = q.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            drop(q);
+            for (port, frame) in &due {
+                port.deliver_bytes(std::slice::from_ref(frame), 0);
+            }
+            q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Applies the impairments of the ingress port and of each receiving port to the batch's
+/// copies: lost ones are removed, delayed ones go to the delay line as plain frames.
+pub(super) fn impair(
+    sw: &SwitchRuntime,
+    ports: &[Option<Port>],
+    in_port: PortId,
+    frames: &[TxFrame<'_>],
+    copies: &mut Vec<(usize, usize, FrameEdit)>,
+) {
+    let from = sw.impairment(in_port.index());
+    copies.retain(|&(p, i, e)| {
+        let to = sw.impairment(p);
+        let (Some(frame), Some(Some(port))) = (frames.get(i), ports.get(p)) else {
+            return false;
+        };
+        if from.is_none() && to.is_none() {
+            return true;
+        }
+        let len = e.len_after(frame.len());
+        let mut delay = Duration::ZERO;
+        for imp in from.iter().chain(to.iter()) {
+            match imp.judge(len) {
+                None => return false,
+                Some(d) => delay += d,
+            }
+        }
+        if delay.is_zero() {
+            return true;
+        }
+        let due = Instant::now() + delay;
+        port.plain_frames(frame, e, |b| {
+            sw.delay_line.push(due, port.clone(), b.to_vec());
+        });
+        for imp in from.iter().chain(to.iter()) {
+            imp.delayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        false
+    });
+}

@@ -1,0 +1,121 @@
+//! Reload: the running fabric made to match a new topology, all or nothing.
+//!
+//! What a reload may change: ports added and removed (by name), a port's VLAN mode and
+//! security policy, its static addresses, a switch's MAC aging. Ports left alone keep their
+//! guests, counters and learned addresses. What needs a restart (disks, switches, the
+//! control socket, a port's device settings) refuses the whole reload, naming each
+//! difference; a new port that cannot be set up undoes the ports already added.
+
+use std::sync::Arc;
+
+use super::{Fabric, home_vlan};
+use crate::core::PortId;
+use crate::topology::{SwitchConfig, Topology};
+
+impl Fabric {
+    /// Makes the running fabric match `new` (it runs `old`): ports added and removed (by
+    /// name), VLAN modes, port security, static addresses, MAC aging. Ports left alone keep
+    /// their connections and counters. Returns the changes, described. Refuses, changing
+    /// nothing, what needs a restart (disks, switches, the control socket, a port's device
+    /// settings), or when a new port cannot be set up.
+    pub fn reload(self: &Arc<Self>, old: &Topology, new: &Topology) -> Result<Vec<String>, String> {
+        let mut blockers = Vec::new();
+        if old.disks != new.disks {
+            blockers.push("disks changed".to_string());
+        }
+        if old.control != new.control || old.metrics != new.metrics {
+            blockers.push("the control socket or metrics address changed".to_string());
+        }
+        let names = |t: &Topology| {
+            t.switches
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(old) != names(new) {
+            blockers.push("switches added, removed or renamed".to_string());
+        }
+        let find = |s: &SwitchConfig, name: &str| s.ports.iter().find(|p| p.name == name).cloned();
+        for (a, b) in old.switches.iter().zip(&new.switches) {
+            if a.busy_poll != b.busy_poll {
+                blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
+            }
+            for pb in &b.ports {
+                if let Some(pa) = find(a, &pb.name)
+                    && pa.kind != pb.kind
+                {
+                    blockers.push(format!(
+                        "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed (remove it, reload, add it back)",
+                        pa.name
+                    ));
+                }
+            }
+        }
+        if !blockers.is_empty() {
+            return Err(format!(
+                "reload refused, nothing changed (restart vfabric to apply): {}",
+                blockers.join("; ")
+            ));
+        }
+        let mut changes = Vec::new();
+        // New ports first, all or nothing.
+        let mut added: Vec<(usize, String)> = Vec::new();
+        for (si, (a, b)) in old.switches.iter().zip(&new.switches).enumerate() {
+            for pb in b.ports.iter().filter(|p| find(a, &p.name).is_none()) {
+                if let Err(e) = self.add_port(si, pb) {
+                    for (si, name) in &added {
+                        self.remove_port(*si, name);
+                    }
+                    return Err(format!("reload refused, nothing changed: {e}"));
+                }
+                added.push((si, pb.name.clone()));
+                changes.push(format!("switch \"{}\": port \"{}\" added", b.name, pb.name));
+            }
+        }
+        for (si, (a, b)) in old.switches.iter().zip(&new.switches).enumerate() {
+            for pa in a.ports.iter().filter(|p| find(b, &p.name).is_none()) {
+                self.remove_port(si, &pa.name);
+                changes.push(format!(
+                    "switch \"{}\": port \"{}\" removed",
+                    a.name, pa.name
+                ));
+            }
+        }
+        let now = self.now();
+        for ((a, b), rt) in old.switches.iter().zip(&new.switches).zip(&self.switches) {
+            if a.mac_aging != b.mac_aging {
+                rt.core().fdb_mut().set_aging(b.mac_aging);
+                changes.push(format!(
+                    "switch \"{}\": mac_aging {:?}",
+                    b.name, b.mac_aging
+                ));
+            }
+            for pb in &b.ports {
+                let (Some(pa), Some((i, _))) = (find(a, &pb.name), rt.port_by_name(&pb.name))
+                else {
+                    continue;
+                };
+                let id = PortId(i as u32);
+                let mut core = rt.core();
+                if pa.policy != pb.policy {
+                    core.set_policy(id, pb.policy.clone());
+                    changes.push(format!("port \"{}\": VLAN/security policy", pb.name));
+                }
+                if pa.static_macs != pb.static_macs || pa.policy.vlan != pb.policy.vlan {
+                    let home_a = home_vlan(&pa.policy.vlan);
+                    for m in &pa.static_macs {
+                        core.fdb_mut().remove(home_a, *m);
+                    }
+                    let home_b = home_vlan(&pb.policy.vlan);
+                    for m in &pb.static_macs {
+                        core.add_static(now, home_b, *m, id);
+                    }
+                    if pa.static_macs != pb.static_macs {
+                        changes.push(format!("port \"{}\": static_macs", pb.name));
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+}

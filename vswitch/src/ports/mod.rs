@@ -1,0 +1,184 @@
+//! Switch ports: what is at the far end of each port of a switch.
+//!
+//! Every kind of port implements [`SwitchPort`]: a name, a link state, counters, a way to
+//! deliver a batch of the switch's frames (each with its VLAN tag edit), a way to deliver
+//! frames vfabric holds itself (delayed by an impairment), threads that hand received frames
+//! to the switch through an [`Ingress`], and a stop. [`Port`] is the closed set of kinds the
+//! fabric holds; it dispatches statically (one `match`, in [`dispatch!`]), so the per-frame
+//! path has no virtual call.
+//!
+//! Invariants: a port never blocks the sender's thread on a slow receiver (a full ring or
+//! socket drops and counts); a port's reader threads enter the data path (the seccomp filter)
+//! before touching a frame; `stop` makes every thread the port started end.
+//!
+//! Adding a kind: a file here with its device and `impl SwitchPort`, a variant of [`Port`]
+//! and its arm in `dispatch!`, its topology keys in `crate::topology`, its construction in
+//! `crate::fabric` (`Fabric::attach`).
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vhost_backends::frame::{FrameEdit, TxFrame};
+use vhost_backends::net::FrameSwitch;
+
+pub mod host_io;
+pub mod nat;
+pub mod tap;
+pub mod vm;
+pub mod vxlan;
+
+pub use nat::NatPort;
+pub use tap::TapPort;
+pub use vm::VmPort;
+pub use vxlan::VxlanPort;
+
+/// A port's key: its switch's index in the high bits, its number in the low 16. VM ports
+/// carry it into `vhost_backends` (`NetPort::key`) and get it back with each batch.
+pub type PortKey = usize;
+
+/// Where a port's received frames go: the switch's batch path. VM ports reach it through
+/// `vhost_backends`' [`FrameSwitch`] (their workers pass their `NetPort`, which carries the
+/// key); host ports through `forward`.
+pub trait Ingress: FrameSwitch {
+    /// Forwards a batch of frames received on port `key`, queue `queue`.
+    fn forward(&self, key: PortKey, queue: u16, frames: &[TxFrame<'_>]);
+}
+
+/// What every kind of switch port does.
+pub trait SwitchPort: Send + Sync + 'static {
+    /// The port's name (unique in the fabric).
+    fn name(&self) -> &str;
+
+    /// Link state: a guest connected; the TAP exists; a VXLAN or NAT port is always up.
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    /// Guest connections served so far (VM ports; 0 for the others).
+    fn connections(&self) -> u64 {
+        0
+    }
+
+    /// Every counter, as (name, value).
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+
+    /// Delivers a batch of the switch's frames, each with its tag edit. `hint` (the sender's
+    /// queue) spreads senders over the port's queues.
+    fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        hint: u16,
+    );
+
+    /// Delivers plain frames that vfabric holds (no offloads).
+    fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16);
+
+    /// The frame, edited, as the plain frames this port would put on its wire (offloads
+    /// completed in software where the port cannot take them): what a delayed copy holds.
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8]));
+
+    /// Starts the threads that hand the port's received frames to `ingress` (as port `key`).
+    fn start(
+        self: &Arc<Self>,
+        key: PortKey,
+        ingress: &Arc<dyn Ingress>,
+    ) -> io::Result<Vec<JoinHandle<()>>>;
+
+    /// Makes every thread the port started end (they are joined by the caller).
+    fn stop(&self);
+}
+
+/// The kinds of switch port the fabric holds.
+#[derive(Clone)]
+pub enum Port {
+    Vm(Arc<VmPort>),
+    Tap(Arc<TapPort>),
+    Vxlan(Arc<VxlanPort>),
+    Nat(Arc<NatPort>),
+}
+
+/// Runs `$body` with `$p` bound to the port's device, whatever its kind: the one place that
+/// lists the kinds.
+macro_rules! dispatch {
+    ($port:expr, $p:ident => $body:expr) => {
+        match $port {
+            Port::Vm($p) => $body,
+            Port::Tap($p) => $body,
+            Port::Vxlan($p) => $body,
+            Port::Nat($p) => $body,
+        }
+    };
+}
+
+impl Port {
+    pub fn name(&self) -> &str {
+        dispatch!(self, p => p.name())
+    }
+
+    /// The VM's virtio-net device, for a VM port.
+    pub fn vm(&self) -> Option<&Arc<vhost_backends::net::NetPort>> {
+        match self {
+            Port::Vm(p) => Some(p.net()),
+            _ => None,
+        }
+    }
+
+    /// Link state (see [`SwitchPort::is_up`]).
+    pub fn is_connected(&self) -> bool {
+        dispatch!(self, p => p.is_up())
+    }
+
+    pub fn connections(&self) -> u64 {
+        dispatch!(self, p => p.connections())
+    }
+
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        dispatch!(self, p => SwitchPort::counters(&**p))
+    }
+
+    #[inline]
+    pub fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
+        hint: u16,
+    ) {
+        dispatch!(self, p => p.deliver_batch(frames, hint))
+    }
+
+    pub fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16) {
+        dispatch!(self, p => p.deliver_bytes(frames, hint))
+    }
+
+    pub fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        dispatch!(self, p => p.plain_frames(frame, edit, out))
+    }
+
+    pub fn start(
+        &self,
+        key: PortKey,
+        ingress: &Arc<dyn Ingress>,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        dispatch!(self, p => p.start(key, ingress))
+    }
+
+    pub fn stop(&self) {
+        dispatch!(self, p => p.stop())
+    }
+}
+
+/// Spawns a port thread named `name` that enters the data path (the seccomp filter, when
+/// one was asked for) and then runs `body`; if the filter cannot be applied, the error is
+/// logged and the thread does not serve at all.
+pub fn spawn_data_path(
+    name: String,
+    what: String,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match crate::privs::enter_data_path() {
+            Ok(()) => body(),
+            Err(e) => tracing::error!("{what}: {e}; not serving"),
+        })
+}
