@@ -14,6 +14,9 @@
 //!
 //! `bench-pktrate --vlan [ROUNDS]`: vfabric only, 64 B frames, untagged forwarding against
 //! an access port and a trunk (every frame gets an 802.1Q tag pushed or popped).
+//!
+//! `bench-pktrate --against OTHER_VFABRIC [ROUNDS] [SIZES...]`: this vfabric against another
+//! build of it (an older commit), alternating rounds, busy-poll, two ports.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -446,6 +449,54 @@ fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Old build against new: this vfabric ($VFABRIC_BIN) and `other`, alternating round by
+/// round on the same two-port busy-poll topology, for each frame size. For refactors that
+/// must not cost packet rate.
+fn against(other: &Path, rounds: usize, sizes: &[usize], vfabric: &Path) -> Result<()> {
+    let mut results: Vec<(usize, bool, f64)> = Vec::new();
+    for r in 0..rounds {
+        for &size in sizes {
+            for (is_other, bin) in [(false, vfabric), (true, other)] {
+                let dir = tempfile::Builder::new().prefix("vfag").tempdir_in("/tmp")?;
+                let topo = topology(dir.path(), 2, 0)?;
+                let sw = start_vfabric(dir.path(), bin, &topo)?;
+                let pps = generate(dir.path(), size, false)?;
+                drop(sw);
+                println!(
+                    "round {r} {size:>5} B {:<6} {:>7.3} Mpps",
+                    if is_other { "other" } else { "this" },
+                    pps / 1e6
+                );
+                results.push((size, is_other, pps));
+            }
+        }
+    }
+    println!();
+    println!("this:  {}", vfabric.display());
+    println!("other: {}", other.display());
+    println!("| frame | this Mpps | other Mpps | this/other |");
+    println!("|-------|-----------|------------|------------|");
+    for &size in sizes {
+        let m = |o: bool| {
+            median(
+                results
+                    .iter()
+                    .filter(|(s, w, _)| *s == size && *w == o)
+                    .map(|r| r.2)
+                    .collect(),
+            )
+        };
+        let (t, o) = (m(false), m(true));
+        println!(
+            "| {size:>5} | {:>9.3} | {:>10.3} | {:>10.3} |",
+            t / 1e6,
+            o / 1e6,
+            t / o
+        );
+    }
+    Ok(())
+}
+
 /// The vfabric binary under test ($VFABRIC_BIN, else the release build).
 fn vfabric_bin() -> PathBuf {
     PathBuf::from(std::env::var("VFABRIC_BIN").unwrap_or_else(|_| "target/release/vfabric".into()))
@@ -465,6 +516,16 @@ fn main() -> Result<()> {
         } else {
             scale(rounds, &vfabric)
         };
+    }
+    if mode.as_deref() == Some("--against") {
+        let mut args = std::env::args().skip(2);
+        let other = PathBuf::from(args.next().context("--against needs a vfabric binary")?);
+        let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+        let mut sizes: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
+        if sizes.is_empty() {
+            sizes = vec![64, 1518];
+        }
+        return against(&other, rounds, &sizes, &vfabric_bin());
     }
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);

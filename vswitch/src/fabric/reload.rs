@@ -19,38 +19,8 @@ impl Fabric {
     /// nothing, what needs a restart (disks, switches, the control socket, a port's device
     /// settings), or when a new port cannot be set up.
     pub fn reload(self: &Arc<Self>, old: &Topology, new: &Topology) -> Result<Vec<String>, String> {
-        let mut blockers = Vec::new();
-        if old.disks != new.disks {
-            blockers.push("disks changed".to_string());
-        }
-        if old.control != new.control || old.metrics != new.metrics {
-            blockers.push("the control socket or metrics address changed".to_string());
-        }
-        let names = |t: &Topology| {
-            t.switches
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>()
-        };
-        if names(old) != names(new) {
-            blockers.push("switches added, removed or renamed".to_string());
-        }
+        let blockers = blockers(old, new);
         let find = |s: &SwitchConfig, name: &str| s.ports.iter().find(|p| p.name == name).cloned();
-        for (a, b) in old.switches.iter().zip(&new.switches) {
-            if a.busy_poll != b.busy_poll {
-                blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
-            }
-            for pb in &b.ports {
-                if let Some(pa) = find(a, &pb.name)
-                    && pa.kind != pb.kind
-                {
-                    blockers.push(format!(
-                        "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed (remove it, reload, add it back)",
-                        pa.name
-                    ));
-                }
-            }
-        }
         if !blockers.is_empty() {
             return Err(format!(
                 "reload refused, nothing changed (restart vfabric to apply): {}",
@@ -118,4 +88,42 @@ impl Fabric {
         }
         Ok(changes)
     }
+}
+
+/// What in `new` cannot be applied to a fabric running `old` without a restart, described
+/// (empty: the reload can go ahead).
+pub fn blockers(old: &Topology, new: &Topology) -> Vec<String> {
+    let mut blockers = Vec::new();
+    if old.disks != new.disks {
+        blockers.push("disks changed".to_string());
+    }
+    if old.control != new.control || old.metrics != new.metrics {
+        blockers.push("the control socket or metrics address changed".to_string());
+    }
+    let names = |t: &Topology| {
+        t.switches
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        blockers.push("switches added, removed or renamed".to_string());
+    }
+    let find = |s: &SwitchConfig, name: &str| s.ports.iter().find(|p| p.name == name).cloned();
+    for (a, b) in old.switches.iter().zip(&new.switches) {
+        if a.busy_poll != b.busy_poll {
+            blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
+        }
+        for pb in &b.ports {
+            if let Some(pa) = find(a, &pb.name)
+                && pa.kind != pb.kind
+            {
+                blockers.push(format!(
+                    "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed (remove it, reload, add it back)",
+                    pa.name
+                ));
+            }
+        }
+    }
+    blockers
 }
