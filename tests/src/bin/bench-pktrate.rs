@@ -477,16 +477,10 @@ fn against(other: &Path, rounds: usize, sizes: &[usize], vfabric: &Path) -> Resu
     println!("| frame | this Mpps | other Mpps | this/other |");
     println!("|-------|-----------|------------|------------|");
     for &size in sizes {
-        let m = |o: bool| {
-            median(
-                results
-                    .iter()
-                    .filter(|(s, w, _)| *s == size && *w == o)
-                    .map(|r| r.2)
-                    .collect(),
-            )
-        };
-        let (t, o) = (m(false), m(true));
+        let (t, o) = (
+            median_of(&results, size, false),
+            median_of(&results, size, true),
+        );
         println!(
             "| {size:>5} | {:>9.3} | {:>10.3} | {:>10.3} |",
             t / 1e6,
@@ -495,6 +489,17 @@ fn against(other: &Path, rounds: usize, sizes: &[usize], vfabric: &Path) -> Resu
         );
     }
     Ok(())
+}
+
+/// The median rate of the rounds of `who` at frame size `size`.
+fn median_of<W: PartialEq>(results: &[(usize, W, f64)], size: usize, who: W) -> f64 {
+    median(
+        results
+            .iter()
+            .filter(|(s, w, _)| *s == size && *w == who)
+            .map(|r| r.2)
+            .collect(),
+    )
 }
 
 /// The vfabric binary under test ($VFABRIC_BIN, else the release build).
@@ -560,15 +565,7 @@ fn main() -> Result<()> {
         "|-------|--------------|---------------|-----------------|----------------|-------------|-----------------|"
     );
     for &size in &sizes {
-        let m = |who| {
-            median(
-                results
-                    .iter()
-                    .filter(|(s, w, _)| *s == size && *w == who)
-                    .map(|r| r.2)
-                    .collect(),
-            )
-        };
+        let m = |who| median_of(&results, size, who);
         let (v, o, t) = (m(Who::Vfabric), m(Who::Ovs), m(Who::Testpmd));
         println!(
             "| {size:>5} | {:>12.3} | {:>13.3} | {:>15.3} | {:>14.2} | {:>11.2} | {:>15.2} |",

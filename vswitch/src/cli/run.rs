@@ -19,6 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 use vhost_backends::blk::{self, Disk};
@@ -314,29 +315,32 @@ fn start_threads(fabric: &Arc<Fabric>, disk_roles: Vec<(Arc<Disk>, Role)>) -> Re
     }
     // The socket keeper: a listening socket whose file was deleted is made again.
     let f = fabric.clone();
-    let _ = std::thread::Builder::new()
-        .name("socket-keeper".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                for (stop, path, what) in f.listening().iter().chain(&disk_sockets) {
-                    stop.keep_socket(path, what);
-                }
-            }
-        });
+    every("socket-keeper", Duration::from_millis(500), move || {
+        for (stop, path, what) in f.listening().iter().chain(&disk_sockets) {
+            stop.keep_socket(path, what);
+        }
+    });
     fabric
         .start_pollers()
         .map_err(|e| format!("cannot start a poll thread: {e}"))?;
     let f = fabric.clone();
+    every("fdb-aging", Fabric::EXPIRE_INTERVAL, move || {
+        f.expire();
+    });
+    Ok(())
+}
+
+/// A housekeeping thread named `name` that runs `work` every `interval`, for the life of the
+/// process.
+fn every(name: &str, interval: Duration, mut work: impl FnMut() + Send + 'static) {
     let _ = std::thread::Builder::new()
-        .name("fdb-aging".into())
+        .name(name.into())
         .spawn(move || {
             loop {
-                std::thread::sleep(Fabric::EXPIRE_INTERVAL);
-                f.expire();
+                std::thread::sleep(interval);
+                work();
             }
         });
-    Ok(())
 }
 
 /// Tells systemd (`Type=notify` services) about our state through $NOTIFY_SOCKET, if set.
