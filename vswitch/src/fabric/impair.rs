@@ -193,3 +193,46 @@ pub(super) fn impair(
         false
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use super::Impairment;
+
+    #[test]
+    fn total_loss_drops_every_frame_and_counts_it() {
+        let imp = Impairment::new(1.0, Duration::ZERO, Duration::ZERO, None);
+        assert!((0..100).all(|_| imp.judge(64).is_none()));
+        assert_eq!(imp.lost.load(Relaxed), 100);
+    }
+
+    #[test]
+    fn delay_without_jitter_is_exact_and_loses_nothing() {
+        let d = Duration::from_millis(7);
+        let imp = Impairment::new(0.0, d, Duration::ZERO, None);
+        assert!((0..100).all(|_| imp.judge(1500) == Some(d)));
+        assert_eq!(imp.lost.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        let (d, j) = (Duration::from_millis(5), Duration::from_millis(3));
+        let imp = Impairment::new(0.0, d, j, None);
+        for _ in 0..1000 {
+            let got = imp.judge(64).unwrap();
+            assert!(got >= d && got <= d + j, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_rate_ceiling_drops_what_exceeds_its_burst() {
+        // 1 Mbit/s: the burst is the larger of 0.1 s of rate and 16 full frames, so 1000
+        // back-to-back 1500-byte frames cannot all pass.
+        let imp = Impairment::new(0.0, Duration::ZERO, Duration::ZERO, Some(1_000_000));
+        let passed = (0..1000).filter(|_| imp.judge(1500).is_some()).count();
+        assert!(passed < 1000);
+        assert_eq!(imp.over_rate.load(Relaxed), (1000 - passed) as u64);
+    }
+}

@@ -127,3 +127,43 @@ pub fn blockers(old: &Topology, new: &Topology) -> Vec<String> {
     }
     blockers
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::blockers;
+    use crate::topology::{Topology, parse};
+
+    fn topo(extra_switch: &str, port: &str) -> Topology {
+        let src = format!(
+            "[[switch]]\nname = \"lab\"\n{extra_switch}\n\
+             [[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"a.sock\"\n{port}\n"
+        );
+        parse(Path::new("/t.toml"), &src).unwrap()
+    }
+
+    #[test]
+    fn policy_changes_are_not_blockers() {
+        assert!(blockers(&topo("", ""), &topo("mac_aging = \"10s\"", "vlan = 10")).is_empty());
+    }
+
+    #[test]
+    fn device_settings_and_busy_poll_are_blockers_named_one_by_one() {
+        let b = blockers(&topo("", ""), &topo("busy_poll = true", "queues = 2"));
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b[0].contains("switch \"lab\": busy_poll changed"), "{b:?}");
+        assert!(
+            b[1].starts_with("port \"a\": its type or device settings"),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn a_renamed_switch_is_a_blocker() {
+        let old = topo("", "");
+        let mut new = old.clone();
+        new.switches[0].name = "other".into();
+        assert_eq!(blockers(&old, &new), ["switches added, removed or renamed"]);
+    }
+}
