@@ -1,0 +1,137 @@
+//! VXLAN ports: the VNI, the local endpoint (unique per address and UDP port), the peer
+//! VTEPs (unicast, of the local address's family, each once).
+
+use std::collections::HashMap;
+
+use super::VxlanConfig;
+use super::error::Ctx;
+use super::parse::RawPort;
+
+/// The VXLAN keys of `p`.
+pub(super) fn vxlan_port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    host_names: &mut HashMap<String, String>,
+) -> VxlanConfig {
+    let vni = match &p.vni {
+        Some(v) if (0..1 << 24).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            cx.error(
+                v.span(),
+                format!("{here}: vni"),
+                format!("{}: a VNI is 0-16777215", v.get_ref()),
+            );
+            0
+        }
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: vni"),
+                "missing (a vxlan port needs `vni = 100`)",
+            );
+            0
+        }
+    };
+    let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let local = match &p.local {
+        Some(l) => match l.get_ref().parse::<std::net::IpAddr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_multicast() => a,
+            _ => {
+                cx.error(
+                    l.span(),
+                    format!("{here}: local"),
+                    format!(
+                        "`{}` is not a unicast address of this host (like \"192.0.2.1\")",
+                        l.get_ref()
+                    ),
+                );
+                unspecified
+            }
+        },
+        None => {
+            cx.error(
+                p.name.span(),
+                format!("{here}: local"),
+                "missing (a vxlan port needs `local = \"192.0.2.1\"`, the address its UDP socket binds)",
+            );
+            unspecified
+        }
+    };
+    let port = match &p.port {
+        None => 4789,
+        Some(v) if (1..=65535).contains(v.get_ref()) => *v.get_ref() as u16,
+        Some(v) => {
+            cx.error(
+                v.span(),
+                format!("{here}: port"),
+                format!("{}: a UDP port is 1-65535", v.get_ref()),
+            );
+            4789
+        }
+    };
+    if !local.is_unspecified() {
+        let key = format!("vxlan {}", std::net::SocketAddr::new(local, port));
+        if let Some(other) = host_names.insert(key, p.name.get_ref().clone()) {
+            let span = p.local.as_ref().map(|l| l.span()).unwrap_or(0..0);
+            cx.error(
+                span,
+                format!("{here}: local"),
+                format!(
+                    "{local} port {port} is already the endpoint of port \"{other}\" (one VXLAN port per local address and UDP port)"
+                ),
+            );
+        }
+    }
+    let mut remote = Vec::new();
+    match &p.remote {
+        None => cx.error(
+            p.name.span(),
+            format!("{here}: remote"),
+            "missing (a vxlan port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs)",
+        ),
+        Some(list) if list.get_ref().is_empty() => cx.error(
+            list.span(),
+            format!("{here}: remote"),
+            "empty: name at least one peer VTEP",
+        ),
+        Some(list) => {
+            for r in list.get_ref() {
+                match r.get_ref().parse::<std::net::IpAddr>() {
+                    Ok(a) if a.is_unspecified() || a.is_multicast() => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is not a unicast address"),
+                    ),
+                    Ok(a) if a.is_ipv4() != local.is_ipv4() => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is not of the same family as local {local}"),
+                    ),
+                    Ok(a) if a == local => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is the local address"),
+                    ),
+                    Ok(a) if remote.contains(&a) => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("{a} is listed twice"),
+                    ),
+                    Ok(a) => remote.push(a),
+                    Err(_) => cx.error(
+                        r.span(),
+                        format!("{here}: remote"),
+                        format!("`{}` is not an IP address", r.get_ref()),
+                    ),
+                }
+            }
+        }
+    }
+    VxlanConfig {
+        vni,
+        local,
+        remote,
+        port,
+    }
+}
