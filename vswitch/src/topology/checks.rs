@@ -3,7 +3,8 @@
 //! running topology: names, sockets, TAP names, VXLAN endpoints, NAT subnets and forwards,
 //! static addresses must stay unique.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -99,6 +100,18 @@ pub fn port_from_keys(
         .next()
         .and_then(|s| s.ports.into_iter().next())
         .ok_or("no port")?;
+    check_against(topo, switch, name, &port)?;
+    Ok(port)
+}
+
+/// A port about to be added to `switch` of the running `topo`: its name, socket, TAP name,
+/// VXLAN endpoint, NAT subnet and forwards, and static addresses must not be taken.
+fn check_against(
+    topo: &Topology,
+    switch: &str,
+    name: &str,
+    port: &PortConfig,
+) -> Result<(), String> {
     let here = format!("switch \"{switch}\" port \"{name}\"");
     let all_ports = || topo.switches.iter().flat_map(|s| s.ports.iter());
     if all_ports().any(|p| p.name == name) || topo.disks.iter().any(|d| d.name == name) {
@@ -180,5 +193,17 @@ pub fn port_from_keys(
             }
         }
     }
-    Ok(port)
+    Ok(())
+}
+
+/// What must be unique across the file, each with who has it: switch names; port and disk
+/// names (one namespace); socket paths (ports, disks, the control socket); host resources
+/// (TAP names per namespace, VXLAN endpoints, NAT port forwards); NAT subnets.
+#[derive(Default)]
+pub(super) struct Taken {
+    pub(super) switches: HashMap<String, usize>,
+    pub(super) names: HashMap<String, String>,
+    pub(super) sockets: HashMap<PathBuf, String>,
+    pub(super) host: HashMap<String, String>,
+    pub(super) subnets: Vec<(std::net::Ipv4Addr, u8, String)>,
 }

@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use toml::Spanned;
+
 use crate::core::{MacAddr, PortPolicy};
 
 mod checks;
@@ -30,11 +32,12 @@ pub use checks::port_from_keys;
 pub use error::{ConfigError, ConfigErrors};
 pub use parse::{parse_cidr, parse_duration, parse_pps, parse_size};
 
+use checks::Taken;
 use checks::{check_name, unicast_mac};
 use disk::parse_disks;
 use error::Ctx;
 use nat::nat_port;
-use parse::{PORT_KEYS, RawTopology};
+use parse::{PORT_KEYS, RawControl, RawPort, RawSwitch, RawTopology};
 use tap::tap_port;
 use vlan_keys::port_policy;
 use vm::{socket_perms, vhost_port};
@@ -248,26 +251,8 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
         }
     };
     let base = file.parent().unwrap_or(Path::new("."));
-    // Relative socket paths live in `socket_dir` (itself relative to the file), else next to
-    // the file.
-    let sock_base_buf = match &raw.socket_dir {
-        Some(d) if !d.get_ref().is_empty() => base.join(d.get_ref()),
-        Some(d) => {
-            cx.error(d.span(), "socket_dir", "empty path");
-            base.to_path_buf()
-        }
-        None => base.to_path_buf(),
-    };
-    let sock_base = sock_base_buf.as_path();
-    let mut switches = Vec::new();
-    let mut switch_names: HashMap<String, usize> = HashMap::new();
-    let mut port_names: HashMap<String, String> = HashMap::new();
-    let mut sockets: HashMap<PathBuf, String> = HashMap::new();
-    // TAP interfaces (by namespace and name) and VXLAN endpoints (by address and port), each
-    // with the port that claims it.
-    let mut host_names: HashMap<String, String> = HashMap::new();
-    // NAT subnets, with the port that has each.
-    let mut subnets: Vec<(std::net::Ipv4Addr, u8, String)> = Vec::new();
+    let sock_base = socket_base(&mut cx, &raw, base);
+    let mut taken = Taken::default();
     if raw.switch.is_empty() && raw.disk.is_empty() {
         cx.error(
             0..0,
@@ -275,160 +260,23 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             "the topology has no [[switch]] and no [[disk]]",
         );
     }
+    let mut switches = Vec::new();
     for sw in raw.switch {
-        let sw = sw.into_inner();
-        let name = sw.name.get_ref().clone();
-        let here = format!("switch \"{name}\"");
-        check_name(&mut cx, &sw.name, &here);
-        if switch_names.insert(name.clone(), 0).is_some() {
-            cx.error(
-                sw.name.span(),
-                format!("{here}: name"),
-                "duplicate switch name",
-            );
-        }
-        let mac_aging = match &sw.mac_aging {
-            None => crate::core::fdb::DEFAULT_AGING,
-            Some(s) => match parse_duration(s.get_ref()) {
-                Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400 * 7) => d,
-                _ => {
-                    cx.error(
-                        s.span(),
-                        format!("{here}: mac_aging"),
-                        format!(
-                            "`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")",
-                            s.get_ref()
-                        ),
-                    );
-                    crate::core::fdb::DEFAULT_AGING
-                }
-            },
-        };
-        let mut ports = Vec::new();
-        let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
-        for p in sw.port {
-            let p = p.into_inner();
-            let pname = p.name.get_ref().clone();
-            let here = format!("switch \"{name}\" port \"{pname}\"");
-            check_name(&mut cx, &p.name, &here);
-            if let Some(other) = port_names.insert(pname.clone(), name.clone()) {
-                cx.error(
-                    p.name.span(),
-                    format!("{here}: name"),
-                    format!("duplicate port name (also on switch \"{other}\")"),
-                );
-            }
-            let type_name = p.kind.get_ref().as_str();
-            let Some((_, keys)) = PORT_KEYS.iter().find(|(t, _)| *t == type_name) else {
-                cx.error(
-                    p.kind.span(),
-                    format!("{here}: type"),
-                    format!(
-                        "unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, nat)"
-                    ),
-                );
-                continue;
-            };
-            for (key, span) in p.specific_keys() {
-                if !keys.contains(&key) {
-                    cx.error(
-                        span,
-                        format!("{here}: {key}"),
-                        format!(
-                            "not a key of a {type_name} port (its own keys: {})",
-                            keys.join(", ")
-                        ),
-                    );
-                }
-            }
-            let mut static_macs = Vec::new();
-            for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
-                if let Some(mac) = unicast_mac(&mut cx, m, &format!("{here}: static_macs")) {
-                    if let Some(other) = static_seen.insert(mac, pname.clone()) {
-                        cx.error(
-                            m.span(),
-                            format!("{here}: static_macs"),
-                            format!("{mac} is already static on port \"{other}\""),
-                        );
-                    }
-                    static_macs.push(mac);
-                }
-            }
-            let policy = port_policy(&mut cx, &p, &here);
-            let kind = match type_name {
-                "tap" => PortKind::Tap(tap_port(&mut cx, &p, &here, &mut host_names)),
-                "vxlan" => PortKind::Vxlan(vxlan_port(&mut cx, &p, &here, &mut host_names)),
-                "nat" => PortKind::Nat(nat_port(&mut cx, &p, &here, &mut host_names, &mut subnets)),
-                _ => PortKind::VhostUserNet(vhost_port(
-                    &mut cx,
-                    &p,
-                    &here,
-                    sock_base,
-                    &pname,
-                    &mut sockets,
-                )),
-            };
-            ports.push(PortConfig {
-                policy,
-                name: pname,
-                kind,
-                static_macs,
-            });
-        }
-        switches.push(SwitchConfig {
-            name,
-            mac_aging,
-            busy_poll: sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false),
-            ports,
-        });
+        switches.push(switch(&mut cx, sw.into_inner(), &sock_base, &mut taken));
     }
     let disks = parse_disks(
         &mut cx,
         base,
-        sock_base,
+        &sock_base,
         raw.disk,
-        &mut port_names,
-        &mut sockets,
+        &mut taken.names,
+        &mut taken.sockets,
     );
-    let mut control = ControlConfig::default();
-    if let Some(c) = raw.control {
-        let c = c.into_inner();
-        if let Some(sock) = &c.socket {
-            let path = sock_base.join(sock.get_ref());
-            if sock.get_ref().is_empty() {
-                cx.error(sock.span(), "control: socket", "empty socket path");
-            } else if let Some(other) = sockets.get(&path) {
-                cx.error(
-                    sock.span(),
-                    "control: socket",
-                    format!("{} is already the socket of \"{other}\"", path.display()),
-                );
-            }
-            control.socket = Some(path);
-        }
-        let perms = socket_perms(&mut cx, &c.mode, &c.owner, &c.group, false, "control");
-        control.perms = SocketPerms {
-            mode: perms.mode.or(control.perms.mode),
-            ..perms
-        };
-    }
-    let metrics = raw
-        .metrics
-        .as_ref()
-        .and_then(|m| match m.get_ref().parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                cx.error(
-                    m.span(),
-                    "metrics",
-                    format!(
-                        "`{}` is not an address:port like \"127.0.0.1:9100\"",
-                        m.get_ref()
-                    ),
-                );
-                None
-            }
-        });
+    let control = match raw.control {
+        Some(c) => control(&mut cx, c.into_inner(), &sock_base, &taken.sockets),
+        None => ControlConfig::default(),
+    };
+    let metrics = raw.metrics.as_ref().and_then(|m| metrics(&mut cx, m));
     if cx.errors.is_empty() {
         Ok(Topology {
             switches,
@@ -438,6 +286,192 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
         })
     } else {
         Err(ConfigErrors(cx.errors))
+    }
+}
+
+/// Where relative socket paths live: `socket_dir` (itself relative to the file), else next
+/// to the file.
+fn socket_base(cx: &mut Ctx<'_>, raw: &RawTopology, base: &Path) -> PathBuf {
+    match &raw.socket_dir {
+        Some(d) if !d.get_ref().is_empty() => base.join(d.get_ref()),
+        Some(d) => {
+            cx.error(d.span(), "socket_dir", "empty path");
+            base.to_path_buf()
+        }
+        None => base.to_path_buf(),
+    }
+}
+
+/// One `[[switch]]` and its ports.
+fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) -> SwitchConfig {
+    let name = sw.name.get_ref().clone();
+    let here = format!("switch \"{name}\"");
+    check_name(cx, &sw.name, &here);
+    if taken.switches.insert(name.clone(), 0).is_some() {
+        cx.error(
+            sw.name.span(),
+            format!("{here}: name"),
+            "duplicate switch name",
+        );
+    }
+    let mac_aging = match &sw.mac_aging {
+        None => crate::core::fdb::DEFAULT_AGING,
+        Some(s) => match parse_duration(s.get_ref()) {
+            Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400 * 7) => d,
+            _ => {
+                cx.error(
+                    s.span(),
+                    format!("{here}: mac_aging"),
+                    format!(
+                        "`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")",
+                        s.get_ref()
+                    ),
+                );
+                crate::core::fdb::DEFAULT_AGING
+            }
+        },
+    };
+    let mut ports = Vec::new();
+    let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
+    for p in sw.port {
+        if let Some(port) = port(
+            cx,
+            &p.into_inner(),
+            &name,
+            sock_base,
+            taken,
+            &mut static_seen,
+        ) {
+            ports.push(port);
+        }
+    }
+    SwitchConfig {
+        name,
+        mac_aging,
+        busy_poll: sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false),
+        ports,
+    }
+}
+
+/// One `[[switch.port]]` of switch `sw` (`None`: its type is unknown; the error is noted).
+fn port(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    sw: &str,
+    sock_base: &Path,
+    taken: &mut Taken,
+    static_seen: &mut HashMap<MacAddr, String>,
+) -> Option<PortConfig> {
+    let pname = p.name.get_ref().clone();
+    let here = format!("switch \"{sw}\" port \"{pname}\"");
+    check_name(cx, &p.name, &here);
+    if let Some(other) = taken.names.insert(pname.clone(), sw.to_string()) {
+        cx.error(
+            p.name.span(),
+            format!("{here}: name"),
+            format!("duplicate port name (also on switch \"{other}\")"),
+        );
+    }
+    let type_name = p.kind.get_ref().as_str();
+    let Some((_, keys)) = PORT_KEYS.iter().find(|(t, _)| *t == type_name) else {
+        cx.error(
+            p.kind.span(),
+            format!("{here}: type"),
+            format!("unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, nat)"),
+        );
+        return None;
+    };
+    for (key, span) in p.specific_keys() {
+        if !keys.contains(&key) {
+            cx.error(
+                span,
+                format!("{here}: {key}"),
+                format!(
+                    "not a key of a {type_name} port (its own keys: {})",
+                    keys.join(", ")
+                ),
+            );
+        }
+    }
+    let mut static_macs = Vec::new();
+    for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
+        if let Some(mac) = unicast_mac(cx, m, &format!("{here}: static_macs")) {
+            if let Some(other) = static_seen.insert(mac, pname.clone()) {
+                cx.error(
+                    m.span(),
+                    format!("{here}: static_macs"),
+                    format!("{mac} is already static on port \"{other}\""),
+                );
+            }
+            static_macs.push(mac);
+        }
+    }
+    let policy = port_policy(cx, p, &here);
+    let kind = match type_name {
+        "tap" => PortKind::Tap(tap_port(cx, p, &here, &mut taken.host)),
+        "vxlan" => PortKind::Vxlan(vxlan_port(cx, p, &here, &mut taken.host)),
+        "nat" => PortKind::Nat(nat_port(cx, p, &here, &mut taken.host, &mut taken.subnets)),
+        _ => PortKind::VhostUserNet(vhost_port(
+            cx,
+            p,
+            &here,
+            sock_base,
+            &pname,
+            &mut taken.sockets,
+        )),
+    };
+    Some(PortConfig {
+        policy,
+        name: pname,
+        kind,
+        static_macs,
+    })
+}
+
+/// `[control]`: the socket (not another port's or disk's) and its permissions.
+fn control(
+    cx: &mut Ctx<'_>,
+    c: RawControl,
+    sock_base: &Path,
+    sockets: &HashMap<PathBuf, String>,
+) -> ControlConfig {
+    let mut control = ControlConfig::default();
+    if let Some(sock) = &c.socket {
+        let path = sock_base.join(sock.get_ref());
+        if sock.get_ref().is_empty() {
+            cx.error(sock.span(), "control: socket", "empty socket path");
+        } else if let Some(other) = sockets.get(&path) {
+            cx.error(
+                sock.span(),
+                "control: socket",
+                format!("{} is already the socket of \"{other}\"", path.display()),
+            );
+        }
+        control.socket = Some(path);
+    }
+    let perms = socket_perms(cx, &c.mode, &c.owner, &c.group, false, "control");
+    control.perms = SocketPerms {
+        mode: perms.mode.or(control.perms.mode),
+        ..perms
+    };
+    control
+}
+
+/// `metrics`: an address:port.
+fn metrics(cx: &mut Ctx<'_>, m: &Spanned<String>) -> Option<std::net::SocketAddr> {
+    match m.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.error(
+                m.span(),
+                "metrics",
+                format!(
+                    "`{}` is not an address:port like \"127.0.0.1:9100\"",
+                    m.get_ref()
+                ),
+            );
+            None
+        }
     }
 }
 
