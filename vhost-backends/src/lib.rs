@@ -3,7 +3,7 @@
 //! through `net::FrameSwitch`.
 
 pub mod blk;
-pub mod counters;
+pub use net::counters;
 pub mod exit;
 pub mod frame;
 pub mod net;

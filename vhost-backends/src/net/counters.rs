@@ -81,8 +81,7 @@ impl NetCounters {
         }
     }
 
-    pub(crate) fn count_drop(&self, e: crate::net::RxDrop) {
-        use crate::net::RxDrop;
+    pub(crate) fn count_drop(&self, e: RxDrop) {
         Self::add(
             match e {
                 RxDrop::LinkDown => &self.tx_drop_link_down,
@@ -92,4 +91,12 @@ impl NetCounters {
             1,
         );
     }
+}
+
+/// Why `deliver` did not deliver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxDrop {
+    LinkDown,
+    NoBuffer,
+    BadDescriptor,
 }

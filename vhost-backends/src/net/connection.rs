@@ -1,0 +1,41 @@
+//! One guest connection: its memory, negotiated features, rings (once every worker handed
+//! them over) and the per-ring state the TX and RX paths share.
+//!
+//! Invariant: a ring found broken (an avail index a ring ahead of used) is counted once and
+//! left unused until the guest resets the device.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+
+use vhost_user_backend::VringRwLock;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::counters::NetCounters;
+
+/// One guest connection's view of its rings and memory, shared with other ports' workers.
+pub(super) struct Connection {
+    pub(super) mem: GuestMemoryAtomic<GuestMemoryMmap>,
+    pub(super) features: AtomicU64,
+    pub(super) event_idx: AtomicBool,
+    /// Busy-poll mode: whether the guest's TX kicks are currently on.
+    pub(super) tx_kicks: AtomicBool,
+    pub(super) vrings: OnceLock<Vec<VringRwLock>>,
+    pub(super) rx_pending: Vec<AtomicBool>,
+    /// Per RX queue: the used index at the last interrupt decision.
+    pub(super) rx_checked: Vec<AtomicU16>,
+    /// Per ring: found unusable (see `NetCounters::ring_broken`).
+    pub(super) broken: Vec<AtomicBool>,
+}
+
+impl Connection {
+    /// Ring `q`'s avail index is more than a ring ahead of what was used: the guest broke
+    /// the ring. Counted once per ring and connection; the ring stays unused until the
+    /// guest resets the device (a new connection).
+    pub(super) fn ring_broken(&self, q: usize, c: &NetCounters) {
+        if let Some(b) = self.broken.get(q)
+            && !b.swap(true, Ordering::Relaxed)
+        {
+            NetCounters::add(&c.ring_broken, 1);
+        }
+    }
+}

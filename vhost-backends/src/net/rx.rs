@@ -1,0 +1,351 @@
+//! The RX path: frames from the switch placed in a guest's RX buffers (mergeable buffers or
+//! one chain per frame), each behind its virtio-net header, offloads passed through when the
+//! guest took them and completed in software (checksummed, segmented) when it did not.
+//!
+//! Invariants: a frame that does not fit gives its chains back untouched; a malformed chain
+//! is returned with length 0; used entries are written after all the copies of a batch.
+
+use std::sync::atomic::Ordering;
+
+use arrayvec::ArrayVec;
+use vhost_user_backend::VringT;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_queue::{AvailIter, QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap, VolatileSlice};
+
+use super::counters::NetCounters;
+use crate::frame::{
+    FrameEdit, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, TxFrame, VNET_HDR_LEN, for_each_piece,
+};
+use crate::offload::{self, Gso, OffloadMeta, Offloads};
+
+use super::connection::Connection;
+use super::counters::RxDrop;
+use super::ring::{publish_used, wants_interrupt};
+
+impl Connection {
+    /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame
+    /// completed in software: checksummed, or cut into TCP segments), counting what was
+    /// delivered and what was dropped. One ring lock and one read of the avail index for the
+    /// whole batch; the used entries are written after all the copies.
+    pub(super) fn deliver_batch<'f, 'a: 'f>(
+        &self,
+        mut frames: impl Iterator<Item = RxItem<'f, 'a>>,
+        hint: u16,
+        c: &NetCounters,
+        mut outcome: impl FnMut(Result<(), RxDrop>),
+    ) {
+        let link_down = |frames: &mut dyn Iterator<Item = RxItem<'f, 'a>>,
+                         outcome: &mut dyn FnMut(Result<(), RxDrop>)| {
+            for _ in frames {
+                c.count_drop(RxDrop::LinkDown);
+                outcome(Err(RxDrop::LinkDown));
+            }
+        };
+        let Some(vrings) = self.vrings.get() else {
+            return link_down(&mut frames, &mut outcome);
+        };
+        let pairs = vrings.len() / 2;
+        let mem = self.mem.memory();
+        let features = self.features.load(Ordering::Relaxed);
+        let mrg = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let rx_offloads = Offloads::for_guest_rx(features);
+        for i in 0..pairs {
+            let q = (hint as usize + i) % pairs;
+            let vring = &vrings[2 * q];
+            let mut st = vring.get_mut();
+            if !st.is_enabled() || !st.get_queue().ready() {
+                continue;
+            }
+            USED.with_borrow_mut(|used| {
+                used.clear();
+                let mut done = (0u64, 0u64);
+                if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
+                    // Places one frame (counting it) and reports the outcome.
+                    let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
+                        let r = place_rx(&mut avail, &mem, src, hdr, mrg, used);
+                        match r {
+                            Ok(()) => {
+                                done.0 += 1;
+                                done.1 += src.len() as u64;
+                            }
+                            Err(e) => c.count_drop(e),
+                        }
+                        r
+                    };
+                    for item in frames.by_ref() {
+                        let (frame, edit) = match item {
+                            RxItem::Frame(f, e) => (f, e),
+                            RxItem::Bytes(b) => {
+                                outcome(put(Source::Bytes(b), [0; VNET_HDR_LEN]));
+                                continue;
+                            }
+                        };
+                        let meta = frame.meta().shifted(edit.shift());
+                        let res = if meta.fits(rx_offloads) {
+                            put(Source::Guest(frame, edit), meta.rx_header())
+                        } else {
+                            // Completed in software: delivered if any segment was.
+                            let mut any = false;
+                            let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
+                                frame.copy_into(whole);
+                                edit.apply(whole);
+                                let put_seg = |bytes: &[u8]| {
+                                    let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
+                                    any |= r.is_ok();
+                                    r
+                                };
+                                complete_in_software(whole, seg, &meta, put_seg, c)
+                            });
+                            if any { Ok(()) } else { r }
+                        };
+                        outcome(res);
+                    }
+                } else {
+                    // An avail index that leapt ahead: the frames are the guest's loss.
+                    self.ring_broken(2 * q, c);
+                    for _ in frames.by_ref() {
+                        c.count_drop(RxDrop::BadDescriptor);
+                        outcome(Err(RxDrop::BadDescriptor));
+                    }
+                }
+                publish_used(&mut st, &mem, used);
+                if !used.is_empty() {
+                    self.rx_pending[q].store(true, Ordering::Relaxed);
+                }
+                NetCounters::add(&c.tx_frames, done.0);
+                NetCounters::add(&c.tx_bytes, done.1);
+            });
+            return;
+        }
+        link_down(&mut frames, &mut outcome)
+    }
+
+    /// Signals the RX rings with new used entries; returns how many interrupts were sent.
+    pub(super) fn notify_rx(&self) -> u64 {
+        let Some(vrings) = self.vrings.get() else {
+            return 0;
+        };
+        let mem = self.mem.memory();
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let mut sent = 0;
+        for (q, pending) in self.rx_pending.iter().enumerate() {
+            if !pending.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            let vring = &vrings[2 * q];
+            let wanted = {
+                let st = vring.get_ref();
+                let new = st.get_queue().next_used();
+                let old = self.rx_checked[q].swap(new, Ordering::Relaxed);
+                wants_interrupt(&st, &mem, event_idx, old, new)
+            };
+            if wanted && vring.signal_used_queue().is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
+thread_local! {
+    /// Used entries (head, length) of the RX batch being delivered.
+    static USED: std::cell::RefCell<Vec<(u16, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Buffers for completing offloads in software: the whole frame, and one segment.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `frame` with `edit` applied as plain Ethernet frames, offloads completed in software
+/// (checksum filled in, TCP super-frames cut into segments), for a receiver that takes no
+/// offloads (a VXLAN tunnel, a frame held back by an impairment). Counts the software work
+/// in `counters`.
+pub fn plain_frames(
+    frame: &TxFrame<'_>,
+    edit: FrameEdit,
+    counters: &NetCounters,
+    mut out: impl FnMut(&[u8]),
+) {
+    let meta = frame.meta().shifted(edit.shift());
+    SCRATCH.with_borrow_mut(|(whole, seg)| {
+        frame.copy_into(whole);
+        edit.apply(whole);
+        if meta.fits(Offloads::default()) {
+            out(whole);
+            return;
+        }
+        let _ = complete_in_software(
+            whole,
+            seg,
+            &meta,
+            |b| {
+                out(b);
+                Ok(())
+            },
+            counters,
+        );
+    });
+}
+
+/// Completes `whole` (a copy of `frame`) for a receiver without offloads and hands each
+/// resulting frame to `put`. Returns the last error if nothing could be delivered.
+pub(super) fn complete_in_software(
+    whole: &mut [u8],
+    seg: &mut Vec<u8>,
+    meta: &OffloadMeta,
+    mut put: impl FnMut(&[u8]) -> Result<(), RxDrop>,
+    c: &NetCounters,
+) -> Result<(), RxDrop> {
+    let meta = *meta;
+    if meta.gso != Gso::None {
+        let mut last = Ok(());
+        let res = offload::segment_tcp(whole, &meta, seg, |s| {
+            let r = put(s);
+            if r.is_err() {
+                last = r;
+            }
+        });
+        NetCounters::add(&c.tx_sw_segmented, 1);
+        return res.map_err(|_| RxDrop::BadDescriptor).and(last);
+    }
+    if let Some((start, off)) = meta.csum {
+        NetCounters::add(&c.tx_sw_checksummed, 1);
+        if offload::complete_checksum(whole, start, off).is_err() {
+            return Err(RxDrop::BadDescriptor);
+        }
+    }
+    put(whole)
+}
+
+/// What a receiver is given: a frame in the sender's guest memory (with a VLAN edit), or
+/// plain bytes vfabric holds (frames held back by an impairment).
+pub(super) enum RxItem<'f, 'a> {
+    Frame(&'f TxFrame<'a>, FrameEdit),
+    Bytes(&'f [u8]),
+}
+
+/// What is written into an RX ring: a guest's frame, or bytes built here.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'f, 'a> {
+    Guest(&'f TxFrame<'a>, FrameEdit),
+    Bytes(&'f [u8]),
+}
+
+impl Source<'_, '_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Guest(f, e) => e.len_after(f.len()),
+            Source::Bytes(b) => b.len(),
+        }
+    }
+}
+
+/// Places one frame in a guest's RX ring, behind the virtio-net header `hdr` (whose
+/// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
+/// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
+/// not fit are given back untouched; a malformed chain is returned with length 0.
+pub(super) fn place_rx(
+    avail: &mut AvailIter<'_, &GuestMemoryMmap>,
+    mem: &GuestMemoryMmap,
+    frame: Source<'_, '_>,
+    mut hdr: [u8; VNET_HDR_LEN],
+    mrg: bool,
+    used: &mut Vec<(u16, u32)>,
+) -> Result<(), RxDrop> {
+    let need = VNET_HDR_LEN + frame.len();
+    let mut slices = ArrayVec::<VolatileSlice<'_>, MAX_RX_SEGS>::new();
+    // (head, capacity) of each chain taken.
+    let mut chains = ArrayVec::<(u16, usize), MAX_RX_CHAINS>::new();
+    let mut cap = 0usize;
+    let mut bad = false;
+    while cap < need && !chains.is_full() {
+        let Some(chain) = avail.next() else {
+            break;
+        };
+        let head = chain.head_index();
+        let mut c = 0usize;
+        let mut cut_short = false;
+        for desc in chain {
+            cut_short = desc.has_next();
+            if !desc.is_write_only() {
+                bad = true;
+                break;
+            }
+            let resolved = for_each_piece(mem, desc.addr(), desc.len() as usize, |s| {
+                // Pieces past the limit are not used; the chain just holds less.
+                if !s.is_empty() && slices.try_push(s).is_ok() {
+                    c += s.len();
+                }
+            });
+            bad |= resolved.is_err();
+            if bad {
+                break;
+            }
+        }
+        // A chain cut short (loop, bad `next`) or without room is malformed.
+        bad |= cut_short || c == 0;
+        chains.push((head, c));
+        if bad {
+            break;
+        }
+        cap += c;
+        if !mrg {
+            break;
+        }
+    }
+    if bad {
+        // The guest broke the ring's rules: return what was taken, empty, and drop.
+        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
+        return Err(RxDrop::BadDescriptor);
+    }
+    if cap < need {
+        // Not enough buffers: hand the chains back untouched for the next frame.
+        for _ in 0..chains.len() {
+            avail.go_to_previous_position();
+        }
+        return Err(RxDrop::NoBuffer);
+    }
+    hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
+    let mut w = ScatterWriter::new(&slices);
+    let written = w.write_bytes(&hdr)
+        && match frame {
+            Source::Guest(f, e) => w.write_frame_edited(f, e),
+            Source::Bytes(b) => w.write_bytes(b),
+        };
+    if !written {
+        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
+        return Err(RxDrop::BadDescriptor);
+    }
+    let mut left = need;
+    for &(head, c) in &chains {
+        let n = c.min(left);
+        left -= n;
+        used.push((head, n as u32));
+    }
+    Ok(())
+}
+
+/// Places `frame` in the RX ring `queue` exactly as delivery does, without publishing:
+/// returns the outcome and the used entries (head, length) delivery would write. For the
+/// hostile-ring property tests and fuzz targets, which build rings with any content.
+#[doc(hidden)]
+pub fn place_rx_for_test(
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    frame: &[u8],
+    mrg: bool,
+) -> (Result<(), RxDrop>, Vec<(u16, u32)>) {
+    let mut used = Vec::new();
+    let r = match queue.iter(mem) {
+        Ok(mut avail) => place_rx(
+            &mut avail,
+            mem,
+            Source::Bytes(frame),
+            [0; VNET_HDR_LEN],
+            mrg,
+            &mut used,
+        ),
+        // An avail index more than a ring ahead: the ring is unusable.
+        Err(_) => Err(RxDrop::BadDescriptor),
+    };
+    (r, used)
+}

@@ -1,0 +1,139 @@
+//! The TX path: a guest's TX ring drained in batches of up to `TX_BATCH` chains, each
+//! parsed into a `TxFrame` (the header copied, the rest left in guest memory), handed to the
+//! switch, then returned to the guest with one used-index store and at most one interrupt.
+//! In busy-poll mode the switch's poll thread drains every port's rings here.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use arrayvec::ArrayVec;
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::GuestAddressSpace;
+
+use super::counters::NetCounters;
+use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_chain};
+use crate::offload::Offloads;
+
+use super::connection::Connection;
+use super::port::{FrameSwitch, NetPort, TX_BATCH};
+use super::ring::{publish_used, wants_interrupt};
+
+/// Takes up to `TX_BATCH` chains from a guest TX ring, hands the good frames to the switch,
+/// returns the chains to the guest and interrupts it if it asked. Returns how many chains
+/// were taken (0: the ring is empty or stopped).
+pub(super) fn drain_tx_batch(
+    port: &NetPort,
+    conn: &Connection,
+    switch: &dyn FrameSwitch,
+    pair: u16,
+    vring: &VringRwLock,
+) -> io::Result<usize> {
+    let mem = conn.mem.memory();
+    let offloads = Offloads::from_guest_tx(conn.features.load(Ordering::Relaxed));
+    let c = &port.counters;
+    let mut heads = ArrayVec::<u16, TX_BATCH>::new();
+    let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
+    let mut store = SegStore::new();
+    {
+        let mut st = vring.get_mut();
+        if !st.is_enabled() || !st.get_queue().ready() {
+            return Ok(0);
+        }
+        // One read of the avail index for the whole batch.
+        let Ok(mut avail) = st.get_queue_mut().iter(&*mem) else {
+            conn.ring_broken(2 * usize::from(pair) + 1, c);
+            return Ok(0);
+        };
+        while !heads.is_full() {
+            let Some(chain) = avail.next() else {
+                break;
+            };
+            heads.push(chain.head_index());
+            match parse_tx_chain(&mem, chain, offloads, &mut store) {
+                Ok(info) => infos.push(info),
+                Err(e) => NetCounters::add(
+                    match e {
+                        TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
+                        TxError::MissingHeader => &c.rx_drop_missing_header,
+                        TxError::Runt => &c.rx_drop_runt,
+                        TxError::Oversize => &c.rx_drop_oversize,
+                        TxError::TooFragmented => &c.rx_drop_too_fragmented,
+                        TxError::BadOffload => &c.rx_drop_bad_offload,
+                    },
+                    1,
+                ),
+            }
+        }
+    }
+    let taken = heads.len();
+    if taken == 0 {
+        return Ok(0);
+    }
+    let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
+        infos.iter().map(|i| TxFrame::new(i, &store)).collect();
+    NetCounters::add(&c.rx_frames, frames.len() as u64);
+    NetCounters::add(&c.rx_bytes, frames.iter().map(|f| f.len() as u64).sum());
+    if !frames.is_empty() {
+        switch.tx_batch(port, pair, &frames);
+    }
+    // The frames borrow guest buffers: done with them before handing them back.
+    drop(frames);
+    let used: ArrayVec<(u16, u32), TX_BATCH> = heads.iter().map(|&h| (h, 0)).collect();
+    let wanted = {
+        let mut st = vring.get_mut();
+        let (old, new) = publish_used(&mut st, &mem, &used);
+        wants_interrupt(&st, &mem, conn.event_idx.load(Ordering::Relaxed), old, new)
+    };
+    if wanted && vring.signal_used_queue().is_ok() {
+        NetCounters::add(&c.rx_notifications, 1);
+    }
+    Ok(taken)
+}
+
+impl NetPort {
+    /// Busy-poll mode: drains one batch from each running TX ring of this port's guest.
+    /// Returns the number of chains taken.
+    pub fn poll_tx(&self, switch: &dyn FrameSwitch) -> usize {
+        if !self.live.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let Some(conn) = &*self.conn.load() else {
+            return 0;
+        };
+        let Some(vrings) = conn.vrings.get() else {
+            return 0;
+        };
+        if conn.tx_kicks.swap(false, Ordering::Relaxed) {
+            for vring in vrings.iter().skip(1).step_by(2) {
+                let _ = vring.disable_notification();
+            }
+        }
+        let mut n = 0;
+        for (q, vring) in vrings.iter().enumerate().skip(1).step_by(2) {
+            n += drain_tx_batch(self, conn, switch, (q / 2) as u16, vring).unwrap_or(0);
+        }
+        n
+    }
+
+    /// Busy-poll mode: turns the guest's TX kicks on (before sleeping) or off (while
+    /// polling). Returns true if work arrived meanwhile (do not sleep then).
+    pub fn set_tx_notifications(&self, on: bool) -> bool {
+        let Some(conn) = &*self.conn.load() else {
+            return false;
+        };
+        let Some(vrings) = conn.vrings.get() else {
+            return false;
+        };
+        conn.tx_kicks.store(on, Ordering::Relaxed);
+        let mut more = false;
+        for vring in vrings.iter().skip(1).step_by(2) {
+            if on {
+                more |= vring.enable_notification().unwrap_or(false);
+            } else {
+                let _ = vring.disable_notification();
+            }
+        }
+        more
+    }
+}
