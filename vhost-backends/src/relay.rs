@@ -351,23 +351,58 @@ pub fn run_with(
     backend: UnixStream,
     hooks: &dyn RelayHooks,
 ) -> io::Result<EarlyEnableFilter> {
-    let mut filter = EarlyEnableFilter::default();
-    let version = 0x1;
-    let extra = hooks.extra_protocol_features();
-    let mut reply_ack = false;
-    // Whether the VMM shared guest memory, and since when it should have.
-    let mut have_memory = false;
-    let mut memory_due: Option<std::time::Instant> = None;
-    // Ring enables forwarded to the handler whose reply is awaited: (ring, enabled, whether the
-    // VMM asked for the reply).
-    let mut awaited: std::collections::VecDeque<(u32, bool, bool)> = Default::default();
+    let mut relay = Relay {
+        extra: hooks.extra_protocol_features(),
+        frontend,
+        backend,
+        hooks,
+        filter: EarlyEnableFilter::default(),
+        reply_ack: false,
+        have_memory: false,
+        memory_due: None,
+        awaited: Default::default(),
+    };
     loop {
-        let (f_ready, b_ready) = {
+        let (f_ready, b_ready) = relay.wait()?;
+        if b_ready && !relay.relay_backend()? {
+            return Ok(relay.filter);
+        }
+        if f_ready && !relay.relay_frontend()? {
+            return Ok(relay.filter);
+        }
+    }
+}
+
+/// The message version every header carries.
+const VERSION: u32 = 0x1;
+
+/// One relayed connection.
+struct Relay<'h> {
+    frontend: UnixStream,
+    backend: UnixStream,
+    hooks: &'h dyn RelayHooks,
+    /// Protocol features the device adds to the handler's.
+    extra: u64,
+    filter: EarlyEnableFilter,
+    reply_ack: bool,
+    /// Whether the VMM shared guest memory, and since when it should have.
+    have_memory: bool,
+    memory_due: Option<std::time::Instant>,
+    /// Ring enables forwarded to the handler whose reply is awaited: (ring, enabled, whether
+    /// the VMM asked for the reply).
+    awaited: std::collections::VecDeque<(u32, bool, bool)>,
+}
+
+impl Relay<'_> {
+    /// Waits until either side has a message: (frontend ready, backend ready). While waiting
+    /// for guest memory that is overdue, says once why the link will stay dead.
+    fn wait(&mut self) -> io::Result<(bool, bool)> {
+        loop {
             let mut fds = [
-                PollFd::new(frontend.as_fd(), PollFlags::POLLIN),
-                PollFd::new(backend.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.frontend.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.backend.as_fd(), PollFlags::POLLIN),
             ];
-            let timeout = match memory_due {
+            let timeout = match self.memory_due {
                 Some(due) => {
                     let left = due.saturating_duration_since(std::time::Instant::now());
                     PollTimeout::try_from(left.as_millis().min(60_000) as i32)
@@ -377,14 +412,17 @@ pub fn run_with(
             };
             match poll(&mut fds, timeout) {
                 Ok(0) => {
-                    if memory_due.is_some_and(|d| std::time::Instant::now() >= d) {
-                        memory_due = None;
+                    if self
+                        .memory_due
+                        .is_some_and(|d| std::time::Instant::now() >= d)
+                    {
+                        self.memory_due = None;
                         log::error!(
                             "{}: the VMM started the device but shared no guest memory, so the link \
                              stays dead (QEMU: \"Failed initializing vhost-user memory map\"). Start \
                              QEMU with shared guest RAM: -object memory-backend-memfd,id=mem,size=<RAM>,share=on \
                              -machine memory-backend=mem (or -numa node,memdev=mem)",
-                            hooks.label()
+                            self.hooks.label()
                         );
                     }
                     continue;
@@ -394,136 +432,159 @@ pub fn run_with(
                 Err(e) => return Err(e.into()),
             }
             let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            return Ok((ready(&fds[0]), ready(&fds[1])));
+        }
+    }
+
+    /// Relays one message of the handler to the VMM (the device's extra protocol features
+    /// added; a reply the VMM did not ask for kept back). False: the handler closed.
+    fn relay_backend(&mut self) -> io::Result<bool> {
+        let Some(mut msg) = read_message(&self.backend)? else {
+            return Ok(false);
         };
-        if b_ready {
-            let Some(mut msg) = read_message(&backend)? else {
-                return Ok(filter);
-            };
-            let req = msg.request();
-            if req == FrontendReq::GET_PROTOCOL_FEATURES as u32
-                && extra != 0
-                && let Some(f) = msg.payload_u64()
-            {
-                msg.bytes[HDR_LEN..HDR_LEN + 8].copy_from_slice(&(f | extra).to_le_bytes());
-            }
-            if req == FrontendReq::SET_VRING_ENABLE as u32
-                && msg.flags() & VhostUserHeaderFlag::REPLY.bits() != 0
-                && let Some((ring, enabled, wanted)) = awaited.pop_front()
-            {
-                if enabled && msg.payload_u64() == Some(0) {
-                    hooks.ring_enabled(ring);
-                }
-                if !wanted {
-                    continue;
-                }
-            }
-            write_message(&frontend, &msg)?;
+        let req = msg.request();
+        if req == FrontendReq::GET_PROTOCOL_FEATURES as u32
+            && self.extra != 0
+            && let Some(f) = msg.payload_u64()
+        {
+            msg.bytes[HDR_LEN..HDR_LEN + 8].copy_from_slice(&(f | self.extra).to_le_bytes());
         }
-        if f_ready {
-            let Some(mut msg) = read_message(&frontend)? else {
-                return Ok(filter);
-            };
-            let req = msg.request();
-            let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
-            if let Err(e) = check_regions(&msg) {
-                log::error!("{}: {e}; closing the connection", hooks.label());
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        if req == FrontendReq::SET_VRING_ENABLE as u32
+            && msg.flags() & VhostUserHeaderFlag::REPLY.bits() != 0
+            && let Some((ring, enabled, wanted)) = self.awaited.pop_front()
+        {
+            if enabled && msg.payload_u64() == Some(0) {
+                self.hooks.ring_enabled(ring);
             }
-            nonblocking_ring_fds(&msg);
-            if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
-                && !msg.fds.is_empty()
-            {
-                have_memory = true;
-                memory_due = None;
-            }
-            if req == FrontendReq::SET_FEATURES as u32 && !have_memory {
-                memory_due = Some(std::time::Instant::now() + MEMORY_GRACE);
-            }
-            if req == FrontendReq::RESET_OWNER as u32 || req == FrontendReq::RESET_DEVICE as u32 {
-                memory_due = None;
-            }
-            if req == FrontendReq::SET_PROTOCOL_FEATURES as u32 {
-                reply_ack = msg
-                    .payload_u64()
-                    .is_some_and(|f| f & PROTOCOL_REPLY_ACK != 0);
-            }
-            if extra != 0
-                && (req == FrontendReq::GET_INFLIGHT_FD as u32
-                    || req == FrontendReq::SET_INFLIGHT_FD as u32)
-            {
-                let flags = version | VhostUserHeaderFlag::REPLY.bits();
-                if req == FrontendReq::GET_INFLIGHT_FD as u32 {
-                    let (payload, fd) = hooks.get_inflight_fd(msg.payload())?;
-                    let mut answer = Message::new(FrontendReq::GET_INFLIGHT_FD, flags, &payload);
-                    answer.fds.push(fd);
-                    write_message(&frontend, &answer)?;
-                } else {
-                    let fd = msg.fds.pop();
-                    let r = match fd {
-                        Some(fd) => hooks.set_inflight_fd(msg.payload(), fd),
-                        None => Err(io::Error::other("SET_INFLIGHT_FD without a descriptor")),
-                    };
-                    if let Err(e) = &r {
-                        log::warn!("SET_INFLIGHT_FD: {e}");
-                    }
-                    if need_reply {
-                        let code: u64 = if r.is_ok() { 0 } else { 1 };
-                        let ack =
-                            Message::new(FrontendReq::SET_INFLIGHT_FD, flags, &code.to_le_bytes());
-                        write_message(&frontend, &ack)?;
-                    }
-                }
-                continue;
-            }
-            match filter.on_frontend_message(msg.request(), msg.flags(), msg.payload()) {
-                Action::Absorb { reply } => {
-                    if let Some((idx, num)) = msg.vring_state() {
-                        log::debug!(
-                            "early SET_VRING_ENABLE ring {idx} = {num}: kept until SET_FEATURES"
-                        );
-                    }
-                    if reply {
-                        let flags = version | VhostUserHeaderFlag::REPLY.bits();
-                        let ack =
-                            Message::new(FrontendReq::SET_VRING_ENABLE, flags, &0u64.to_le_bytes());
-                        write_message(&frontend, &ack)?;
-                    }
-                }
-                Action::Forward { then_enable } => {
-                    if msg.request() == FrontendReq::SET_FEATURES as u32 {
-                        log::debug!("SET_FEATURES {:#x}", msg.payload_u64().unwrap_or(0));
-                    }
-                    if req == FrontendReq::SET_VRING_ENABLE as u32 {
-                        match msg.vring_state() {
-                            Some((ring, num)) if reply_ack => {
-                                // Every enable/disable that gets a reply is queued, so replies
-                                // pair up with their requests in order.
-                                awaited.push_back((ring, num == 1, need_reply));
-                                let f = msg.flags() | VhostUserHeaderFlag::NEED_REPLY.bits();
-                                msg.bytes[4..8].copy_from_slice(&f.to_le_bytes());
-                            }
-                            Some((ring, 1)) => {
-                                write_message(&backend, &msg)?;
-                                hooks.ring_enabled(ring);
-                                continue;
-                            }
-                            _ => {}
-                        }
-                    }
-                    write_message(&backend, &msg)?;
-                    for (idx, num) in then_enable {
-                        let mut p = [0u8; 8];
-                        p[0..4].copy_from_slice(&idx.to_le_bytes());
-                        p[4..8].copy_from_slice(&num.to_le_bytes());
-                        write_message(
-                            &backend,
-                            &Message::new(FrontendReq::SET_VRING_ENABLE, version, &p),
-                        )?;
-                    }
-                }
+            if !wanted {
+                return Ok(true);
             }
         }
+        write_message(&self.frontend, &msg)?;
+        Ok(true)
+    }
+
+    /// Takes one message of the VMM: checked (memory regions), noted (memory shared,
+    /// protocol features), answered here (inflight descriptors) or passed through the early
+    /// enable filter to the handler. False: the VMM closed.
+    fn relay_frontend(&mut self) -> io::Result<bool> {
+        let Some(msg) = read_message(&self.frontend)? else {
+            return Ok(false);
+        };
+        let req = msg.request();
+        if let Err(e) = check_regions(&msg) {
+            log::error!("{}: {e}; closing the connection", self.hooks.label());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        nonblocking_ring_fds(&msg);
+        if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
+            && !msg.fds.is_empty()
+        {
+            self.have_memory = true;
+            self.memory_due = None;
+        }
+        if req == FrontendReq::SET_FEATURES as u32 && !self.have_memory {
+            self.memory_due = Some(std::time::Instant::now() + MEMORY_GRACE);
+        }
+        if req == FrontendReq::RESET_OWNER as u32 || req == FrontendReq::RESET_DEVICE as u32 {
+            self.memory_due = None;
+        }
+        if req == FrontendReq::SET_PROTOCOL_FEATURES as u32 {
+            self.reply_ack = msg
+                .payload_u64()
+                .is_some_and(|f| f & PROTOCOL_REPLY_ACK != 0);
+        }
+        if self.extra != 0
+            && (req == FrontendReq::GET_INFLIGHT_FD as u32
+                || req == FrontendReq::SET_INFLIGHT_FD as u32)
+        {
+            self.inflight(msg)?;
+            return Ok(true);
+        }
+        match self
+            .filter
+            .on_frontend_message(msg.request(), msg.flags(), msg.payload())
+        {
+            Action::Absorb { reply } => {
+                if let Some((idx, num)) = msg.vring_state() {
+                    log::debug!(
+                        "early SET_VRING_ENABLE ring {idx} = {num}: kept until SET_FEATURES"
+                    );
+                }
+                if reply {
+                    let flags = VERSION | VhostUserHeaderFlag::REPLY.bits();
+                    let ack =
+                        Message::new(FrontendReq::SET_VRING_ENABLE, flags, &0u64.to_le_bytes());
+                    write_message(&self.frontend, &ack)?;
+                }
+            }
+            Action::Forward { then_enable } => self.forward(msg, then_enable)?,
+        }
+        Ok(true)
+    }
+
+    /// `GET_INFLIGHT_FD` / `SET_INFLIGHT_FD`, answered by the device's hooks.
+    fn inflight(&mut self, mut msg: Message) -> io::Result<()> {
+        let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+        let flags = VERSION | VhostUserHeaderFlag::REPLY.bits();
+        if msg.request() == FrontendReq::GET_INFLIGHT_FD as u32 {
+            let (payload, fd) = self.hooks.get_inflight_fd(msg.payload())?;
+            let mut answer = Message::new(FrontendReq::GET_INFLIGHT_FD, flags, &payload);
+            answer.fds.push(fd);
+            return write_message(&self.frontend, &answer);
+        }
+        let r = match msg.fds.pop() {
+            Some(fd) => self.hooks.set_inflight_fd(msg.payload(), fd),
+            None => Err(io::Error::other("SET_INFLIGHT_FD without a descriptor")),
+        };
+        if let Err(e) = &r {
+            log::warn!("SET_INFLIGHT_FD: {e}");
+        }
+        if need_reply {
+            let code: u64 = if r.is_ok() { 0 } else { 1 };
+            let ack = Message::new(FrontendReq::SET_INFLIGHT_FD, flags, &code.to_le_bytes());
+            write_message(&self.frontend, &ack)?;
+        }
+        Ok(())
+    }
+
+    /// Passes a VMM message to the handler, then the early ring enables the filter kept for
+    /// after it. A ring enable gets a reply from the handler when REPLY_ACK is on (so the
+    /// device learns when it applied); without REPLY_ACK an enable is reported at once.
+    fn forward(&mut self, mut msg: Message, then_enable: Vec<(u32, u32)>) -> io::Result<()> {
+        let req = msg.request();
+        let need_reply = msg.flags() & VhostUserHeaderFlag::NEED_REPLY.bits() != 0;
+        if req == FrontendReq::SET_FEATURES as u32 {
+            log::debug!("SET_FEATURES {:#x}", msg.payload_u64().unwrap_or(0));
+        }
+        if req == FrontendReq::SET_VRING_ENABLE as u32 {
+            match msg.vring_state() {
+                Some((ring, num)) if self.reply_ack => {
+                    // Every enable/disable that gets a reply is queued, so replies pair up
+                    // with their requests in order.
+                    self.awaited.push_back((ring, num == 1, need_reply));
+                    let f = msg.flags() | VhostUserHeaderFlag::NEED_REPLY.bits();
+                    msg.bytes[4..8].copy_from_slice(&f.to_le_bytes());
+                }
+                Some((ring, 1)) => {
+                    write_message(&self.backend, &msg)?;
+                    self.hooks.ring_enabled(ring);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        write_message(&self.backend, &msg)?;
+        for (idx, num) in then_enable {
+            let mut p = [0u8; 8];
+            p[0..4].copy_from_slice(&idx.to_le_bytes());
+            p[4..8].copy_from_slice(&num.to_le_bytes());
+            write_message(
+                &self.backend,
+                &Message::new(FrontendReq::SET_VRING_ENABLE, VERSION, &p),
+            )?;
+        }
+        Ok(())
     }
 }
 
