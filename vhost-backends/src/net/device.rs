@@ -131,13 +131,15 @@ impl NetBackend {
         self.switch.link_changed(&self.port, true);
     }
 
-    /// Takes this connection off the port (the guest went away).
+    /// Takes this connection off the port (the guest went away). The switch hears of it
+    /// before the port reads as disconnected, so whoever sees the link down also sees its
+    /// consequences (the port's learned addresses forgotten).
     pub fn unpublish(&self) {
         let current = self.port.conn.load();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.conn)) {
             self.port.live.store(false, Ordering::Release);
-            self.port.conn.store(None);
             self.switch.link_changed(&self.port, false);
+            self.port.conn.store(None);
         }
     }
 

@@ -95,6 +95,11 @@ impl NetPort {
         self.counters.snapshot()
     }
 
+    /// The live counters (what software completion of offloads counts into).
+    pub fn net_counters(&self) -> &NetCounters {
+        &self.counters
+    }
+
     /// Whether a guest is connected right now.
     pub fn is_connected(&self) -> bool {
         self.conn.load().is_some()

@@ -19,6 +19,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame};
 use vhost_backends::net::FrameSwitch;
 
@@ -74,9 +75,15 @@ pub trait SwitchPort: Send + Sync + 'static {
     /// Delivers plain frames that vfabric holds (no offloads).
     fn deliver_bytes(&self, frames: &[Vec<u8>], hint: u16);
 
-    /// The frame, edited, as the plain frames this port would put on its wire (offloads
-    /// completed in software where the port cannot take them): what a delayed copy holds.
-    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8]));
+    /// The device counters that count software work on the port's frames (offloads
+    /// completed, frames segmented).
+    fn net_counters(&self) -> &NetCounters;
+
+    /// The frame, edited, as plain frames (offloads completed in software): what a delayed
+    /// copy holds, and what a port that takes no offloads puts on its wire.
+    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
+        vhost_backends::net::plain_frames(frame, edit, self.net_counters(), out)
+    }
 
     /// Starts the threads that hand the port's received frames to `ingress` (as port `key`).
     fn start(

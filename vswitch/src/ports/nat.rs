@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use nat::{NatConfig, NatHandle, Runner};
+use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame};
 
 use super::host_io::{HostCounters, forward_owned};
@@ -80,9 +81,7 @@ impl SwitchPort for NatPort {
         _hint: u16,
     ) {
         for (frame, edit) in frames {
-            vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
-                self.push(b.to_vec())
-            });
+            self.plain_frames(frame, edit, |b| self.push(b.to_vec()));
         }
     }
 
@@ -93,8 +92,8 @@ impl SwitchPort for NatPort {
         }
     }
 
-    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
-        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
     }
 
     /// Runs the gateway's thread (once); its frames go to `ingress`.

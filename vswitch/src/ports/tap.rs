@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use arrayvec::ArrayVec;
+use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, MAX_TX_SEGS, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
@@ -158,8 +159,8 @@ impl SwitchPort for TapPort {
         }
     }
 
-    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
-        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
     }
 
     /// One reader thread per queue.

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame};
 use vhost_backends::net::{FrameSwitch, NetPort};
 use vhost_backends::server::{PortStop, Role, run_port};
@@ -110,8 +111,8 @@ impl SwitchPort for VmPort {
         self.net.notify();
     }
 
-    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
-        self.net.plain_frames(frame, edit, out)
+    fn net_counters(&self) -> &NetCounters {
+        self.net.net_counters()
     }
 
     /// One thread serving the VMM connection by connection (the key travels in `NetPort`).

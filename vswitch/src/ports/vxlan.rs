@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
@@ -242,9 +243,7 @@ impl SwitchPort for VxlanPort {
     ) {
         WRAPPED.with_borrow_mut(|wrapped| {
             for (frame, edit) in frames {
-                vhost_backends::net::plain_frames(frame, edit, &self.counters.net, |b| {
-                    self.send(b, wrapped)
-                });
+                self.plain_frames(frame, edit, |b| self.send(b, wrapped));
             }
         });
     }
@@ -258,8 +257,8 @@ impl SwitchPort for VxlanPort {
         });
     }
 
-    fn plain_frames(&self, frame: &TxFrame<'_>, edit: FrameEdit, out: impl FnMut(&[u8])) {
-        vhost_backends::net::plain_frames(frame, edit, &self.counters.net, out)
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
     }
 
     /// One reader thread.

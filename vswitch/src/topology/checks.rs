@@ -207,3 +207,43 @@ pub(super) struct Taken {
     pub(super) host: HashMap<String, String>,
     pub(super) subnets: Vec<(std::net::Ipv4Addr, u8, String)>,
 }
+
+/// A `socket` key: required (`missing` says how to write it), relative to `sock_base`, and
+/// unique: the port or disk `name` takes it, and a second claim is an error naming the first
+/// owner (`of`: how to call it, "port " or "").
+#[allow(clippy::too_many_arguments)]
+pub(super) fn unique_socket(
+    cx: &mut Ctx<'_>,
+    socket: &Option<Spanned<String>>,
+    name: &Spanned<String>,
+    here: &str,
+    sock_base: &Path,
+    sockets: &mut HashMap<PathBuf, String>,
+    of: &str,
+    missing: &str,
+) -> PathBuf {
+    match socket {
+        Some(s) if !s.get_ref().is_empty() => {
+            let path = sock_base.join(s.get_ref());
+            if let Some(other) = sockets.insert(path.clone(), name.get_ref().clone()) {
+                cx.error(
+                    s.span(),
+                    format!("{here}: socket"),
+                    format!(
+                        "{} is already the socket of {of}\"{other}\"",
+                        path.display()
+                    ),
+                );
+            }
+            path
+        }
+        Some(s) => {
+            cx.error(s.span(), format!("{here}: socket"), "empty socket path");
+            PathBuf::new()
+        }
+        None => {
+            cx.error(name.span(), format!("{here}: socket"), missing);
+            PathBuf::new()
+        }
+    }
+}

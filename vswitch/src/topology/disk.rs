@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::checks::check_name;
+use super::checks::{check_name, unique_socket};
 use super::error::Ctx;
 use super::parse::{RawDisk, parse_size};
 use super::vm::socket_perms;
@@ -36,7 +36,16 @@ pub(super) fn parse_disks(
                 "duplicate name (ports and disks share one namespace)",
             );
         }
-        let socket = disk_socket(cx, &d, &here, sock_base, sockets);
+        let socket = unique_socket(
+            cx,
+            &d.socket,
+            &d.name,
+            &here,
+            sock_base,
+            sockets,
+            "",
+            "missing (a disk needs `socket = \"/path/to.sock\"`)",
+        );
         let format = disk_format(cx, &d, &here);
         let path = disk_path(cx, &d, &here, base, format, &mut images);
         let size = disk_size(cx, &d, &here, format);
@@ -58,42 +67,6 @@ pub(super) fn parse_disks(
         });
     }
     disks
-}
-
-/// `socket`: required, unique across ports, disks and the control socket.
-fn disk_socket(
-    cx: &mut Ctx<'_>,
-    d: &RawDisk,
-    here: &str,
-    sock_base: &Path,
-    sockets: &mut HashMap<PathBuf, String>,
-) -> PathBuf {
-    let name = d.name.get_ref();
-    match &d.socket {
-        Some(s) if !s.get_ref().is_empty() => {
-            let path = sock_base.join(s.get_ref());
-            if let Some(other) = sockets.insert(path.clone(), name.clone()) {
-                cx.error(
-                    s.span(),
-                    format!("{here}: socket"),
-                    format!("{} is already the socket of \"{other}\"", path.display()),
-                );
-            }
-            path
-        }
-        Some(s) => {
-            cx.error(s.span(), format!("{here}: socket"), "empty socket path");
-            PathBuf::new()
-        }
-        None => {
-            cx.error(
-                d.name.span(),
-                format!("{here}: socket"),
-                "missing (a disk needs `socket = \"/path/to.sock\"`)",
-            );
-            PathBuf::new()
-        }
-    }
 }
 
 /// `format`: raw, qcow2, null or auto (the default).

@@ -411,14 +411,7 @@ fn port(
         "tap" => PortKind::Tap(tap_port(cx, p, &here, &mut taken.host)),
         "vxlan" => PortKind::Vxlan(vxlan_port(cx, p, &here, &mut taken.host)),
         "nat" => PortKind::Nat(nat_port(cx, p, &here, &mut taken.host, &mut taken.subnets)),
-        _ => PortKind::VhostUserNet(vhost_port(
-            cx,
-            p,
-            &here,
-            sock_base,
-            &pname,
-            &mut taken.sockets,
-        )),
+        _ => PortKind::VhostUserNet(vhost_port(cx, p, &here, sock_base, &mut taken.sockets)),
     };
     Some(PortConfig {
         policy,

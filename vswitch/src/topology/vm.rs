@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::checks::unicast_mac;
+use super::checks::{unicast_mac, unique_socket};
 use super::error::Ctx;
 use super::parse::RawPort;
 use super::parse::parse_mode;
@@ -19,37 +19,18 @@ pub(super) fn vhost_port(
     p: &RawPort,
     here: &str,
     sock_base: &Path,
-    pname: &str,
     sockets: &mut HashMap<PathBuf, String>,
 ) -> VhostUserNet {
-    let socket = match &p.socket {
-        Some(s) if !s.get_ref().is_empty() => {
-            let path = sock_base.join(s.get_ref());
-            if let Some(other) = sockets.insert(path.clone(), pname.to_string()) {
-                cx.error(
-                    s.span(),
-                    format!("{here}: socket"),
-                    format!(
-                        "{} is already the socket of port \"{other}\"",
-                        path.display()
-                    ),
-                );
-            }
-            path
-        }
-        Some(s) => {
-            cx.error(s.span(), format!("{here}: socket"), "empty socket path");
-            PathBuf::new()
-        }
-        None => {
-            cx.error(
-                p.name.span(),
-                format!("{here}: socket"),
-                "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)",
-            );
-            PathBuf::new()
-        }
-    };
+    let socket = unique_socket(
+        cx,
+        &p.socket,
+        &p.name,
+        here,
+        sock_base,
+        sockets,
+        "port ",
+        "missing (a vhost-user-net port needs `socket = \"/path/to.sock\"`)",
+    );
     let mac = p
         .mac
         .as_ref()
