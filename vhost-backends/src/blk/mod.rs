@@ -6,6 +6,7 @@
 //! net port: each VMM connection gets a fresh daemon, through the same relay.
 
 pub mod device;
+mod disk;
 pub mod image;
 pub mod inflight;
 pub mod request;
