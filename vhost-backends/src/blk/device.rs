@@ -30,7 +30,8 @@ pub use super::disk::{
     SEG_MAX, SIZE_MAX,
 };
 use super::disk::{add, stalled};
-use super::image::{Done, Job, QueueIo};
+use super::engine::QueueIo;
+use super::image::{Done, Job};
 use super::inflight::{self, Inflight, InflightMsg, QueueInflight};
 use super::request::{self, Limits, Op, Parsed, S_IOERR, S_OK, SECTOR, Seg};
 use crate::relay::RelayHooks;
