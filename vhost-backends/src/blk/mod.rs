@@ -3,8 +3,9 @@
 //! `request` checks requests (pure), `image` opens and locks images (and runs the qcow2 I/O
 //! threads), `engine` runs one queue's I/O (io_uring for raw files, the qcow2 threads, null),
 //! `inflight` keeps the crash-safe record of requests in flight, `disk` is the disk across
-//! connections (config, counters, features, config space), `device` the vhost-user backend. `run_disk` serves one disk's socket forever, like a
-//! net port: each VMM connection gets a fresh daemon, through the same relay.
+//! connections (config, counters, features, config space), `device` the vhost-user backend.
+//! `run_disk` serves one disk's socket forever, like a net port: each VMM connection gets a
+//! fresh daemon, through the same relay.
 
 pub mod device;
 mod disk;
