@@ -6,21 +6,24 @@
 //! captures and impairments when any are set, then hands each receiver its frames in one go,
 //! in batch order (one interrupt or one system call per receiver per batch).
 //!
+//! The captures and impairments a batch meets are applied here too (`feed_captures`,
+//! `impair`), with the switch's capture and impairment tables.
+//!
 //! Invariants: no allocation per frame (per-thread scratch space, reused); a VLAN's flood set
 //! is computed once per batch; a frame never goes back out of its ingress port (the core's
 //! decision); a slow receiver drops and counts, it never blocks this thread.
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use vhost_backends::frame::{FrameEdit, TxFrame};
 use vhost_backends::net::{FrameSwitch, NetPort, TX_BATCH};
 use vlan::VlanId;
 
-use super::capture::feed_captures;
-use super::impair::impair;
-use super::{Fabric, unkey};
+use super::{Fabric, SwitchRuntime, unkey};
 use crate::core::{Decision, PortId, Verdict};
+use crate::ports::Port;
 use crate::ports::{Ingress, PortKey};
 
 /// Per-thread scratch space of `tx_batch`, reused so the hot path does not allocate.
@@ -170,5 +173,73 @@ impl Ingress for Fabric {
     fn forward(&self, key: PortKey, queue: u16, frames: &[TxFrame<'_>]) {
         let (si, pi) = unkey(key);
         Fabric::forward(self, si, pi, queue, frames);
+    }
+}
+
+/// Applies the impairments of the ingress port and of each receiving port to the batch's
+/// copies: lost ones are removed, delayed ones go to the delay line as plain frames.
+fn impair(
+    sw: &SwitchRuntime,
+    ports: &[Option<Port>],
+    in_port: PortId,
+    frames: &[TxFrame<'_>],
+    copies: &mut Vec<(usize, usize, FrameEdit)>,
+) {
+    let from = sw.impairment(in_port.index());
+    copies.retain(|&(p, i, e)| {
+        let to = sw.impairment(p);
+        let (Some(frame), Some(Some(port))) = (frames.get(i), ports.get(p)) else {
+            return false;
+        };
+        if from.is_none() && to.is_none() {
+            return true;
+        }
+        let len = e.len_after(frame.len());
+        let mut delay = Duration::ZERO;
+        for imp in from.iter().chain(to.iter()) {
+            match imp.judge(len) {
+                None => return false,
+                Some(d) => delay += d,
+            }
+        }
+        if delay.is_zero() {
+            return true;
+        }
+        let due = Instant::now() + delay;
+        port.plain_frames(frame, e, |b| {
+            sw.delay_line.push(due, port.clone(), b.to_vec());
+        });
+        for imp in from.iter().chain(to.iter()) {
+            imp.delayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        false
+    });
+}
+
+/// Copies a batch's frames to the captures of its ingress port and of the ports that
+/// receive them.
+fn feed_captures(
+    sw: &SwitchRuntime,
+    in_port: PortId,
+    frames: &[TxFrame<'_>],
+    decisions: &[Decision],
+    copies: &[(usize, usize, FrameEdit)],
+) {
+    if let Some(tap) = sw.captures.get(in_port.index()).and_then(|t| t.load_full()) {
+        for (f, d) in frames.iter().zip(decisions) {
+            tap.offer(d.vlan, f.to_vec());
+        }
+    }
+    for &(p, i, e) in copies {
+        if let (Some(tap), Some(f), Some(d)) = (
+            sw.captures.get(p).and_then(|t| t.load_full()),
+            frames.get(i),
+            decisions.get(i),
+        ) {
+            let mut bytes = f.to_vec();
+            e.apply(&mut bytes);
+            tap.offer(d.vlan, bytes);
+        }
     }
 }

@@ -9,10 +9,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vhost_backends::frame::{FrameEdit, TxFrame};
-
-use super::SwitchRuntime;
-use crate::core::PortId;
 use crate::ports::Port;
 
 /// A link impairment on a port, applied to every frame into or out of it (like netem on
@@ -151,47 +147,6 @@ impl DelayLine {
             q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         }
     }
-}
-
-/// Applies the impairments of the ingress port and of each receiving port to the batch's
-/// copies: lost ones are removed, delayed ones go to the delay line as plain frames.
-pub(super) fn impair(
-    sw: &SwitchRuntime,
-    ports: &[Option<Port>],
-    in_port: PortId,
-    frames: &[TxFrame<'_>],
-    copies: &mut Vec<(usize, usize, FrameEdit)>,
-) {
-    let from = sw.impairment(in_port.index());
-    copies.retain(|&(p, i, e)| {
-        let to = sw.impairment(p);
-        let (Some(frame), Some(Some(port))) = (frames.get(i), ports.get(p)) else {
-            return false;
-        };
-        if from.is_none() && to.is_none() {
-            return true;
-        }
-        let len = e.len_after(frame.len());
-        let mut delay = Duration::ZERO;
-        for imp in from.iter().chain(to.iter()) {
-            match imp.judge(len) {
-                None => return false,
-                Some(d) => delay += d,
-            }
-        }
-        if delay.is_zero() {
-            return true;
-        }
-        let due = Instant::now() + delay;
-        port.plain_frames(frame, e, |b| {
-            sw.delay_line.push(due, port.clone(), b.to_vec());
-        });
-        for imp in from.iter().chain(to.iter()) {
-            imp.delayed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        false
-    });
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! (`add_port`, `remove_port`, `reload`); the data path sees a port list that is replaced
 //! whole (`ArcSwap`), so it never waits for the control plane.
 //!
-//! Files: `forward.rs` the batch path (the hot one), `reload.rs` the all-or-nothing reload,
-//! `capture.rs` and `impair.rs` the two per-port taps on the path, `poll.rs` the busy-poll
+//! Files: `forward.rs` the batch path (the hot one, captures and impairments applied there),
+//! `reload.rs` the all-or-nothing reload, `capture.rs` and `impair.rs` the capture and
+//! impairment of one port (leaves: they know nothing of the fabric), `poll.rs` the busy-poll
 //! loop. The fabric knows ports only through `crate::ports::Port` and decisions only through
 //! `crate::core::Switch`.
 //!

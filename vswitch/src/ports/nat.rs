@@ -13,7 +13,7 @@ use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame};
 
 use super::host_io::{HostCounters, forward_owned};
-use super::{Ingress, PortKey, SwitchPort};
+use super::switch_port::{Ingress, PortKey, SwitchPort};
 
 /// One NAT port.
 pub struct NatPort {

@@ -26,7 +26,7 @@ use vhost_backends::frame::{FrameEdit, MAX_TX_SEGS, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
 use super::host_io::{HostCounters, Received, receive_loop};
-use super::{Ingress, PortKey, SwitchPort, spawn_data_path};
+use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
 use crate::topology::TapConfig;
 
 /// Offloads the kernel may hand us (TUNSETOFFLOAD): checksum and TCP segmentation; every

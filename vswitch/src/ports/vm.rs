@@ -16,7 +16,7 @@ use vhost_backends::frame::{FrameEdit, TxFrame};
 use vhost_backends::net::{FrameSwitch, NetPort};
 use vhost_backends::server::{PortStop, Role, run_port};
 
-use super::{Ingress, PortKey, SwitchPort, spawn_data_path};
+use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
 use crate::topology::VhostUserNet;
 
 /// One VM port.

@@ -28,7 +28,7 @@ use vhost_backends::frame::{FrameEdit, TxFrame, VNET_HDR_LEN};
 use vhost_backends::offload::Offloads;
 
 use super::host_io::{HostCounters, Received, receive_loop};
-use super::{Ingress, PortKey, SwitchPort, spawn_data_path};
+use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
 use crate::topology::VxlanConfig;
 
 /// Length of the VXLAN header.

@@ -1,26 +1,27 @@
 //! The topology file: parsed, validated, and turned into the model the daemon runs.
 //!
-//! `parse.rs` reads the TOML into raw tables with spans; the kind files (`vm.rs`, `tap.rs`,
-//! `vxlan.rs`, `nat.rs`, `disk.rs`) and `vlan_keys.rs` check each key and build the
-//! validated values; `checks.rs` holds what spans the file (unique names, sockets, subnets)
-//! and the checks of a port added at run time; `error.rs` the errors.
+//! This file holds the validated model (`Topology` and what it is made of) and the public
+//! face of the module. `file.rs` reads a file: `parse.rs` gives its raw tables with spans;
+//! the kind files (`vm.rs`, `tap.rs`, `vxlan.rs`, `nat.rs`, `disk.rs`) and `vlan_keys.rs`
+//! check each key and build the validated values; `checks.rs` holds what spans the file
+//! (names, unique sockets, subnets); `error.rs` the errors. `keys.rs` checks a port added at
+//! run time (`ctl port add`) against the running topology.
 //!
 //! Invariants: a `Topology` exists only when the whole file is valid; every error names the
 //! file, line, column and field (`lab.toml:12:10: switch "lab" port "vm1": socket: ...`),
-//! and `parse` collects every error it finds rather than stopping at the first, so
+//! and parsing collects every error it finds rather than stopping at the first, so
 //! `vfabric check` shows them all. Nothing here knows that a fabric exists.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use toml::Spanned;
 
 use crate::core::{MacAddr, PortPolicy};
 
 mod checks;
 mod disk;
 mod error;
+mod file;
+mod keys;
 mod nat;
 mod parse;
 mod tap;
@@ -28,20 +29,10 @@ mod vlan_keys;
 mod vm;
 mod vxlan;
 
-pub use checks::port_from_keys;
 pub use error::{ConfigError, ConfigErrors};
+pub use file::{load, parse, parse_checked};
+pub use keys::port_from_keys;
 pub use parse::{parse_cidr, parse_duration, parse_pps, parse_size};
-
-use checks::Taken;
-use checks::{check_name, unicast_mac};
-use disk::parse_disks;
-use error::Ctx;
-use nat::nat_port;
-use parse::{PORT_KEYS, RawControl, RawPort, RawSwitch, RawTopology};
-use tap::tap_port;
-use vlan_keys::port_policy;
-use vm::{socket_perms, vhost_port};
-use vxlan::vxlan_port;
 
 /// Queue pairs a vhost-user-net port offers when the topology does not say.
 pub const DEFAULT_QUEUES: u16 = 8;
@@ -211,261 +202,6 @@ pub struct VhostUserNet {
     /// Offer checksum/TCP segmentation offloads to the guest (default true).
     pub offloads: bool,
     pub perms: SocketPerms,
-}
-
-/// Reads and validates a topology file.
-pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: "file".into(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    parse_checked(path, &src, true)
-}
-
-/// Validates topology text; `file` names it in errors and anchors relative socket paths.
-pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
-    parse_checked(file, src, false)
-}
-
-/// `parse`; with `check_files`, images that are missing or unreadable are errors too (what
-/// `load`, and so `vfabric check` and `run`, do).
-pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topology, ConfigErrors> {
-    let mut cx = Ctx {
-        file,
-        src,
-        errors: Vec::new(),
-        check_files,
-    };
-    let raw: RawTopology = match toml::from_str(src) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let msg = e.message().trim().to_string();
-            cx.error(span, "parse", msg);
-            return Err(ConfigErrors(cx.errors));
-        }
-    };
-    let base = file.parent().unwrap_or(Path::new("."));
-    let sock_base = socket_base(&mut cx, &raw, base);
-    let mut taken = Taken::default();
-    if raw.switch.is_empty() && raw.disk.is_empty() {
-        cx.error(
-            0..0,
-            "switch",
-            "the topology has no [[switch]] and no [[disk]]",
-        );
-    }
-    let mut switches = Vec::new();
-    for sw in raw.switch {
-        switches.push(switch(&mut cx, sw.into_inner(), &sock_base, &mut taken));
-    }
-    let disks = parse_disks(
-        &mut cx,
-        base,
-        &sock_base,
-        raw.disk,
-        &mut taken.names,
-        &mut taken.sockets,
-    );
-    let control = match raw.control {
-        Some(c) => control(&mut cx, c.into_inner(), &sock_base, &taken.sockets),
-        None => ControlConfig::default(),
-    };
-    let metrics = raw.metrics.as_ref().and_then(|m| metrics(&mut cx, m));
-    if cx.errors.is_empty() {
-        Ok(Topology {
-            switches,
-            disks,
-            control,
-            metrics,
-        })
-    } else {
-        Err(ConfigErrors(cx.errors))
-    }
-}
-
-/// Where relative socket paths live: `socket_dir` (itself relative to the file), else next
-/// to the file.
-fn socket_base(cx: &mut Ctx<'_>, raw: &RawTopology, base: &Path) -> PathBuf {
-    match &raw.socket_dir {
-        Some(d) if !d.get_ref().is_empty() => base.join(d.get_ref()),
-        Some(d) => {
-            cx.error(d.span(), "socket_dir", "empty path");
-            base.to_path_buf()
-        }
-        None => base.to_path_buf(),
-    }
-}
-
-/// One `[[switch]]` and its ports.
-fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) -> SwitchConfig {
-    let name = sw.name.get_ref().clone();
-    let here = format!("switch \"{name}\"");
-    check_name(cx, &sw.name, &here);
-    if taken.switches.insert(name.clone(), 0).is_some() {
-        cx.error(
-            sw.name.span(),
-            format!("{here}: name"),
-            "duplicate switch name",
-        );
-    }
-    let mac_aging = match &sw.mac_aging {
-        None => crate::core::fdb::DEFAULT_AGING,
-        Some(s) => match parse_duration(s.get_ref()) {
-            Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400 * 7) => d,
-            _ => {
-                cx.error(
-                    s.span(),
-                    format!("{here}: mac_aging"),
-                    format!(
-                        "`{}` is not a duration between 1s and 7d (like \"300s\", \"5m\")",
-                        s.get_ref()
-                    ),
-                );
-                crate::core::fdb::DEFAULT_AGING
-            }
-        },
-    };
-    let mut ports = Vec::new();
-    let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
-    for p in sw.port {
-        if let Some(port) = port(
-            cx,
-            &p.into_inner(),
-            &name,
-            sock_base,
-            taken,
-            &mut static_seen,
-        ) {
-            ports.push(port);
-        }
-    }
-    SwitchConfig {
-        name,
-        mac_aging,
-        busy_poll: sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false),
-        ports,
-    }
-}
-
-/// One `[[switch.port]]` of switch `sw` (`None`: its type is unknown; the error is noted).
-fn port(
-    cx: &mut Ctx<'_>,
-    p: &RawPort,
-    sw: &str,
-    sock_base: &Path,
-    taken: &mut Taken,
-    static_seen: &mut HashMap<MacAddr, String>,
-) -> Option<PortConfig> {
-    let pname = p.name.get_ref().clone();
-    let here = format!("switch \"{sw}\" port \"{pname}\"");
-    check_name(cx, &p.name, &here);
-    if let Some(other) = taken.names.insert(pname.clone(), sw.to_string()) {
-        cx.error(
-            p.name.span(),
-            format!("{here}: name"),
-            format!("duplicate port name (also on switch \"{other}\")"),
-        );
-    }
-    let type_name = p.kind.get_ref().as_str();
-    let Some((_, keys)) = PORT_KEYS.iter().find(|(t, _)| *t == type_name) else {
-        cx.error(
-            p.kind.span(),
-            format!("{here}: type"),
-            format!("unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, nat)"),
-        );
-        return None;
-    };
-    for (key, span) in p.specific_keys() {
-        if !keys.contains(&key) {
-            cx.error(
-                span,
-                format!("{here}: {key}"),
-                format!(
-                    "not a key of a {type_name} port (its own keys: {})",
-                    keys.join(", ")
-                ),
-            );
-        }
-    }
-    let mut static_macs = Vec::new();
-    for m in p.static_macs.iter().flat_map(|l| l.get_ref().iter()) {
-        if let Some(mac) = unicast_mac(cx, m, &format!("{here}: static_macs")) {
-            if let Some(other) = static_seen.insert(mac, pname.clone()) {
-                cx.error(
-                    m.span(),
-                    format!("{here}: static_macs"),
-                    format!("{mac} is already static on port \"{other}\""),
-                );
-            }
-            static_macs.push(mac);
-        }
-    }
-    let policy = port_policy(cx, p, &here);
-    let kind = match type_name {
-        "tap" => PortKind::Tap(tap_port(cx, p, &here, &mut taken.host)),
-        "vxlan" => PortKind::Vxlan(vxlan_port(cx, p, &here, &mut taken.host)),
-        "nat" => PortKind::Nat(nat_port(cx, p, &here, &mut taken.host, &mut taken.subnets)),
-        _ => PortKind::VhostUserNet(vhost_port(cx, p, &here, sock_base, &mut taken.sockets)),
-    };
-    Some(PortConfig {
-        policy,
-        name: pname,
-        kind,
-        static_macs,
-    })
-}
-
-/// `[control]`: the socket (not another port's or disk's) and its permissions.
-fn control(
-    cx: &mut Ctx<'_>,
-    c: RawControl,
-    sock_base: &Path,
-    sockets: &HashMap<PathBuf, String>,
-) -> ControlConfig {
-    let mut control = ControlConfig::default();
-    if let Some(sock) = &c.socket {
-        let path = sock_base.join(sock.get_ref());
-        if sock.get_ref().is_empty() {
-            cx.error(sock.span(), "control: socket", "empty socket path");
-        } else if let Some(other) = sockets.get(&path) {
-            cx.error(
-                sock.span(),
-                "control: socket",
-                format!("{} is already the socket of \"{other}\"", path.display()),
-            );
-        }
-        control.socket = Some(path);
-    }
-    let perms = socket_perms(cx, &c.mode, &c.owner, &c.group, false, "control");
-    control.perms = SocketPerms {
-        mode: perms.mode.or(control.perms.mode),
-        ..perms
-    };
-    control
-}
-
-/// `metrics`: an address:port.
-fn metrics(cx: &mut Ctx<'_>, m: &Spanned<String>) -> Option<std::net::SocketAddr> {
-    match m.get_ref().parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            cx.error(
-                m.span(),
-                "metrics",
-                format!(
-                    "`{}` is not an address:port like \"127.0.0.1:9100\"",
-                    m.get_ref()
-                ),
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]
