@@ -41,10 +41,11 @@ fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
     out
 }
 
-/// The file's text without its `#[cfg(test)]` part and without `//` comments.
+/// The file's text without its `#[cfg(test)]` part, `//` comments and attributes.
 fn code(text: &str) -> String {
     let text = text.split("#[cfg(test)]").next().unwrap_or("");
     text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| match l.find("//") {
             Some(i) if !l[..i].contains('"') => &l[..i],
             _ => l,
@@ -168,7 +169,12 @@ fn no_file_imports_one_that_imports_it_back() {
         for (a, targets) in &edges {
             for b in targets {
                 if a < b && edges.get(b).is_some_and(|t| t.contains(a)) {
-                    cycles.push(format!("{}: {} <-> {}", src.display(), a.join("::"), b.join("::")));
+                    cycles.push(format!(
+                        "{}: {} <-> {}",
+                        src.display(),
+                        a.join("::"),
+                        b.join("::")
+                    ));
                 }
             }
         }
@@ -193,9 +199,15 @@ fn files_and_functions_stay_small_and_say_what_they_own() {
             }
             for (i, l) in lines.iter().enumerate() {
                 let t = l.trim_start();
-                let is_fn = ["fn ", "pub fn ", "pub(super) fn ", "pub(crate) fn ", "async fn "]
-                    .iter()
-                    .any(|p| t.starts_with(p));
+                let is_fn = [
+                    "fn ",
+                    "pub fn ",
+                    "pub(super) fn ",
+                    "pub(crate) fn ",
+                    "async fn ",
+                ]
+                .iter()
+                .any(|p| t.starts_with(p));
                 let one_line = t.ends_with('}') && t.matches('{').count() == t.matches('}').count();
                 if !is_fn || t.ends_with(';') || one_line {
                     continue;
@@ -204,7 +216,11 @@ fn files_and_functions_stay_small_and_say_what_they_own() {
                 let indent = l.len() - t.len();
                 let end = lines[i + 1..]
                     .iter()
-                    .position(|m| m.len() > indent && m[indent..].starts_with('}') && m[..indent].trim().is_empty())
+                    .position(|m| {
+                        m.len() > indent
+                            && m[indent..].starts_with('}')
+                            && m[..indent].trim().is_empty()
+                    })
                     .map_or(0, |n| n + 2);
                 if end > MAX_FN_LINES {
                     problems.push(format!("{name}:{}: a function of {end} lines", i + 1));

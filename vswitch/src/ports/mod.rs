@@ -19,9 +19,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{FrameEdit, TxFrame};
-use vhost_backends::net::FrameSwitch;
 
 pub mod host_io;
 pub mod nat;

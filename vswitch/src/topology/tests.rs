@@ -1,6 +1,7 @@
 //! Tests of the topology file: values, errors at file:line:col, cross-checks.
 
 use super::*;
+use std::path::Path;
 
 fn errors(src: &str) -> Vec<String> {
     match parse(Path::new("/etc/t.toml"), src) {
