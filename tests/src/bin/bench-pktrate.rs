@@ -15,8 +15,9 @@
 //! `bench-pktrate --vlan [ROUNDS]`: vfabric only, 64 B frames, untagged forwarding against
 //! an access port and a trunk (every frame gets an 802.1Q tag pushed or popped).
 //!
-//! `bench-pktrate --against OTHER_VFABRIC [ROUNDS] [SIZES...]`: this vfabric against another
-//! build of it (an older commit), alternating rounds, busy-poll, two ports.
+//! `bench-pktrate --against OTHER_VFABRIC [--notify] [ROUNDS] [SIZES...]`: this vfabric
+//! against another build of it (an older commit), alternating rounds, two ports, busy-poll
+//! (and notification mode with `--notify`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -450,43 +451,64 @@ fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
 }
 
 /// Old build against new: this vfabric ($VFABRIC_BIN) and `other`, alternating round by
-/// round on the same two-port busy-poll topology, for each frame size. For refactors that
-/// must not cost packet rate.
-fn against(other: &Path, rounds: usize, sizes: &[usize], vfabric: &Path) -> Result<()> {
-    let mut results: Vec<(usize, bool, f64)> = Vec::new();
+/// round on the same two-port topology, for each frame size, busy-poll and (with `notify`)
+/// notification mode too. For refactors that must not cost packet rate.
+fn against(
+    other: &Path,
+    rounds: usize,
+    sizes: &[usize],
+    vfabric: &Path,
+    notify: bool,
+) -> Result<()> {
+    let modes: &[bool] = if notify { &[true, false] } else { &[true] };
+    // (size, busy-poll, other, pps)
+    let mut results: Vec<(usize, bool, bool, f64)> = Vec::new();
     for r in 0..rounds {
         for &size in sizes {
-            for (is_other, bin) in [(false, vfabric), (true, other)] {
-                let dir = tempfile::Builder::new().prefix("vfag").tempdir_in("/tmp")?;
-                let topo = topology(dir.path(), 2, 0)?;
-                let sw = start_vfabric(dir.path(), bin, &topo)?;
-                let pps = generate(dir.path(), size, false)?;
-                drop(sw);
-                println!(
-                    "round {r} {size:>5} B {:<6} {:>7.3} Mpps",
-                    if is_other { "other" } else { "this" },
-                    pps / 1e6
-                );
-                results.push((size, is_other, pps));
+            for &busy in modes {
+                for (is_other, bin) in [(false, vfabric), (true, other)] {
+                    let dir = tempfile::Builder::new().prefix("vfag").tempdir_in("/tmp")?;
+                    let topo = topology(dir.path(), 2, 0)?;
+                    if !busy {
+                        let t = std::fs::read_to_string(&topo)?;
+                        std::fs::write(&topo, t.replace("busy_poll = true", "busy_poll = false"))?;
+                    }
+                    let sw = start_vfabric(dir.path(), bin, &topo)?;
+                    let pps = generate(dir.path(), size, false)?;
+                    drop(sw);
+                    println!(
+                        "round {r} {size:>5} B {:<6} {:<6} {:>7.3} Mpps",
+                        if busy { "poll" } else { "notify" },
+                        if is_other { "other" } else { "this" },
+                        pps / 1e6
+                    );
+                    results.push((size, busy, is_other, pps));
+                }
             }
         }
     }
     println!();
     println!("this:  {}", vfabric.display());
     println!("other: {}", other.display());
-    println!("| frame | this Mpps | other Mpps | this/other |");
-    println!("|-------|-----------|------------|------------|");
+    println!("| frame | mode   | this Mpps | other Mpps | this/other |");
+    println!("|-------|--------|-----------|------------|------------|");
     for &size in sizes {
-        let (t, o) = (
-            median_of(&results, size, false),
-            median_of(&results, size, true),
-        );
-        println!(
-            "| {size:>5} | {:>9.3} | {:>10.3} | {:>10.3} |",
-            t / 1e6,
-            o / 1e6,
-            t / o
-        );
+        for &busy in modes {
+            let m = |o: bool| {
+                let rates = results
+                    .iter()
+                    .filter(|r| r.0 == size && r.1 == busy && r.2 == o);
+                median(rates.map(|r| r.3).collect())
+            };
+            let (t, o) = (m(false), m(true));
+            println!(
+                "| {size:>5} | {:<6} | {:>9.3} | {:>10.3} | {:>10.3} |",
+                if busy { "poll" } else { "notify" },
+                t / 1e6,
+                o / 1e6,
+                t / o
+            );
+        }
     }
     Ok(())
 }
@@ -523,14 +545,15 @@ fn main() -> Result<()> {
         };
     }
     if mode.as_deref() == Some("--against") {
-        let mut args = std::env::args().skip(2);
+        let notify = std::env::args().any(|a| a == "--notify");
+        let mut args = std::env::args().skip(2).filter(|a| a != "--notify");
         let other = PathBuf::from(args.next().context("--against needs a vfabric binary")?);
         let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
         let mut sizes: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
         if sizes.is_empty() {
             sizes = vec![64, 1518];
         }
-        return against(&other, rounds, &sizes, &vfabric_bin());
+        return against(&other, rounds, &sizes, &vfabric_bin(), notify);
     }
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
