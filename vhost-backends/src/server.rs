@@ -6,7 +6,8 @@
 //! eventfds). The VMM's socket is not handed to the `vhost` crate directly: it goes through
 //! `relay`, which absorbs QEMU's early ring enables. The daemon reaches the relay over a
 //! private socket whose name is removed as soon as the daemon connected, and whose peer is
-//! checked to be this very process.
+//! checked to be this very process. `RelayedDaemon` is that daemon-plus-relay, for net ports
+//! (`serve_connection` here) and disks (`blk::serve_connection`) alike.
 
 use std::fs;
 use std::io;
@@ -20,12 +21,13 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use vhost_user_backend::VhostUserDaemon;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringEpollHandler, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
+use crate::exit::{CloseOnDrop, ExitEvents};
 use crate::net::{FrameSwitch, NetBackend, NetPort};
-use crate::relay;
+use crate::relay::{self, RelayHooks};
 
 /// How a port meets its VMM.
 pub enum Role {
@@ -234,7 +236,7 @@ pub(crate) fn connect_with_retry(path: &Path, stop: &PortStop) -> Option<UnixStr
     None
 }
 
-pub(crate) fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
+fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -250,7 +252,7 @@ pub(crate) fn private_listener() -> io::Result<(PathBuf, UnixListener)> {
 }
 
 /// Accepts the daemon's connection, refusing any peer that is not this process.
-pub(crate) fn accept_own(listener: &UnixListener) -> io::Result<UnixStream> {
+fn accept_own(listener: &UnixListener) -> io::Result<UnixStream> {
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::from(5000u16))? == 0 {
@@ -276,12 +278,13 @@ pub fn serve_connection(
 ) -> io::Result<()> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = NetBackend::new(port.clone(), switch.clone(), mem.clone())?;
-    // Dropped after the daemon, on every path: closes what the crate leaks (`crate::exit`).
-    let _exit_events = crate::exit::CloseOnDrop(backend.exit_events.clone());
-    let mut daemon = VhostUserDaemon::new(format!("vf-{}", port.name()), backend.clone(), mem)
-        .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
-    let handlers = daemon.get_epoll_handlers();
-    for (i, h) in handlers.iter().enumerate() {
+    let daemon = RelayedDaemon::new(
+        format!("vf-{}", port.name()),
+        backend.clone(),
+        backend.exit_events.clone(),
+        mem,
+    )?;
+    for (i, h) in daemon.handlers().iter().enumerate() {
         let fd = backend
             .attach_fd(i)
             .ok_or_else(|| io::Error::other("worker without attach eventfd"))?;
@@ -297,21 +300,8 @@ pub fn serve_connection(
     if !backend.wait_attached(Duration::from_secs(10)) {
         return Err(io::Error::other("vhost-user workers did not start"));
     }
-    let (inner_path, inner_listener) = private_listener()?;
-    let started = daemon.start_client(&inner_path.to_string_lossy());
-    let _ = fs::remove_file(&inner_path);
-    started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
     let hooks = relay::Named(format!("port {}", port.name()));
-    let relayed =
-        accept_own(&inner_listener).and_then(|inner| relay::run_with(stream, inner, &hooks));
-    // Both relay sockets are closed now: the daemon's request loop ends.
-    let waited = daemon.wait();
-    for h in &handlers {
-        h.send_exit_event();
-    }
-    backend.unpublish();
-    drop(handlers);
-    drop(daemon);
+    let (relayed, waited) = daemon.serve(stream, hooks, || backend.unpublish())?;
     let filter = relayed?;
     log::debug!(
         "port {}: {} early ring enables absorbed",
@@ -322,4 +312,73 @@ pub fn serve_connection(
         log::debug!("port {}: vhost-user handler ended: {e}", port.name());
     }
     Ok(())
+}
+
+/// A fresh `VhostUserDaemon` for one VMM connection of a device (net port, disk), which the
+/// VMM reaches through the relay (`serve`). Its workers run from `new` on: register the
+/// device's own events on `handlers` before `serve`.
+pub(crate) struct RelayedDaemon<B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + 'static> {
+    // Dropped in this order on every path (fields drop in declaration order): the workers'
+    // handlers, the daemon, then the exit events the crate leaks, which must outlive the
+    // daemon (`crate::exit`).
+    handlers: Vec<Arc<VringEpollHandler<Arc<B>>>>,
+    daemon: VhostUserDaemon<Arc<B>>,
+    _exit_events: CloseOnDrop,
+}
+
+impl<B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + 'static> RelayedDaemon<B> {
+    /// A daemon named `name` serving `backend` on `mem`; `exit_events` are the ones `backend`
+    /// hands its workers, closed once the daemon is gone.
+    pub(crate) fn new(
+        name: String,
+        backend: Arc<B>,
+        exit_events: Arc<ExitEvents>,
+        mem: GuestMemoryAtomic<GuestMemoryMmap>,
+    ) -> io::Result<RelayedDaemon<B>> {
+        // Made first: closes what the crate leaks even if the daemon cannot be made.
+        let exit_events = CloseOnDrop(exit_events);
+        let daemon = VhostUserDaemon::new(name, backend, mem)
+            .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
+        let handlers = daemon.get_epoll_handlers();
+        Ok(RelayedDaemon {
+            handlers,
+            daemon,
+            _exit_events: exit_events,
+        })
+    }
+
+    /// The workers' epoll handlers, one per worker thread.
+    pub(crate) fn handlers(&self) -> &[Arc<VringEpollHandler<Arc<B>>>] {
+        &self.handlers
+    }
+
+    /// Starts the daemon on a private socket and relays `stream` (the VMM) to it with `hooks`
+    /// until either side closes. Then the workers are told to exit, `stopped` runs, and the
+    /// daemon is dropped. Returns the relay's outcome and the daemon's.
+    pub(crate) fn serve(
+        mut self,
+        stream: UnixStream,
+        hooks: impl RelayHooks,
+        stopped: impl FnOnce(),
+    ) -> io::Result<(
+        io::Result<relay::EarlyEnableFilter>,
+        vhost_user_backend::Result<()>,
+    )> {
+        let (inner_path, inner_listener) = private_listener()?;
+        let started = self.daemon.start_client(&inner_path.to_string_lossy());
+        let _ = fs::remove_file(&inner_path);
+        started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
+        let relayed =
+            accept_own(&inner_listener).and_then(|inner| relay::run_with(stream, inner, &hooks));
+        drop(hooks);
+        // Both relay sockets are closed now: the daemon's request loop ends.
+        let waited = self.daemon.wait();
+        for h in &self.handlers {
+            h.send_exit_event();
+        }
+        stopped();
+        drop(self.handlers);
+        drop(self.daemon);
+        Ok((relayed, waited))
+    }
 }

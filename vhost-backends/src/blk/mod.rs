@@ -14,20 +14,17 @@ pub mod image;
 pub mod inflight;
 pub mod request;
 
-use std::fs;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 pub use device::{BlkBackend, BlkCounters, Disk, DiskConfig};
 pub use image::{Format, Image, ImageSpec};
 
-use crate::relay;
-use crate::server::{PortStop, Role, accept_own, private_listener, serve_until};
+use crate::server::{PortStop, RelayedDaemon, Role, serve_until};
 
 /// Serves `disk` in the calling thread until `stop` (for the life of the process).
 pub fn run_disk(disk: Arc<Disk>, role: Role, stop: Arc<PortStop>) {
@@ -41,12 +38,13 @@ pub fn run_disk(disk: Arc<Disk>, role: Role, stop: Arc<PortStop>) {
 pub fn serve_connection(disk: &Arc<Disk>, stream: UnixStream) -> io::Result<()> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = BlkBackend::new(disk.clone(), mem.clone())?;
-    // Dropped after the daemon, on every path: closes what the crate leaks (`crate::exit`).
-    let _exit_events = crate::exit::CloseOnDrop(backend.exit_events.clone());
-    let mut daemon = VhostUserDaemon::new(format!("vf-{}", disk.config.name), backend.clone(), mem)
-        .map_err(|e| io::Error::other(format!("vhost-user daemon: {e}")))?;
-    let handlers = daemon.get_epoll_handlers();
-    for (q, h) in handlers.iter().enumerate() {
+    let daemon = RelayedDaemon::new(
+        format!("vf-{}", disk.config.name),
+        backend.clone(),
+        backend.exit_events.clone(),
+        mem,
+    )?;
+    for (q, h) in daemon.handlers().iter().enumerate() {
         for (fd, id) in [backend.completion_listener(q), backend.enabled_listener(q)]
             .into_iter()
             .flatten()
@@ -54,20 +52,8 @@ pub fn serve_connection(disk: &Arc<Disk>, stream: UnixStream) -> io::Result<()> 
             h.register_listener(fd, EventSet::IN, id)?;
         }
     }
-    let (inner_path, inner_listener) = private_listener()?;
-    let started = daemon.start_client(&inner_path.to_string_lossy());
-    let _ = fs::remove_file(&inner_path);
-    started.map_err(|e| io::Error::other(format!("vhost-user daemon start: {e}")))?;
     let hooks = device::BlkHooks(backend.clone());
-    let relayed =
-        accept_own(&inner_listener).and_then(|inner| relay::run_with(stream, inner, &hooks));
-    drop(hooks);
-    let waited = daemon.wait();
-    for h in &handlers {
-        h.send_exit_event();
-    }
-    drop(handlers);
-    drop(daemon);
+    let (relayed, waited) = daemon.serve(stream, hooks, || {})?;
     if let Err(e) = waited {
         log::debug!("disk {}: vhost-user handler ended: {e}", disk.config.name);
     }
