@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::checks::{check_name, unique_socket};
 use super::error::Ctx;
+use super::host::open_image;
 use super::parse::{RawDisk, parse_size};
 use super::vm::socket_perms;
 use super::{DiskConfig, DiskFormat};
@@ -88,8 +89,8 @@ fn disk_format(cx: &mut Ctx<'_>, d: &RawDisk, here: &str) -> DiskFormat {
     }
 }
 
-/// `path`: the image, unique across disks; with `check_files`, it must open (the only file
-/// this module reads besides the topology and /etc/resolv.conf). A null disk has none.
+/// `path`: the image, unique across disks; with `check_files`, it must open (`host.rs`).
+/// A null disk has none.
 fn disk_path(
     cx: &mut Ctx<'_>,
     d: &RawDisk,
@@ -103,7 +104,7 @@ fn disk_path(
         (Some(p), _) if !p.get_ref().is_empty() => {
             let path = base.join(p.get_ref());
             if cx.check_files
-                && let Err(e) = std::fs::File::open(&path)
+                && let Err(e) = open_image(&path)
             {
                 cx.error(
                     p.span(),

@@ -4,8 +4,9 @@
 //! face of the module. `file.rs` reads a file: `parse.rs` gives its raw tables with spans;
 //! the kind files (`vm.rs`, `tap.rs`, `vxlan.rs`, `nat.rs`, `disk.rs`) and `vlan_keys.rs`
 //! check each key and build the validated values; `checks.rs` holds what spans the file
-//! (names, unique sockets, subnets); `error.rs` the errors. `keys.rs` checks a port added at
-//! run time (`ctl port add`) against the running topology.
+//! (names, unique sockets, subnets); `error.rs` the errors; `host.rs` the only questions
+//! asked of the host (an image opens, a namespace exists, the default DNS upstream).
+//! `keys.rs` checks a port added at run time (`ctl port add`) against the running topology.
 //!
 //! Invariants: a `Topology` exists only when the whole file is valid; every error names the
 //! file, line, column and field (`lab.toml:12:10: switch "lab" port "vm1": socket: ...`),
@@ -21,6 +22,7 @@ mod checks;
 mod disk;
 mod error;
 mod file;
+mod host;
 mod keys;
 mod nat;
 mod parse;

@@ -3,12 +3,13 @@
 //! not given), port forwards (each host port forwarded once), MTU, the IPv6 prefix.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use toml::Spanned;
 
 use super::checks::{subnets_overlap, unicast_mac};
 use super::error::Ctx;
+use super::host::default_dns_upstream;
 use super::parse::RawPort;
 use super::parse::parse_cidr;
 
@@ -53,7 +54,7 @@ pub(super) fn nat_port(
     subnets: &mut Vec<(Ipv4Addr, u8, String)>,
 ) -> nat::NatConfig {
     let (network, prefix) = subnet(cx, p, here);
-    let mut cfg = nat::NatConfig::for_subnet(network, prefix, upstream_default());
+    let mut cfg = nat::NatConfig::for_subnet(network, prefix, default_dns_upstream());
     if let Some(sn) = &p.subnet {
         no_overlap(cx, sn, here, (network, prefix), subnets);
         subnets.push((network, prefix, p.name.get_ref().clone()));
@@ -82,15 +83,6 @@ pub(super) fn nat_port(
         ipv6(cx, v6, here, &mut cfg);
     }
     cfg
-}
-
-/// The DNS upstream when the port names none: the host's first nameserver
-/// (/etc/resolv.conf, read here and only here), else 127.0.0.1:53.
-fn upstream_default() -> SocketAddr {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .ok()
-        .and_then(|t| nat::config::resolv_conf_upstream(&t))
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 53)))
 }
 
 /// `subnet`: an IPv4 network from /8 to /29 (10.0.2.0/24 stands in after an error).

@@ -2,10 +2,10 @@
 //! when files are checked), address, bridge, MTU, queues.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use super::TapConfig;
 use super::error::Ctx;
+use super::host::netns_exists;
 use super::parse::RawPort;
 use super::parse::parse_cidr;
 use super::vm::queue_count;
@@ -33,7 +33,7 @@ pub(super) fn tap_port(
                 format!("{here}: netns"),
                 format!("`{name}` is not a network namespace name"),
             );
-        } else if cx.check_files && !Path::new("/run/netns").join(&name).exists() {
+        } else if cx.check_files && !netns_exists(&name) {
             cx.error(
                 n.span(),
                 format!("{here}: netns"),
