@@ -10,3 +10,4 @@ pub mod net;
 pub mod offload;
 pub mod relay;
 pub mod server;
+pub mod vring;

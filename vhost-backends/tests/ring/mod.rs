@@ -5,6 +5,8 @@
 //! anywhere). The TX path (`parse_tx_chain`) and the RX path (`place_rx_for_test`) then run
 //! over it, and what they did is checked against the memory:
 //!
+//! - the fast path (`vhost_backends::vring`) walks the ring exactly as virtio-queue does:
+//!   the same verdict on the available index, the same chains and descriptors;
 //! - TX never writes guest memory, and a frame it accepts is exactly the bytes of its
 //!   chain's descriptors after the 12-byte header, all of them device-readable;
 //! - RX writes only inside device-writable descriptors of the chains it returned; a frame
@@ -18,6 +20,7 @@
 use vhost_backends::frame::{SegStore, TxFrame, VNET_HDR_LEN, parse_tx_chain};
 use vhost_backends::net::{RxDrop, place_rx_for_test};
 use vhost_backends::offload::Offloads;
+use vhost_backends::vring::{Desc, GuestMap, SplitRing};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
@@ -190,6 +193,36 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
         q.set_next_used(next_avail);
         q
     };
+
+    // The fast path's ring walk against virtio-queue's: the same verdict on the available
+    // index, the same chains, the same descriptors in the same order.
+    {
+        let mut q = queue();
+        let theirs: Option<Vec<(u16, Vec<Desc>)>> = q.iter(&mem).ok().map(|it| {
+            it.map(|c| {
+                let head = c.head_index();
+                let descs = c
+                    .map(|d| Desc {
+                        addr: d.addr().0,
+                        len: d.len(),
+                        flags: d.flags(),
+                        next: d.next(),
+                    })
+                    .collect();
+                (head, descs)
+            })
+            .collect()
+        });
+        let map = GuestMap::new(&mem);
+        let ring = SplitRing::new(&map, q.desc_table(), q.avail_ring(), q.size());
+        let ours: Option<Vec<(u16, Vec<Desc>)>> = ring
+            .avail(next_avail)
+            .map(|it| it.map(|c| (c.head(), c.collect())).collect());
+        assert_eq!(
+            ours, theirs,
+            "the fast path's walk differs from virtio-queue's"
+        );
+    }
 
     // TX: reads only, and accepted frames are the chain's bytes.
     let before = snapshot(&mem);

@@ -1,0 +1,144 @@
+//! The guest's memory table as one batch sees it: regions sorted by guest address, each with
+//! its mapping, and the region of the last translation remembered (consecutive buffers of
+//! one guest almost always share a region).
+//!
+//! Invariant: a translated range lies entirely inside one region; ranges that cross into
+//! another region or a hole are left to the caller's general path (`mem`), which has
+//! vm-memory's exact semantics.
+
+use std::cell::Cell;
+
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress, VolatileSlice,
+};
+
+/// One region: [start, end) in guest addresses, and its mapping.
+struct Span<'m> {
+    start: u64,
+    end: u64,
+    region: &'m GuestRegionMmap,
+}
+
+/// The guest's memory, for one batch.
+pub struct GuestMap<'m> {
+    mem: &'m GuestMemoryMmap,
+    spans: Vec<Span<'m>>,
+    last: Cell<usize>,
+}
+
+impl<'m> GuestMap<'m> {
+    /// The map of `mem` (its regions are sorted and do not overlap: vm-memory checks that).
+    pub fn new(mem: &'m GuestMemoryMmap) -> GuestMap<'m> {
+        let spans = mem
+            .iter()
+            .map(|r| Span {
+                start: r.start_addr().0,
+                end: r.start_addr().0.saturating_add(r.len()),
+                region: r,
+            })
+            .collect();
+        GuestMap {
+            mem,
+            spans,
+            last: Cell::new(0),
+        }
+    }
+
+    /// The memory itself, for what the map does not translate.
+    pub fn mem(&self) -> &'m GuestMemoryMmap {
+        self.mem
+    }
+
+    /// The region holding `addr`, if any.
+    #[inline]
+    fn span(&self, addr: u64) -> Option<&Span<'m>> {
+        let last = self.last.get();
+        if let Some(s) = self.spans.get(last)
+            && s.start <= addr
+            && addr < s.end
+        {
+            return Some(s);
+        }
+        let i = self.spans.partition_point(|s| s.end <= addr);
+        let s = self.spans.get(i).filter(|s| s.start <= addr)?;
+        self.last.set(i);
+        Some(s)
+    }
+
+    /// `len` bytes at guest address `addr`, when they lie in one region.
+    #[inline]
+    pub fn slice(&self, addr: u64, len: usize) -> Option<VolatileSlice<'m>> {
+        let s = self.span(addr)?;
+        let end = addr.checked_add(len as u64)?;
+        if end > s.end {
+            return None;
+        }
+        s.region
+            .get_slice(MemoryRegionAddress(addr - s.start), len)
+            .ok()
+    }
+
+    /// Reads `buf.len()` bytes at `addr`: from one region directly, else as vm-memory
+    /// reads (across adjacent regions). False if any byte lies outside guest memory.
+    #[inline]
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        match self.slice(addr, buf.len()) {
+            Some(s) => {
+                s.copy_to(buf);
+                true
+            }
+            None => self.mem.read_slice(buf, GuestAddress(addr)).is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two regions with a hole between them and one right after the second.
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x3000), 0x1000),
+            (GuestAddress(0x4000), 0x1000),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn slices_agree_with_vm_memory_inside_regions_and_stop_at_their_edges() {
+        let mem = mem();
+        let map = GuestMap::new(&mem);
+        for addr in (0..0x5100u64).step_by(0x7f) {
+            for len in [0usize, 1, 16, 0x80, 0x1000] {
+                let ours = map
+                    .slice(addr, len)
+                    .map(|s| (s.ptr_guard().as_ptr(), s.len()));
+                let in_one = [(0u64, 0x1000u64), (0x3000, 0x4000), (0x4000, 0x5000)]
+                    .iter()
+                    .any(|&(a, b)| a <= addr && addr < b && addr + len as u64 <= b);
+                let theirs = mem
+                    .get_slice(GuestAddress(addr), len)
+                    .ok()
+                    .filter(|_| in_one)
+                    .map(|s| (s.ptr_guard().as_ptr(), s.len()));
+                assert_eq!(ours, theirs, "addr {addr:#x} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_cross_adjacent_regions_but_not_holes() {
+        let mem = mem();
+        mem.write_slice(&[7u8; 8], GuestAddress(0x3ffc)).unwrap();
+        let map = GuestMap::new(&mem);
+        let mut buf = [0u8; 8];
+        assert!(map.read(0x3ffc, &mut buf));
+        assert_eq!(buf, [7u8; 8]);
+        assert!(!map.read(0xffc, &mut buf));
+        assert!(!map.read(0x4ffc, &mut buf));
+        assert!(!map.read(u64::MAX - 2, &mut buf));
+    }
+}

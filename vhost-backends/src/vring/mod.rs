@@ -1,0 +1,17 @@
+//! vfabric's own access to split virtqueues on the data path (the fast path's first layer).
+//!
+//! `map.rs` translates guest addresses through the guest's memory table, built once per batch
+//! from the connection's memory (a handful of regions) with a last-hit cache, so a buffer
+//! address costs one range check instead of a search of the whole table. `split.rs` walks a
+//! split ring's available entries and descriptor chains through that map.
+//!
+//! Invariants: every access stays inside the guest's memory regions (a range that leaves
+//! them is refused, never clipped); the walk has exactly virtio-queue's semantics (the same
+//! chains, descriptors and verdicts on any ring, hostile ones included), which the `rings`
+//! property tests and fuzz target check against virtio-queue itself; no `unsafe` here.
+
+mod map;
+mod split;
+
+pub use map::GuestMap;
+pub use split::{Chain, Desc, DescChain, SplitRing};
