@@ -11,9 +11,12 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::map::GuestMap;
 
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-const F_INDIRECT: u16 = 4;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+
+const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
+const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
+/// Bytes per descriptor in a table.
 const DESC_SIZE: u64 = 16;
 
 /// One descriptor, as the guest wrote it.
@@ -23,6 +26,18 @@ pub struct Desc {
     pub len: u32,
     pub flags: u16,
     pub next: u16,
+}
+
+impl From<virtio_queue::desc::split::Descriptor> for Desc {
+    /// virtio-queue's view of a descriptor (the oracle the tests compare with).
+    fn from(d: virtio_queue::desc::split::Descriptor) -> Desc {
+        Desc {
+            addr: d.addr().0,
+            len: d.len(),
+            flags: d.flags(),
+            next: d.next(),
+        }
+    }
 }
 
 impl Desc {
@@ -239,14 +254,7 @@ mod tests {
             .unwrap()
             .map(|c| {
                 let head = c.head_index();
-                let d = c
-                    .map(|d| Desc {
-                        addr: d.addr().0,
-                        len: d.len(),
-                        flags: d.flags(),
-                        next: d.next(),
-                    })
-                    .collect();
+                let d = c.map(Desc::from).collect();
                 (head, d)
             })
             .collect();

@@ -201,14 +201,7 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
         let theirs: Option<Vec<(u16, Vec<Desc>)>> = q.iter(&mem).ok().map(|it| {
             it.map(|c| {
                 let head = c.head_index();
-                let descs = c
-                    .map(|d| Desc {
-                        addr: d.addr().0,
-                        len: d.len(),
-                        flags: d.flags(),
-                        next: d.next(),
-                    })
-                    .collect();
+                let descs = c.map(Desc::from).collect();
                 (head, descs)
             })
             .collect()

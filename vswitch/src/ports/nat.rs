@@ -61,6 +61,10 @@ impl SwitchPort for NatPort {
         &self.name
     }
 
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
+    }
+
     /// Every counter: the port's and the gateway's.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.counters.fields();
@@ -90,10 +94,6 @@ impl SwitchPort for NatPort {
         for f in frames {
             self.push(f.clone());
         }
-    }
-
-    fn net_counters(&self) -> &NetCounters {
-        &self.counters.net
     }
 
     /// Runs the gateway's thread (once); its frames go to `ingress`.

@@ -104,6 +104,10 @@ impl SwitchPort for TapPort {
         &self.name
     }
 
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
+    }
+
     /// Whether the device exists (it was created, or the port is optional and it failed).
     fn is_up(&self) -> bool {
         self.fds.get().is_some()
@@ -157,10 +161,6 @@ impl SwitchPort for TapPort {
                 Err(e) => self.counters.count_tx_error(&e),
             }
         }
-    }
-
-    fn net_counters(&self) -> &NetCounters {
-        &self.counters.net
     }
 
     /// One reader thread per queue.

@@ -231,6 +231,10 @@ impl SwitchPort for VxlanPort {
         &self.name
     }
 
+    fn net_counters(&self) -> &NetCounters {
+        &self.counters.net
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.counters.fields()
     }
@@ -255,10 +259,6 @@ impl SwitchPort for VxlanPort {
                 self.send(f, wrapped);
             }
         });
-    }
-
-    fn net_counters(&self) -> &NetCounters {
-        &self.counters.net
     }
 
     /// One reader thread.
