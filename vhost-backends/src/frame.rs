@@ -10,9 +10,11 @@
 
 use arrayvec::ArrayVec;
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
 use crate::offload::{OffloadMeta, Offloads};
+pub(crate) use crate::vring::for_each_piece;
+use crate::vring::{Desc, GuestMap};
 
 /// The virtio-net header of a VERSION_1 device: 12 bytes, with or without MRG_RXBUF.
 pub const VNET_HDR_LEN: usize = 12;
@@ -158,8 +160,19 @@ pub fn parse_tx_chain<'a>(
     offloads: Offloads,
     store: &mut SegStore<'a>,
 ) -> Result<FrameInfo, TxError> {
+    parse_tx_descs(&GuestMap::new(mem), chain.map(Desc::from), offloads, store)
+}
+
+/// `parse_tx_chain` for a chain walked by the fast path (`crate::vring`), its buffers
+/// translated through `map`.
+pub fn parse_tx_descs<'a>(
+    map: &GuestMap<'a>,
+    descs: impl Iterator<Item = Desc>,
+    offloads: Offloads,
+    store: &mut SegStore<'a>,
+) -> Result<FrameInfo, TxError> {
     let start = store.len();
-    let res = parse_into(mem, chain, offloads, store, start);
+    let res = parse_into(map, descs, offloads, store, start);
     if res.is_err() {
         store.truncate(start);
     }
@@ -167,8 +180,8 @@ pub fn parse_tx_chain<'a>(
 }
 
 fn parse_into<'a>(
-    mem: &'a GuestMemoryMmap,
-    chain: DescriptorChain<&'a GuestMemoryMmap>,
+    map: &GuestMap<'a>,
+    chain: impl Iterator<Item = Desc>,
     offloads: Offloads,
     store: &mut SegStore<'a>,
     start: usize,
@@ -186,12 +199,12 @@ fn parse_into<'a>(
         if desc.is_write_only() {
             return Err(TxError::BadDescriptor);
         }
-        let len = desc.len() as usize;
+        let len = desc.len as usize;
         total += len;
         if total > MAX_FRAME_LEN + VNET_HDR_LEN {
             return Err(TxError::Oversize);
         }
-        for_each_piece(mem, desc.addr(), len, |mut piece| {
+        map.pieces(desc.addr, len, |mut piece| {
             if vnet_got < VNET_HDR_LEN {
                 let n = (VNET_HDR_LEN - vnet_got).min(piece.len());
                 if let Ok((h, rest)) = piece.split_at(n) {
@@ -279,28 +292,6 @@ pub fn parse_host_frame<'a>(
         seg_start: start as u16,
         seg_count: 1,
     })
-}
-
-/// Calls `f` with the pieces of guest memory that hold `len` bytes at `addr`: one slice in
-/// the common case (one translation), several when the range straddles memory regions.
-/// Fails at the first byte outside guest memory.
-pub(crate) fn for_each_piece<'a>(
-    mem: &'a GuestMemoryMmap,
-    addr: GuestAddress,
-    len: usize,
-    mut f: impl FnMut(VolatileSlice<'a>),
-) -> Result<(), vm_memory::GuestMemoryError> {
-    if len == 0 {
-        return Ok(());
-    }
-    if let Ok(s) = mem.get_slice(addr, len) {
-        f(s);
-        return Ok(());
-    }
-    for piece in mem.get_slices(addr, len) {
-        f(piece?);
-    }
-    Ok(())
 }
 
 /// Copies the start of `segs` into `buf`; returns the bytes copied.

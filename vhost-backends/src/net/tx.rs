@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 
 use arrayvec::ArrayVec;
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
 use super::counters::NetCounters;
-use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_chain};
+use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs};
 use crate::offload::Offloads;
+use crate::vring::{GuestMap, SplitRing};
 
 use super::connection::Connection;
 use super::port::{FrameSwitch, NetPort, TX_BATCH};
@@ -40,8 +41,18 @@ pub(super) fn drain_tx_batch(
         if !st.is_enabled() || !st.get_queue().ready() {
             return Ok(0);
         }
-        // One read of the avail index for the whole batch.
-        let Ok(mut avail) = st.get_queue_mut().iter(&*mem) else {
+        // One read of the avail index for the whole batch; the ring walked and the buffers
+        // translated by the fast path (`crate::vring`), through a map of the guest's memory
+        // made once for the batch.
+        let q = st.get_queue_mut();
+        let map = GuestMap::new(&mem);
+        let ring = SplitRing::new(&map, q.desc_table(), q.avail_ring(), q.size());
+        let avail = if q.avail_ring() == 0 {
+            None
+        } else {
+            ring.avail(q.next_avail())
+        };
+        let Some(mut avail) = avail else {
             conn.ring_broken(2 * usize::from(pair) + 1, c);
             return Ok(0);
         };
@@ -49,8 +60,8 @@ pub(super) fn drain_tx_batch(
             let Some(chain) = avail.next() else {
                 break;
             };
-            heads.push(chain.head_index());
-            match parse_tx_chain(&mem, chain, offloads, &mut store) {
+            heads.push(chain.head());
+            match parse_tx_descs(&map, chain, offloads, &mut store) {
                 Ok(info) => infos.push(info),
                 Err(e) => NetCounters::add(
                     match e {
@@ -65,6 +76,7 @@ pub(super) fn drain_tx_batch(
                 ),
             }
         }
+        q.set_next_avail(avail.position());
     }
     let taken = heads.len();
     if taken == 0 {

@@ -93,6 +93,50 @@ impl<'m> GuestMap<'m> {
     }
 }
 
+impl<'m> GuestMap<'m> {
+    /// Calls `f` with the pieces of guest memory that hold `len` bytes at `addr`: one slice
+    /// when they lie in one region (the common case, translated through the map), several
+    /// when they straddle regions. Fails at the first byte outside guest memory.
+    #[inline]
+    pub fn pieces(
+        &self,
+        addr: u64,
+        len: usize,
+        mut f: impl FnMut(VolatileSlice<'m>),
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        if len == 0 {
+            return Ok(());
+        }
+        if let Some(s) = self.slice(addr, len) {
+            f(s);
+            return Ok(());
+        }
+        for_each_piece(self.mem, GuestAddress(addr), len, f)
+    }
+}
+
+/// Calls `f` with the pieces of guest memory that hold `len` bytes at `addr`: one slice in
+/// the common case (one translation), several when the range straddles memory regions.
+/// Fails at the first byte outside guest memory.
+pub(crate) fn for_each_piece<'a>(
+    mem: &'a GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+    mut f: impl FnMut(VolatileSlice<'a>),
+) -> Result<(), vm_memory::GuestMemoryError> {
+    if len == 0 {
+        return Ok(());
+    }
+    if let Ok(s) = mem.get_slice(addr, len) {
+        f(s);
+        return Ok(());
+    }
+    for piece in mem.get_slices(addr, len) {
+        f(piece?);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,4 +14,5 @@ mod map;
 mod split;
 
 pub use map::GuestMap;
+pub(crate) use map::for_each_piece;
 pub use split::{Chain, Desc, DescChain, SplitRing};
