@@ -10,18 +10,17 @@ use std::sync::atomic::Ordering;
 use arrayvec::ArrayVec;
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
-use virtio_queue::{AvailIter, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap, VolatileSlice};
 
 use super::counters::NetCounters;
-use crate::frame::{
-    FrameEdit, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, TxFrame, VNET_HDR_LEN, for_each_piece,
-};
+use crate::frame::{FrameEdit, MAX_RX_CHAINS, MAX_RX_SEGS, ScatterWriter, TxFrame, VNET_HDR_LEN};
 use crate::offload::{self, Gso, OffloadMeta, Offloads};
 
 use super::connection::Connection;
 use super::counters::RxDrop;
 use super::ring::{publish_used, wants_interrupt};
+use crate::vring::{Chain, GuestMap, SplitRing};
 
 impl Connection {
     /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame
@@ -60,10 +59,14 @@ impl Connection {
             USED.with_borrow_mut(|used| {
                 used.clear();
                 let mut done = (0u64, 0u64);
-                if let Ok(mut avail) = st.get_queue_mut().iter(&*mem) {
+                // The ring walked and the buffers translated by the fast path
+                // (`crate::vring`), through one map of the guest's memory for the batch.
+                let map = GuestMap::new(&mem);
+                let ring = ring_of(st.get_queue(), &map);
+                if let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) {
                     // Places one frame (counting it) and reports the outcome.
                     let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
-                        let r = place_rx(&mut avail, &mem, src, hdr, mrg, used);
+                        let r = place_rx(&mut avail, &map, src, hdr, mrg, used);
                         match r {
                             Ok(()) => {
                                 done.0 += 1;
@@ -101,6 +104,7 @@ impl Connection {
                         };
                         outcome(res);
                     }
+                    st.get_queue_mut().set_next_avail(avail.position());
                 } else {
                     // An avail index that leapt ahead: the frames are the guest's loss.
                     self.ring_broken(2 * q, c);
@@ -243,16 +247,16 @@ impl Source<'_, '_> {
 /// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
 /// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
 /// not fit are given back untouched; a malformed chain is returned with length 0.
-pub(super) fn place_rx(
-    avail: &mut AvailIter<'_, &GuestMemoryMmap>,
-    mem: &GuestMemoryMmap,
+pub(super) fn place_rx<'m>(
+    avail: &mut Chain<'_, '_, 'm>,
+    map: &GuestMap<'m>,
     frame: Source<'_, '_>,
     mut hdr: [u8; VNET_HDR_LEN],
     mrg: bool,
     used: &mut Vec<(u16, u32)>,
 ) -> Result<(), RxDrop> {
     let need = VNET_HDR_LEN + frame.len();
-    let mut slices = ArrayVec::<VolatileSlice<'_>, MAX_RX_SEGS>::new();
+    let mut slices = ArrayVec::<VolatileSlice<'m>, MAX_RX_SEGS>::new();
     // (head, capacity) of each chain taken.
     let mut chains = ArrayVec::<(u16, usize), MAX_RX_CHAINS>::new();
     let mut cap = 0usize;
@@ -261,7 +265,7 @@ pub(super) fn place_rx(
         let Some(chain) = avail.next() else {
             break;
         };
-        let head = chain.head_index();
+        let head = chain.head();
         let mut c = 0usize;
         let mut cut_short = false;
         for desc in chain {
@@ -270,7 +274,7 @@ pub(super) fn place_rx(
                 bad = true;
                 break;
             }
-            let resolved = for_each_piece(mem, desc.addr(), desc.len() as usize, |s| {
+            let resolved = map.pieces(desc.addr, desc.len as usize, |s| {
                 // Pieces past the limit are not used; the chain just holds less.
                 if !s.is_empty() && slices.try_push(s).is_ok() {
                     c += s.len();
@@ -300,7 +304,7 @@ pub(super) fn place_rx(
     if cap < need {
         // Not enough buffers: hand the chains back untouched for the next frame.
         for _ in 0..chains.len() {
-            avail.go_to_previous_position();
+            avail.go_back();
         }
         return Err(RxDrop::NoBuffer);
     }
@@ -335,17 +339,37 @@ pub fn place_rx_for_test(
     mrg: bool,
 ) -> (Result<(), RxDrop>, Vec<(u16, u32)>) {
     let mut used = Vec::new();
-    let r = match queue.iter(mem) {
-        Ok(mut avail) => place_rx(
-            &mut avail,
-            mem,
-            Source::Bytes(frame),
-            [0; VNET_HDR_LEN],
-            mrg,
-            &mut used,
-        ),
+    let map = GuestMap::new(mem);
+    let ring = ring_of(queue, &map);
+    let r = match ring.as_ref().and_then(|(r, next)| r.avail(*next)) {
+        Some(mut avail) => {
+            let r = place_rx(
+                &mut avail,
+                &map,
+                Source::Bytes(frame),
+                [0; VNET_HDR_LEN],
+                mrg,
+                &mut used,
+            );
+            queue.set_next_avail(avail.position());
+            r
+        }
         // An avail index more than a ring ahead: the ring is unusable.
-        Err(_) => Err(RxDrop::BadDescriptor),
+        None => Err(RxDrop::BadDescriptor),
     };
     (r, used)
+}
+
+/// The queue's split ring as the fast path walks it, and the device's position in it
+/// (`None` when the queue is not set up: not ready, or without an avail ring).
+fn ring_of<'r, 'm>(
+    q: &virtio_queue::Queue,
+    map: &'r GuestMap<'m>,
+) -> Option<(SplitRing<'r, 'm>, u16)> {
+    (q.ready() && q.avail_ring() != 0).then(|| {
+        (
+            SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size()),
+            q.next_avail(),
+        )
+    })
 }

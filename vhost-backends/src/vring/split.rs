@@ -150,6 +150,11 @@ impl Chain<'_, '_, '_> {
     pub fn position(&self) -> u16 {
         self.next_avail
     }
+
+    /// Gives the last entry taken back (it will be taken again).
+    pub fn go_back(&mut self) {
+        self.next_avail = self.next_avail.wrapping_sub(1);
+    }
 }
 
 /// One descriptor chain.
