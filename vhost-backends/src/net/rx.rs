@@ -62,7 +62,7 @@ impl Connection {
                 // The ring walked and the buffers translated by the fast path
                 // (`crate::vring`), through one map of the guest's memory for the batch.
                 let map = GuestMap::new(&mem);
-                let ring = ring_of(st.get_queue(), &map);
+                let ring = SplitRing::of_queue(&map, st.get_queue());
                 if let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) {
                     // Places one frame (counting it) and reports the outcome.
                     let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
@@ -340,7 +340,7 @@ pub fn place_rx_for_test(
 ) -> (Result<(), RxDrop>, Vec<(u16, u32)>) {
     let mut used = Vec::new();
     let map = GuestMap::new(mem);
-    let ring = ring_of(queue, &map);
+    let ring = SplitRing::of_queue(&map, queue);
     let r = match ring.as_ref().and_then(|(r, next)| r.avail(*next)) {
         Some(mut avail) => {
             let r = place_rx(
@@ -358,18 +358,4 @@ pub fn place_rx_for_test(
         None => Err(RxDrop::BadDescriptor),
     };
     (r, used)
-}
-
-/// The queue's split ring as the fast path walks it, and the device's position in it
-/// (`None` when the queue is not set up: not ready, or without an avail ring).
-fn ring_of<'r, 'm>(
-    q: &virtio_queue::Queue,
-    map: &'r GuestMap<'m>,
-) -> Option<(SplitRing<'r, 'm>, u16)> {
-    (q.ready() && q.avail_ring() != 0).then(|| {
-        (
-            SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size()),
-            q.next_avail(),
-        )
-    })
 }

@@ -44,15 +44,9 @@ pub(super) fn drain_tx_batch(
         // One read of the avail index for the whole batch; the ring walked and the buffers
         // translated by the fast path (`crate::vring`), through a map of the guest's memory
         // made once for the batch.
-        let q = st.get_queue_mut();
         let map = GuestMap::new(&mem);
-        let ring = SplitRing::new(&map, q.desc_table(), q.avail_ring(), q.size());
-        let avail = if q.avail_ring() == 0 {
-            None
-        } else {
-            ring.avail(q.next_avail())
-        };
-        let Some(mut avail) = avail else {
+        let ring = SplitRing::of_queue(&map, st.get_queue());
+        let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) else {
             conn.ring_broken(2 * usize::from(pair) + 1, c);
             return Ok(0);
         };
@@ -76,7 +70,7 @@ pub(super) fn drain_tx_batch(
                 ),
             }
         }
-        q.set_next_avail(avail.position());
+        st.get_queue_mut().set_next_avail(avail.position());
     }
     let taken = heads.len();
     if taken == 0 {

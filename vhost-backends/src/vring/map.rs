@@ -3,10 +3,12 @@
 //! one guest almost always share a region).
 //!
 //! Invariant: a translated range lies entirely inside one region; ranges that cross into
-//! another region or a hole are left to the caller's general path (`mem`), which has
-//! vm-memory's exact semantics.
+//! another region or a hole, or lie past the regions the map holds, go through vm-memory,
+//! with its exact semantics.
 
 use std::cell::Cell;
+
+use arrayvec::ArrayVec;
 
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
@@ -20,10 +22,14 @@ struct Span<'m> {
     region: &'m GuestRegionMmap,
 }
 
-/// The guest's memory, for one batch.
+/// Regions the map holds (vhost-user's classic table size); a memory with more keeps its
+/// first ones here and reaches the others through vm-memory.
+const MAX_SPANS: usize = 8;
+
+/// The guest's memory, for one batch (built on the stack: no allocation per batch).
 pub struct GuestMap<'m> {
     mem: &'m GuestMemoryMmap,
-    spans: Vec<Span<'m>>,
+    spans: ArrayVec<Span<'m>, MAX_SPANS>,
     last: Cell<usize>,
 }
 
@@ -32,6 +38,7 @@ impl<'m> GuestMap<'m> {
     pub fn new(mem: &'m GuestMemoryMmap) -> GuestMap<'m> {
         let spans = mem
             .iter()
+            .take(MAX_SPANS)
             .map(|r| Span {
                 start: r.start_addr().0,
                 end: r.start_addr().0.saturating_add(r.len()),
@@ -104,14 +111,13 @@ impl<'m> GuestMap<'m> {
         len: usize,
         mut f: impl FnMut(VolatileSlice<'m>),
     ) -> Result<(), vm_memory::GuestMemoryError> {
-        if len == 0 {
-            return Ok(());
+        match self.slice(addr, len).filter(|_| len != 0) {
+            Some(s) => {
+                f(s);
+                Ok(())
+            }
+            None => for_each_piece(self.mem, GuestAddress(addr), len, f),
         }
-        if let Some(s) = self.slice(addr, len) {
-            f(s);
-            return Ok(());
-        }
-        for_each_piece(self.mem, GuestAddress(addr), len, f)
     }
 }
 
@@ -184,5 +190,24 @@ mod tests {
         assert!(!map.read(0xffc, &mut buf));
         assert!(!map.read(0x4ffc, &mut buf));
         assert!(!map.read(u64::MAX - 2, &mut buf));
+    }
+
+    #[test]
+    fn regions_past_the_map_s_table_are_reached_through_vm_memory() {
+        let ranges: Vec<(GuestAddress, usize)> = (0..12u64)
+            .map(|i| (GuestAddress(i * 0x2000), 0x1000))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges).unwrap();
+        mem.write_slice(&[9u8; 4], GuestAddress(11 * 0x2000 + 8))
+            .unwrap();
+        let map = GuestMap::new(&mem);
+        let mut buf = [0u8; 4];
+        assert!(map.read(11 * 0x2000 + 8, &mut buf));
+        assert_eq!(buf, [9u8; 4]);
+        let mut pieces = 0;
+        map.pieces(11 * 0x2000, 0x100, |s| pieces += s.len())
+            .unwrap();
+        assert_eq!(pieces, 0x100);
+        assert!(!map.read(11 * 0x2000 + 0x1000, &mut buf));
     }
 }

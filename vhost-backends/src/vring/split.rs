@@ -78,6 +78,17 @@ impl<'r, 'm> SplitRing<'r, 'm> {
         }
     }
 
+    /// The ring of a virtio-queue `Queue` (its layout as the VMM set it), with the device's
+    /// position in it; `None` when the queue is not set up (not ready, or without an avail
+    /// ring), which virtio-queue's own walk refuses too.
+    pub fn of_queue(map: &'r GuestMap<'m>, q: &virtio_queue::Queue) -> Option<(Self, u16)> {
+        use virtio_queue::QueueT;
+        (q.ready() && q.avail_ring() != 0).then(|| {
+            let ring = SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size());
+            (ring, q.next_avail())
+        })
+    }
+
     /// The driver's available index (acquire: the entries before it are visible).
     pub fn avail_idx(&self) -> Option<u16> {
         let at = GuestAddress(self.avail_ring.checked_add(2)?);

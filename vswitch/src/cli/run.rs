@@ -110,10 +110,11 @@ impl Daemon {
         // Open (and lock) every image first: a missing or busy image is an error before any
         // socket exists.
         let disks = open_disks(&topo).map_err(|e| format!("{file}: {e}; nothing started"))?;
+        // Socket files made from here on are removed if starting fails, and at exit.
         let mut sockets = SocketFiles::default();
+        let port_sockets = PortSockets(fabric.clone());
         let bound = bind_sockets(path, &topo, &fabric, &disks, &mut sockets)
             .map_err(|e| format!("{file}: {e}; nothing started"))?;
-        let port_sockets = PortSockets(fabric.clone());
         drop_privileges(&topo, &disks);
         let control = Arc::new(Control {
             fabric: fabric.clone(),
@@ -210,9 +211,9 @@ fn open_disks(topo: &Topology) -> Result<Vec<Arc<Disk>>, String> {
     Ok(disks)
 }
 
-/// Binds every listening socket before any is served, all or nothing: the disks', the VM
-/// ports' (held by the fabric), the control socket and the metrics address. The error
-/// names the disk, port or socket.
+/// Binds every listening socket before any is served: the disks', the VM ports' (held by the
+/// fabric), the control socket and the metrics address. The error names the disk, port or
+/// socket; the caller's guards remove what was made.
 fn bind_sockets(
     path: &Path,
     topo: &Topology,
@@ -235,16 +236,9 @@ fn bind_sockets(
     fabric.bind_vm_sockets()?;
     let control_path = server::socket_path(path, &topo.control);
     let bound_control = server::bind(&control_path, &topo.control);
-    let mut control = match bound_control {
-        Ok(l) => {
-            sockets.hold(control_path.clone());
-            l
-        }
-        Err(e) => {
-            fabric.remove_socket_files();
-            return Err(format!("control: socket {}: {e}", control_path.display()));
-        }
-    };
+    let mut control =
+        bound_control.map_err(|e| format!("control: socket {}: {e}", control_path.display()))?;
+    sockets.hold(control_path.clone());
     if let Some(addr) = topo.metrics {
         match std::net::TcpListener::bind(addr) {
             Ok(l) => {
@@ -253,10 +247,7 @@ fn bind_sockets(
                 }
                 control.metrics = Some(l);
             }
-            Err(e) => {
-                fabric.remove_socket_files();
-                return Err(format!("metrics: {addr}: {e}"));
-            }
+            Err(e) => return Err(format!("metrics: {addr}: {e}")),
         }
     }
     Ok(Bound {

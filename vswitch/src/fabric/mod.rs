@@ -177,6 +177,18 @@ fn unkey(k: usize) -> (usize, usize) {
     (k >> 16, k & 0xffff)
 }
 
+/// Binds VM port `index`'s socket (or notes the VMM's socket it dials) and records the file
+/// it listens on, removed with the port. The error names the socket.
+fn bind_vm(sw: &SwitchRuntime, index: usize, vm: &VmPort) -> Result<(), String> {
+    vm.bind()
+        .map_err(|e| format!("socket {}: {e}", vm.config().socket.display()))?;
+    if let Some(path) = vm.socket_file() {
+        let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.entry(index).or_default().socket = Some(path);
+    }
+    Ok(())
+}
+
 /// The VLAN a port's static addresses live in: its untagged VLAN.
 fn home_vlan(v: &vlan::PortVlan) -> VlanId {
     match v {
@@ -188,8 +200,8 @@ fn home_vlan(v: &vlan::PortVlan) -> VlanId {
 
 impl Fabric {
     /// Builds the switches and ports of `topo`: creates the TAP devices and binds the VXLAN
-    /// sockets (vhost-user sockets and threads come later: `serve_vm_port`,
-    /// `start_host_ports`). An error names the port; a TAP marked optional that cannot be
+    /// sockets (vhost-user sockets and threads come later: `bind_vm_sockets`,
+    /// `start_ports`). An error names the port; a TAP marked optional that cannot be
     /// created is logged and left down.
     pub fn new(topo: &Topology) -> Result<Arc<Fabric>, String> {
         let start = Instant::now();
@@ -331,18 +343,13 @@ impl Fabric {
         for sw in &self.switches {
             for (index, port) in sw.ports().iter().enumerate() {
                 let Some(Port::Vm(vm)) = port else { continue };
-                if let Err(e) = vm.bind() {
+                if let Err(e) = bind_vm(sw, index, vm) {
                     self.remove_socket_files();
                     return Err(format!(
-                        "switch \"{}\" port \"{}\": socket {}: {e}",
+                        "switch \"{}\" port \"{}\": {e}",
                         sw.name,
-                        vm.name(),
-                        vm.config().socket.display()
+                        vm.name()
                     ));
-                }
-                if let Some(path) = vm.socket_file() {
-                    let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
-                    runs.entry(index).or_default().socket = Some(path);
                 }
             }
         }
@@ -355,19 +362,6 @@ impl Fabric {
         for (si, sw) in self.switches.iter().enumerate() {
             for (pi, port) in sw.ports().iter().enumerate() {
                 if port.is_some() {
-                    self.start_port(si, pi)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts the reader threads of every TAP, VXLAN and NAT port (VM ports are served by
-    /// `serve_vm_port`).
-    pub fn start_host_ports(self: &Arc<Self>) -> std::io::Result<()> {
-        for (si, sw) in self.switches.iter().enumerate() {
-            for (pi, port) in sw.ports().iter().enumerate() {
-                if matches!(port, Some(p) if !matches!(p, Port::Vm(_))) {
                     self.start_port(si, pi)?;
                 }
             }
@@ -401,16 +395,8 @@ impl Fabric {
         let index = self.attach(si, cfg)?;
         let sw = &self.switches[si];
         let started = match sw.port(index) {
-            Some(Port::Vm(vm)) => match vm.bind() {
-                Ok(()) => {
-                    if let Some(path) = vm.socket_file() {
-                        let mut runs = sw.runs.lock().unwrap_or_else(|p| p.into_inner());
-                        runs.entry(index).or_default().socket = Some(path);
-                    }
-                    self.start_port(si, index).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(format!("socket {}: {e}", vm.config().socket.display())),
-            },
+            Some(Port::Vm(vm)) => bind_vm(sw, index, &vm)
+                .and_then(|()| self.start_port(si, index).map_err(|e| e.to_string())),
             _ => self.start_port(si, index).map_err(|e| e.to_string()),
         };
         if let Err(e) = started {

@@ -1,7 +1,7 @@
 //! Checks that span the file: names (their syntax and uniqueness), unicast MACs, unique
 //! sockets, overlapping subnets, and the registry of what must stay unique (`Taken`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -57,7 +57,7 @@ pub(super) fn subnets_overlap(a: (std::net::Ipv4Addr, u8), b: (std::net::Ipv4Add
 /// (TAP names per namespace, VXLAN endpoints, NAT port forwards); NAT subnets.
 #[derive(Default)]
 pub(super) struct Taken {
-    pub(super) switches: HashMap<String, usize>,
+    pub(super) switches: HashSet<String>,
     pub(super) names: HashMap<String, String>,
     pub(super) sockets: HashMap<PathBuf, String>,
     pub(super) host: HashMap<String, String>,

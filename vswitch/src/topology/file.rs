@@ -117,7 +117,7 @@ fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) 
     let name = sw.name.get_ref().clone();
     let here = format!("switch \"{name}\"");
     check_name(cx, &sw.name, &here);
-    if taken.switches.insert(name.clone(), 0).is_some() {
+    if !taken.switches.insert(name.clone()) {
         cx.error(
             sw.name.span(),
             format!("{here}: name"),
