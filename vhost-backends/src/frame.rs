@@ -14,7 +14,7 @@ use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
 use crate::offload::{OffloadMeta, Offloads};
 pub(crate) use crate::vring::for_each_piece;
-use crate::vring::{Desc, GuestMap};
+use crate::vring::{Desc, GuestMap, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 
 /// The virtio-net header of a VERSION_1 device: 12 bytes, with or without MRG_RXBUF.
 pub const VNET_HDR_LEN: usize = 12;
@@ -129,7 +129,7 @@ impl<'a> TxFrame<'a> {
         v[..h.len()].copy_from_slice(h);
         let mut off = h.len();
         self.for_each_tail_piece(|s| {
-            let n = s.copy_to(&mut v[off..]);
+            let n = copy_from_guest(&s, &mut v[off..]);
             off += n;
         });
     }
@@ -208,7 +208,7 @@ fn parse_into<'a>(
             if vnet_got < VNET_HDR_LEN {
                 let n = (VNET_HDR_LEN - vnet_got).min(piece.len());
                 if let Ok((h, rest)) = piece.split_at(n) {
-                    h.copy_to(&mut vnet[vnet_got..vnet_got + n]);
+                    copy_from_guest(&h, &mut vnet[vnet_got..vnet_got + n]);
                     vnet_got += n;
                     piece = rest;
                 }
@@ -301,7 +301,7 @@ fn gather(segs: &[VolatileSlice<'_>], buf: &mut [u8]) -> usize {
         if n == buf.len() {
             break;
         }
-        n += s.copy_to(&mut buf[n..]);
+        n += copy_from_guest(s, &mut buf[n..]);
     }
     n
 }
@@ -398,7 +398,7 @@ impl<'s, 'a> ScatterWriter<'s, 'a> {
                 return false;
             };
             let n = d.len().min(src.len());
-            d.copy_from(&src[..n]);
+            copy_to_guest(&d, &src[..n]);
             self.advance(n);
             src = &src[n..];
         }
@@ -415,7 +415,7 @@ impl<'s, 'a> ScatterWriter<'s, 'a> {
             let (Ok(part), Ok(rest)) = (src.subslice(0, n), src.offset(n)) else {
                 return false;
             };
-            part.copy_to_volatile_slice(d);
+            copy_guest_to_guest(&d, &part);
             self.advance(n);
             src = rest;
         }

@@ -113,7 +113,7 @@ impl Connection {
                         outcome(Err(RxDrop::BadDescriptor));
                     }
                 }
-                publish_used(&mut st, &mem, used);
+                publish_used(&mut st, &map, used);
                 if !used.is_empty() {
                     self.rx_pending[q].store(true, Ordering::Relaxed);
                 }
@@ -142,7 +142,7 @@ impl Connection {
                 let st = vring.get_ref();
                 let new = st.get_queue().next_used();
                 let old = self.rx_checked[q].swap(new, Ordering::Relaxed);
-                wants_interrupt(&st, &mem, event_idx, old, new)
+                wants_interrupt(&st, &GuestMap::new(&mem), event_idx, old, new)
             };
             if wanted && vring.signal_used_queue().is_ok() {
                 sent += 1;

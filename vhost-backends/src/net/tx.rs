@@ -88,8 +88,9 @@ pub(super) fn drain_tx_batch(
     let used: ArrayVec<(u16, u32), TX_BATCH> = heads.iter().map(|&h| (h, 0)).collect();
     let wanted = {
         let mut st = vring.get_mut();
-        let (old, new) = publish_used(&mut st, &mem, &used);
-        wants_interrupt(&st, &mem, conn.event_idx.load(Ordering::Relaxed), old, new)
+        let map = GuestMap::new(&mem);
+        let (old, new) = publish_used(&mut st, &map, &used);
+        wants_interrupt(&st, &map, conn.event_idx.load(Ordering::Relaxed), old, new)
     };
     if wanted && vring.signal_used_queue().is_ok() {
         NetCounters::add(&c.rx_notifications, 1);

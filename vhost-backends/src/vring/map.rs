@@ -10,6 +10,8 @@ use std::cell::Cell;
 
 use arrayvec::ArrayVec;
 
+use super::host::{HostRange, copy_from_guest};
+
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress, VolatileSlice,
@@ -88,11 +90,17 @@ impl<'m> GuestMap<'m> {
 
     /// Reads `buf.len()` bytes at `addr`: from one region directly, else as vm-memory
     /// reads (across adjacent regions). False if any byte lies outside guest memory.
+    /// `len` bytes at `addr` as a host range, if they lie inside one region.
+    #[inline]
+    pub fn host(&self, addr: u64, len: usize) -> Option<HostRange<'m>> {
+        HostRange::of_slice(&self.slice(addr, len)?)
+    }
+
     #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         match self.slice(addr, buf.len()) {
             Some(s) => {
-                s.copy_to(buf);
+                copy_from_guest(&s, buf);
                 true
             }
             None => self.mem.read_slice(buf, GuestAddress(addr)).is_ok(),

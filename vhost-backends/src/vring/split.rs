@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::host::HostRange;
 use super::map::GuestMap;
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -60,21 +61,34 @@ impl Desc {
     }
 }
 
-/// A split ring's layout: its descriptor table, its available ring, its size.
+/// A split ring's layout: its descriptor table, its available ring, its size; the table and
+/// the ring translated to host ranges once (when each lies inside one region, as VMMs lay
+/// them out), so walking them costs no lookups.
 pub struct SplitRing<'r, 'm> {
     map: &'r GuestMap<'m>,
     desc_table: u64,
     avail_ring: u64,
     size: u16,
+    /// The descriptor table (`size` descriptors).
+    desc_host: Option<HostRange<'m>>,
+    /// flags, idx, `size` entries and used_event; only when 2-aligned (as virtio-queue
+    /// requires for its atomic loads; a misaligned ring goes through vm-memory, and fails).
+    avail_host: Option<HostRange<'m>>,
 }
 
 impl<'r, 'm> SplitRing<'r, 'm> {
     pub fn new(map: &'r GuestMap<'m>, desc_table: u64, avail_ring: u64, size: u16) -> Self {
+        let size_u = usize::from(size);
         SplitRing {
             map,
             desc_table,
             avail_ring,
             size,
+            desc_host: map.host(desc_table, size_u * DESC_SIZE as usize),
+            avail_host: avail_ring
+                .is_multiple_of(2)
+                .then(|| map.host(avail_ring, 6 + 2 * size_u))
+                .flatten(),
         }
     }
 
@@ -89,14 +103,33 @@ impl<'r, 'm> SplitRing<'r, 'm> {
         })
     }
 
-    /// The driver's available index (acquire: the entries before it are visible).
-    pub fn avail_idx(&self) -> Option<u16> {
-        let at = GuestAddress(self.avail_ring.checked_add(2)?);
+    /// The u16 at `off` in the avail ring, loaded with acquire ordering.
+    #[inline]
+    fn avail_u16(&self, off: u64) -> Option<u16> {
+        if let Some(h) = &self.avail_host {
+            return h.load_u16_acquire(off as usize);
+        }
+        let at = GuestAddress(self.avail_ring.checked_add(off)?);
         self.map
             .mem()
             .load::<u16>(at, Ordering::Acquire)
             .ok()
             .map(u16::from_le)
+    }
+
+    /// The driver's available index (acquire: the entries before it are visible).
+    pub fn avail_idx(&self) -> Option<u16> {
+        self.avail_u16(2)
+    }
+
+    /// The driver's avail flags (VRING_AVAIL_F_NO_INTERRUPT).
+    pub fn avail_flags(&self) -> Option<u16> {
+        self.avail_u16(0)
+    }
+
+    /// The driver's used_event (EVENT_IDX): interrupt when the used index passes it.
+    pub fn used_event(&self) -> Option<u16> {
+        self.avail_u16(4 + 2 * u64::from(self.size))
     }
 
     /// The chains available from the device's position `next_avail`: `None` when the index
@@ -119,11 +152,20 @@ impl<'r, 'm> SplitRing<'r, 'm> {
             map: self.map,
             head,
             table: self.desc_table,
+            host: self.desc_host,
             size: self.size,
             next: head,
             ttl: self.size,
             yielded: 0,
             indirect: false,
+        }
+    }
+
+    /// Asks the CPU to fetch the descriptor `head` (a prefetch: reads nothing).
+    #[inline]
+    pub fn prefetch_desc(&self, head: u16) {
+        if let Some(h) = &self.desc_host {
+            h.prefetch(usize::from(head) * DESC_SIZE as usize);
         }
     }
 }
@@ -138,19 +180,9 @@ pub struct Chain<'a, 'r, 'm> {
 impl<'r, 'm> Iterator for Chain<'_, 'r, 'm> {
     type Item = DescChain<'r, 'm>;
 
+    #[inline]
     fn next(&mut self) -> Option<DescChain<'r, 'm>> {
-        if self.next_avail == self.last {
-            return None;
-        }
-        let slot = u64::from(self.next_avail.checked_rem(self.ring.size)?);
-        let at = self.ring.avail_ring.checked_add(4 + 2 * slot)?;
-        let head = self
-            .ring
-            .map
-            .mem()
-            .load::<u16>(GuestAddress(at), Ordering::Acquire)
-            .ok()
-            .map(u16::from_le)?;
+        let head = self.peek(0)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Some(self.ring.chain(head))
     }
@@ -162,9 +194,39 @@ impl Chain<'_, '_, '_> {
         self.next_avail
     }
 
+    /// Entries left to take.
+    pub fn remaining(&self) -> u16 {
+        self.last.wrapping_sub(self.next_avail)
+    }
+
     /// Gives the last entry taken back (it will be taken again).
     pub fn go_back(&mut self) {
         self.next_avail = self.next_avail.wrapping_sub(1);
+    }
+
+    /// The head of the `k`-th entry not yet taken, without taking it.
+    #[inline]
+    pub fn peek(&self, k: u16) -> Option<u16> {
+        if k >= self.remaining() {
+            return None;
+        }
+        let at = self
+            .next_avail
+            .wrapping_add(k)
+            .checked_rem(self.ring.size)?;
+        self.ring.avail_u16(4 + 2 * u64::from(at))
+    }
+
+    /// Asks the CPU to fetch the first descriptors of the next `n` entries (the entries
+    /// themselves are read for that; nothing is taken).
+    #[inline]
+    pub fn prefetch(&self, n: u16) {
+        for k in 0..n {
+            match self.peek(k) {
+                Some(head) => self.ring.prefetch_desc(head),
+                None => break,
+            }
+        }
     }
 }
 
@@ -172,7 +234,10 @@ impl Chain<'_, '_, '_> {
 pub struct DescChain<'r, 'm> {
     map: &'r GuestMap<'m>,
     head: u16,
+    /// The table being walked (the ring's, or an indirect one) and, when it lies inside one
+    /// region, its host range.
     table: u64,
+    host: Option<HostRange<'m>>,
     size: u16,
     next: u16,
     ttl: u16,
@@ -184,22 +249,31 @@ impl DescChain<'_, '_> {
     pub fn head(&self) -> u16 {
         self.head
     }
+
+    /// Descriptor `i` of the current table.
+    #[inline]
+    fn read(&self, i: u16) -> Option<Desc> {
+        let off = u64::from(i) * DESC_SIZE;
+        if let Some(h) = &self.host {
+            return h.read::<16>(off as usize).map(Desc::from_le);
+        }
+        let mut raw = [0u8; 16];
+        self.map
+            .read(self.table.checked_add(off)?, &mut raw)
+            .then(|| Desc::from_le(raw))
+    }
 }
 
 impl Iterator for DescChain<'_, '_> {
     type Item = Desc;
 
+    #[inline]
     fn next(&mut self) -> Option<Desc> {
         loop {
             if self.ttl == 0 || self.next >= self.size {
                 return None;
             }
-            let at = self.table.checked_add(u64::from(self.next) * DESC_SIZE)?;
-            let mut raw = [0u8; 16];
-            if !self.map.read(at, &mut raw) {
-                return None;
-            }
-            let d = Desc::from_le(raw);
+            let d = self.read(self.next)?;
             if d.flags & F_INDIRECT != 0 {
                 // One indirect table per chain, whole descriptors, at most 2^16 of them.
                 if self.indirect || !d.len.is_multiple_of(DESC_SIZE as u32) {
@@ -207,6 +281,7 @@ impl Iterator for DescChain<'_, '_> {
                 }
                 let n = u16::try_from(d.len / DESC_SIZE as u32).ok()?;
                 self.table = d.addr;
+                self.host = self.map.host(d.addr, d.len as usize);
                 self.size = n;
                 self.next = 0;
                 self.ttl = n;
@@ -222,6 +297,70 @@ impl Iterator for DescChain<'_, '_> {
             }
             return Some(d);
         }
+    }
+}
+
+/// A split ring's used ring, translated once (when inside one region and 4-aligned, as the
+/// spec requires and VMMs do; otherwise written through vm-memory).
+pub struct UsedRing<'m> {
+    mem: &'m vm_memory::GuestMemoryMmap,
+    addr: u64,
+    size: u16,
+    host: Option<HostRange<'m>>,
+}
+
+impl<'m> UsedRing<'m> {
+    pub fn new(map: &GuestMap<'m>, addr: u64, size: u16) -> Self {
+        UsedRing {
+            mem: map.mem(),
+            addr,
+            size,
+            host: addr
+                .is_multiple_of(4)
+                .then(|| map.host(addr, 6 + 8 * usize::from(size)))
+                .flatten(),
+        }
+    }
+
+    /// Writes `entries` (head, length) from used index `idx` on, then publishes them with a
+    /// single release store of the used index (the elements are visible first). Returns the
+    /// new used index. One store of the index per batch, not per entry: that cache line
+    /// moves to the guest's CPU once.
+    pub fn publish(&self, mut idx: u16, entries: &[(u16, u32)]) -> u16 {
+        if entries.is_empty() || self.size == 0 {
+            return idx;
+        }
+        for &(head, len) in entries {
+            let at = 4 + 8 * usize::from(idx % self.size);
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            match &self.host {
+                Some(h) => {
+                    h.write(at, elem);
+                }
+                None => {
+                    let _ = self
+                        .addr
+                        .checked_add(at as u64)
+                        .map(|a| self.mem.write_slice(&elem, GuestAddress(a)));
+                }
+            }
+            idx = idx.wrapping_add(1);
+        }
+        match &self.host {
+            Some(h) => {
+                h.store_u16_release(2, idx);
+            }
+            None => {
+                if let Some(a) = self.addr.checked_add(2) {
+                    let _ = self
+                        .mem
+                        .store(idx.to_le(), GuestAddress(a), Ordering::Release);
+                }
+            }
+        }
+        idx
     }
 }
 
@@ -335,5 +474,39 @@ mod tests {
             &[0, 1, 2, SIZE - 1],
             &[],
         );
+    }
+
+    /// The used ring after `UsedRing::publish` equals the one virtio-queue's `add_used`
+    /// writes, entries and index, across the ring's end; `ring_at` puts the used ring inside
+    /// one region or across two adjacent ones (then written through vm-memory).
+    fn same_used(ring_at: u64) {
+        let regions = [(GuestAddress(0), 0x2000), (GuestAddress(0x2000), 0x2000)];
+        let ours_mem = GuestMemoryMmap::<()>::from_ranges(&regions).unwrap();
+        let theirs_mem = GuestMemoryMmap::<()>::from_ranges(&regions).unwrap();
+        let mut q = Queue::new(SIZE).unwrap();
+        q.set_used_ring_address(Some(ring_at as u32), None);
+        q.set_ready(true);
+        let map = GuestMap::new(&ours_mem);
+        let used = UsedRing::new(&map, ring_at, SIZE);
+        let mut idx = 0u16;
+        for batch in [&[(3u16, 60u32), (5, 0)][..], &[(1, 1514); 7], &[(7, 9)]] {
+            idx = used.publish(idx, batch);
+            for &(h, l) in batch {
+                q.add_used(&theirs_mem, h, l).unwrap();
+            }
+        }
+        assert_eq!(idx, q.next_used());
+        let (mut a, mut b) = ([0u8; 4 + 8 * SIZE as usize], [0u8; 4 + 8 * SIZE as usize]);
+        ours_mem.read_slice(&mut a, GuestAddress(ring_at)).unwrap();
+        theirs_mem
+            .read_slice(&mut b, GuestAddress(ring_at))
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn used_entries_and_index_are_virtio_queue_s_in_one_region_and_across_two() {
+        same_used(0x1000);
+        same_used(0x2000 - 16);
     }
 }

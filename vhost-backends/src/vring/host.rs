@@ -1,0 +1,218 @@
+//! Guest memory reached through host pointers: the only `unsafe` of the fast path.
+//!
+//! A `HostRange` is a range of guest memory already translated (and bounds-checked against
+//! the guest's memory table) by `GuestMap`, valid as long as the memory it came from
+//! (`'m`). Every access checks its offset against the range; ring fields are read and
+//! written with volatile accesses (the guest writes them concurrently), the indices with
+//! atomic acquire loads and release stores as the virtio spec orders them. Frame bytes are
+//! copied with `memcpy`/`memmove`: the guest may change them while they are copied, which
+//! only changes what is copied.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use vm_memory::VolatileSlice;
+
+/// A translated range of guest memory.
+#[derive(Clone, Copy)]
+pub struct HostRange<'m> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _mem: PhantomData<&'m [u8]>,
+}
+
+impl<'m> HostRange<'m> {
+    /// The range a `VolatileSlice` of the guest's memory covers.
+    pub fn of_slice(s: &VolatileSlice<'m>) -> Option<HostRange<'m>> {
+        Some(HostRange {
+            ptr: NonNull::new(s.ptr_guard_mut().as_ptr())?,
+            len: s.len(),
+            _mem: PhantomData,
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Pointer to `n` bytes at `off`, if they lie inside the range.
+    #[inline]
+    fn at(&self, off: usize, n: usize) -> Option<*mut u8> {
+        let end = off.checked_add(n)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: off + n <= len, so the result stays inside the range (one allocation:
+        // a mapping of the guest's memory).
+        Some(unsafe { self.ptr.as_ptr().add(off) })
+    }
+
+    /// `N` bytes at `off`, read once (volatile).
+    #[inline]
+    pub fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let p = self.at(off, N)?;
+        // SAFETY: `p..p+N` is inside the mapped range (checked by `at`), valid for reads for
+        // 'm; [u8; N] has alignment 1, and any bytes are a valid value.
+        Some(unsafe { std::ptr::read_volatile(p as *const [u8; N]) })
+    }
+
+    /// Writes `N` bytes at `off` (volatile). False if they do not fit.
+    #[inline]
+    pub fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> bool {
+        let Some(p) = self.at(off, N) else {
+            return false;
+        };
+        // SAFETY: `p..p+N` is inside the mapped range, which is writable shared memory;
+        // alignment 1.
+        unsafe { std::ptr::write_volatile(p as *mut [u8; N], v) };
+        true
+    }
+
+    /// The little-endian u16 at `off`, loaded with acquire ordering (a ring index: what the
+    /// guest wrote before it is visible after). None if outside or misaligned.
+    #[inline]
+    pub fn load_u16_acquire(&self, off: usize) -> Option<u16> {
+        let p = self.at(off, 2)?;
+        if !(p as usize).is_multiple_of(2) {
+            return None;
+        }
+        // SAFETY: two in-range bytes, 2-aligned (checked), valid for 'm; AtomicU16 has the
+        // size and alignment of u16, and the guest accesses the index atomically too.
+        let a = unsafe { AtomicU16::from_ptr(p as *mut u16) };
+        Some(u16::from_le(a.load(Ordering::Acquire)))
+    }
+
+    /// Stores the little-endian u16 `v` at `off` with release ordering (a used index: the
+    /// entries written before are visible to the guest first). False if outside or
+    /// misaligned.
+    #[inline]
+    pub fn store_u16_release(&self, off: usize, v: u16) -> bool {
+        let Some(p) = self.at(off, 2) else {
+            return false;
+        };
+        if !(p as usize).is_multiple_of(2) {
+            return false;
+        }
+        // SAFETY: as in `load_u16_acquire`; the range is writable shared memory.
+        let a = unsafe { AtomicU16::from_ptr(p as *mut u16) };
+        a.store(v.to_le(), Ordering::Release);
+        true
+    }
+
+    /// Hints the CPU to fetch the cache line holding `off` (no effect outside the range).
+    #[inline]
+    pub fn prefetch(&self, off: usize) {
+        if let Some(p) = self.at(off, 1) {
+            prefetch(p);
+        }
+    }
+}
+
+/// Hints the CPU to fetch the cache line at `p` (never faults, whatever `p` is).
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it reads nothing and never faults, for any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hints the CPU to fetch the first cache line of a piece of guest memory.
+#[inline]
+pub fn prefetch_slice(s: &VolatileSlice<'_>) {
+    if !s.is_empty() {
+        prefetch(s.ptr_guard().as_ptr());
+    }
+}
+
+/// Copies the start of guest memory `src` into `dst`; returns the bytes copied.
+#[inline]
+pub fn copy_from_guest(src: &VolatileSlice<'_>, dst: &mut [u8]) -> usize {
+    let n = src.len().min(dst.len());
+    if n != 0 {
+        // SAFETY: `src` is valid for reads of its len >= n bytes (a VolatileSlice of mapped
+        // guest memory), `dst` for writes of n; they cannot overlap (dst is vfabric's own
+        // memory, never a guest mapping).
+        unsafe { std::ptr::copy_nonoverlapping(src.ptr_guard().as_ptr(), dst.as_mut_ptr(), n) };
+    }
+    n
+}
+
+/// Copies the start of `src` into guest memory `dst`; returns the bytes copied.
+#[inline]
+pub fn copy_to_guest(dst: &VolatileSlice<'_>, src: &[u8]) -> usize {
+    let n = src.len().min(dst.len());
+    if n != 0 {
+        // SAFETY: `dst` is valid for writes of its len >= n bytes (mapped, writable guest
+        // memory), `src` for reads of n; no overlap (src is vfabric's own memory).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
+    }
+    n
+}
+
+/// Copies the start of guest memory `src` into guest memory `dst` (the same guest's or
+/// another's, possibly overlapping); returns the bytes copied.
+#[inline]
+pub fn copy_guest_to_guest(dst: &VolatileSlice<'_>, src: &VolatileSlice<'_>) -> usize {
+    let n = src.len().min(dst.len());
+    if n != 0 {
+        // SAFETY: both valid for n bytes (reads, writes); `copy` allows overlap, which a
+        // guest can arrange by pointing an RX buffer at its own TX buffer.
+        unsafe { std::ptr::copy(src.ptr_guard().as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accesses_stay_inside_the_range_and_respect_alignment() {
+        let mut buf = [0u8; 32];
+        let s = VolatileSlice::from(&mut buf[4..20]);
+        let r = HostRange::of_slice(&s).unwrap();
+        assert_eq!(r.len(), 16);
+        assert!(r.write(0, [1u8, 2, 3, 4]));
+        assert!(r.write(12, [9u8; 4]));
+        assert!(!r.write(13, [9u8; 4]));
+        assert!(!r.write(usize::MAX, [9u8; 4]));
+        assert_eq!(r.read::<4>(0), Some([1, 2, 3, 4]));
+        assert_eq!(r.read::<4>(13), None);
+        assert!(r.store_u16_release(2, 0x1234));
+        assert_eq!(r.load_u16_acquire(2), Some(0x1234));
+        assert_eq!(r.read::<2>(2), Some(0x1234u16.to_le_bytes()));
+        assert_eq!(r.load_u16_acquire(15), None);
+        assert!(!r.store_u16_release(15, 1));
+        assert_eq!(&buf[4..8], &[1, 2, 0x34, 0x12]);
+        assert_eq!(&buf[16..20], &[9u8; 4]);
+        assert_eq!(buf[20], 0);
+    }
+
+    #[test]
+    fn copies_take_the_shorter_length_and_allow_overlap_between_guest_pieces() {
+        let mut g = [0u8; 16];
+        for (i, b) in g.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let s = VolatileSlice::from(&mut g[..]);
+        let mut out = [0u8; 4];
+        assert_eq!(copy_from_guest(&s, &mut out), 4);
+        assert_eq!(out, [0, 1, 2, 3]);
+        let (a, b) = (s.subslice(0, 8).unwrap(), s.subslice(2, 8).unwrap());
+        assert_eq!(copy_guest_to_guest(&b, &a), 8);
+        assert_eq!(copy_to_guest(&s.subslice(14, 2).unwrap(), &[7, 7, 7]), 2);
+        assert_eq!(&g[..12], &[0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 10, 11]);
+        assert_eq!(&g[14..], &[7, 7]);
+    }
+}
