@@ -63,6 +63,50 @@ impl<'m> HostRange<'m> {
         Some(unsafe { std::ptr::read_volatile(p as *const [u8; N]) })
     }
 
+    /// A descriptor (16 bytes) at `off`, read once: as two 8-byte loads when aligned (a
+    /// table is 16-aligned by the spec), byte by byte otherwise.
+    #[inline]
+    pub fn read_desc(&self, off: usize) -> Option<[u8; 16]> {
+        let p = self.at(off, 16)?;
+        if !(p as usize).is_multiple_of(8) {
+            return self.read::<16>(off);
+        }
+        // SAFETY: 16 in-range bytes (checked by `at`), 8-aligned (checked), valid for reads
+        // for 'm; any bits are a valid u64.
+        let (a, b) = unsafe {
+            (
+                std::ptr::read_volatile(p as *const u64),
+                std::ptr::read_volatile(p.add(8) as *const u64),
+            )
+        };
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&a.to_ne_bytes());
+        out[8..].copy_from_slice(&b.to_ne_bytes());
+        Some(out)
+    }
+
+    /// Writes a used element (id, len, little-endian) at `off`: two 4-byte stores when
+    /// aligned (a used ring is 4-aligned by the spec), byte by byte otherwise. False if it
+    /// does not fit.
+    #[inline]
+    pub fn write_used_elem(&self, off: usize, id: u32, len: u32) -> bool {
+        let Some(p) = self.at(off, 8) else {
+            return false;
+        };
+        if !(p as usize).is_multiple_of(4) {
+            let mut elem = [0u8; 8];
+            elem[..4].copy_from_slice(&id.to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            return self.write(off, elem);
+        }
+        // SAFETY: 8 in-range bytes of writable shared memory, 4-aligned (checked).
+        unsafe {
+            std::ptr::write_volatile(p as *mut u32, id.to_le());
+            std::ptr::write_volatile(p.add(4) as *mut u32, len.to_le());
+        }
+        true
+    }
+
     /// Writes `N` bytes at `off` (volatile). False if they do not fit.
     #[inline]
     pub fn write<const N: usize>(&self, off: usize, v: [u8; N]) -> bool {
@@ -193,6 +237,15 @@ mod tests {
         assert_eq!(r.load_u16_acquire(2), Some(0x1234));
         assert_eq!(r.read::<2>(2), Some(0x1234u16.to_le_bytes()));
         assert_eq!(r.load_u16_acquire(15), None);
+        assert!(r.write_used_elem(4, 0x0102_0304, 0x0506_0708));
+        assert!(!r.write_used_elem(9, 1, 1));
+        let mut want = [0u8; 16];
+        want[..4].copy_from_slice(&[1, 2, 0x34, 0x12]);
+        want[4..8].copy_from_slice(&0x0102_0304u32.to_le_bytes());
+        want[8..12].copy_from_slice(&0x0506_0708u32.to_le_bytes());
+        want[12..].copy_from_slice(&[9u8; 4]);
+        assert_eq!(r.read_desc(0), Some(want));
+        assert_eq!(r.read_desc(1), None);
         assert!(!r.store_u16_release(15, 1));
         assert_eq!(&buf[4..8], &[1, 2, 0x34, 0x12]);
         assert_eq!(&buf[16..20], &[9u8; 4]);

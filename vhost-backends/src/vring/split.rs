@@ -255,7 +255,7 @@ impl DescChain<'_, '_> {
     fn read(&self, i: u16) -> Option<Desc> {
         let off = u64::from(i) * DESC_SIZE;
         if let Some(h) = &self.host {
-            return h.read::<16>(off as usize).map(Desc::from_le);
+            return h.read_desc(off as usize).map(Desc::from_le);
         }
         let mut raw = [0u8; 16];
         self.map
@@ -332,14 +332,14 @@ impl<'m> UsedRing<'m> {
         }
         for &(head, len) in entries {
             let at = 4 + 8 * usize::from(idx % self.size);
-            let mut elem = [0u8; 8];
-            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-            elem[4..].copy_from_slice(&len.to_le_bytes());
             match &self.host {
                 Some(h) => {
-                    h.write(at, elem);
+                    h.write_used_elem(at, u32::from(head), len);
                 }
                 None => {
+                    let mut elem = [0u8; 8];
+                    elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+                    elem[4..].copy_from_slice(&len.to_le_bytes());
                     let _ = self
                         .addr
                         .checked_add(at as u64)
