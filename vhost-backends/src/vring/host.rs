@@ -149,34 +149,6 @@ impl<'m> HostRange<'m> {
         a.store(v.to_le(), Ordering::Release);
         true
     }
-
-    /// Hints the CPU to fetch the cache line holding `off` (no effect outside the range).
-    #[inline]
-    pub fn prefetch(&self, off: usize) {
-        if let Some(p) = self.at(off, 1) {
-            prefetch(p);
-        }
-    }
-}
-
-/// Hints the CPU to fetch the cache line at `p` (never faults, whatever `p` is).
-#[inline]
-pub fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it reads nothing and never faults, for any address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Hints the CPU to fetch the first cache line of a piece of guest memory.
-#[inline]
-pub fn prefetch_slice(s: &VolatileSlice<'_>) {
-    if !s.is_empty() {
-        prefetch(s.ptr_guard().as_ptr());
-    }
 }
 
 /// Copies the start of guest memory `src` into `dst`; returns the bytes copied.

@@ -18,7 +18,7 @@ mod host;
 mod map;
 mod split;
 
-pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest, prefetch_slice};
+pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 pub use map::GuestMap;
 pub(crate) use map::for_each_piece;
 pub use split::{Chain, Desc, DescChain, SplitRing, UsedRing};

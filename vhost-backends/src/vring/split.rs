@@ -143,6 +143,9 @@ impl<'r, 'm> SplitRing<'r, 'm> {
             ring: self,
             next_avail,
             last: idx,
+            heads: [0; AVAIL_CHUNK],
+            from: next_avail,
+            cached: 0,
         })
     }
 
@@ -160,14 +163,6 @@ impl<'r, 'm> SplitRing<'r, 'm> {
             indirect: false,
         }
     }
-
-    /// Asks the CPU to fetch the descriptor `head` (a prefetch: reads nothing).
-    #[inline]
-    pub fn prefetch_desc(&self, head: u16) {
-        if let Some(h) = &self.desc_host {
-            h.prefetch(usize::from(head) * DESC_SIZE as usize);
-        }
-    }
 }
 
 /// The available entries of a ring, each as its descriptor chain.
@@ -175,14 +170,27 @@ pub struct Chain<'a, 'r, 'm> {
     ring: &'a SplitRing<'r, 'm>,
     next_avail: u16,
     last: u16,
+    /// Entries copied out of the ring in one go: `heads[i]` is the one at position
+    /// `from + i`, for i < `cached`. The guest refills the ring while the device reads it;
+    /// reading each entry when its chain is taken would pull the shared cache line back
+    /// from the guest's CPU again and again.
+    heads: [u16; AVAIL_CHUNK],
+    from: u16,
+    cached: u16,
 }
+
+/// Avail entries read at a time (64 bytes: one cache line when aligned).
+const AVAIL_CHUNK: usize = 32;
 
 impl<'r, 'm> Iterator for Chain<'_, 'r, 'm> {
     type Item = DescChain<'r, 'm>;
 
     #[inline]
     fn next(&mut self) -> Option<DescChain<'r, 'm>> {
-        let head = self.peek(0)?;
+        if self.next_avail == self.last {
+            return None;
+        }
+        let head = self.entry(self.next_avail)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Some(self.ring.chain(head))
     }
@@ -194,39 +202,32 @@ impl Chain<'_, '_, '_> {
         self.next_avail
     }
 
-    /// Entries left to take.
-    pub fn remaining(&self) -> u16 {
-        self.last.wrapping_sub(self.next_avail)
-    }
-
     /// Gives the last entry taken back (it will be taken again).
     pub fn go_back(&mut self) {
         self.next_avail = self.next_avail.wrapping_sub(1);
     }
 
-    /// The head of the `k`-th entry not yet taken, without taking it.
+    /// The entry at position `pos` (< `last`), from the copy or read with those after it.
     #[inline]
-    pub fn peek(&self, k: u16) -> Option<u16> {
-        if k >= self.remaining() {
-            return None;
+    fn entry(&mut self, pos: u16) -> Option<u16> {
+        let k = pos.wrapping_sub(self.from);
+        if k < self.cached {
+            return self.heads.get(usize::from(k)).copied();
         }
-        let at = self
-            .next_avail
-            .wrapping_add(k)
-            .checked_rem(self.ring.size)?;
-        self.ring.avail_u16(4 + 2 * u64::from(at))
-    }
-
-    /// Asks the CPU to fetch the first descriptors of the next `n` entries (the entries
-    /// themselves are read for that; nothing is taken).
-    #[inline]
-    pub fn prefetch(&self, n: u16) {
-        for k in 0..n {
-            match self.peek(k) {
-                Some(head) => self.ring.prefetch_desc(head),
+        // Entries up to the driver's index were written before it (read with acquire), and
+        // the driver may not change them until the device has used them.
+        let n = self.last.wrapping_sub(pos).min(AVAIL_CHUNK as u16);
+        self.from = pos;
+        self.cached = 0;
+        for (i, slot) in self.heads.iter_mut().take(usize::from(n)).enumerate() {
+            let at = pos.wrapping_add(i as u16).checked_rem(self.ring.size)?;
+            match self.ring.avail_u16(4 + 2 * u64::from(at)) {
+                Some(h) => *slot = h,
                 None => break,
             }
+            self.cached += 1;
         }
+        (self.cached > 0).then_some(self.heads[0])
     }
 }
 
