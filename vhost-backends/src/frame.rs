@@ -12,7 +12,7 @@ use arrayvec::ArrayVec;
 use virtio_queue::DescriptorChain;
 use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
-use crate::offload::{OffloadMeta, Offloads};
+use crate::offload::{Gso, OffloadMeta, Offloads};
 pub(crate) use crate::vring::for_each_piece;
 use crate::vring::{Desc, GuestMap, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 
@@ -63,6 +63,27 @@ pub struct FrameInfo {
     len: u32,
     seg_start: u16,
     seg_count: u16,
+}
+
+impl FrameInfo {
+    /// A slot to parse a frame into.
+    pub const EMPTY: FrameInfo = FrameInfo {
+        vnet: [0; VNET_HDR_LEN],
+        meta: OffloadMeta {
+            csum: None,
+            gso: Gso::None,
+            ecn: false,
+            gso_size: 0,
+            hdr_len: 0,
+            l3: 0,
+            l4: 0,
+        },
+        head: [0; HEAD_COPY],
+        head_len: 0,
+        len: 0,
+        seg_start: 0,
+        seg_count: 0,
+    };
 }
 
 /// The pieces of guest memory of a batch of frames.
@@ -171,22 +192,38 @@ pub fn parse_tx_descs<'a>(
     offloads: Offloads,
     store: &mut SegStore<'a>,
 ) -> Result<FrameInfo, TxError> {
+    let mut info = FrameInfo::EMPTY;
+    parse_tx_descs_into(map, descs, offloads, store, &mut info).map(|()| info)
+}
+
+/// `parse_tx_descs` writing the frame's description into `out` (a slot of the batch), so
+/// the per-frame state is never moved: `out` is undefined on error.
+#[inline]
+pub fn parse_tx_descs_into<'a>(
+    map: &GuestMap<'a>,
+    descs: impl Iterator<Item = Desc>,
+    offloads: Offloads,
+    store: &mut SegStore<'a>,
+    out: &mut FrameInfo,
+) -> Result<(), TxError> {
     let start = store.len();
-    let res = parse_into(map, descs, offloads, store, start);
+    let res = parse_into(map, descs, offloads, store, start, out);
     if res.is_err() {
         store.truncate(start);
     }
     res
 }
 
+#[inline]
 fn parse_into<'a>(
     map: &GuestMap<'a>,
     chain: impl Iterator<Item = Desc>,
     offloads: Offloads,
     store: &mut SegStore<'a>,
     start: usize,
-) -> Result<FrameInfo, TxError> {
-    let mut vnet = [0u8; VNET_HDR_LEN];
+    out: &mut FrameInfo,
+) -> Result<(), TxError> {
+    let vnet = &mut out.vnet;
     let mut vnet_got = 0usize;
     let mut total = 0usize;
     // The chain iterator stops quietly at a loop (after queue-size descriptors), a `next`
@@ -235,26 +272,21 @@ fn parse_into<'a>(
         return Err(TxError::Runt);
     }
     let segs = &store[start..];
-    let mut head = [0u8; HEAD_COPY];
-    let head_len = gather(segs, &mut head);
+    let head_len = gather(segs, &mut out.head);
     // A segmentation offload's headers (up to ~140 bytes) are checked on a longer copy.
-    let meta = if vnet[1] != 0 {
+    out.meta = if out.vnet[1] != 0 {
         let mut hdrs = [0u8; GSO_HEAD_COPY];
         let n = gather(segs, &mut hdrs);
-        OffloadMeta::from_tx_header(&vnet, &hdrs[..n], len, offloads)
+        OffloadMeta::from_tx_header(&out.vnet, &hdrs[..n], len, offloads)
     } else {
-        OffloadMeta::from_tx_header(&vnet, &head[..head_len], len, offloads)
+        OffloadMeta::from_tx_header(&out.vnet, &out.head[..head_len], len, offloads)
     }
     .map_err(|_| TxError::BadOffload)?;
-    Ok(FrameInfo {
-        vnet,
-        meta,
-        head,
-        head_len: head_len as u16,
-        len: len as u32,
-        seg_start: start as u16,
-        seg_count: (store.len() - start) as u16,
-    })
+    out.head_len = head_len as u16;
+    out.len = len as u32;
+    out.seg_start = start as u16;
+    out.seg_count = (store.len() - start) as u16;
+    Ok(())
 }
 
 /// Reads a frame vfabric holds in its own memory (read from a TAP device or a VXLAN socket):

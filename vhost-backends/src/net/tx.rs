@@ -12,7 +12,7 @@ use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
 use super::counters::NetCounters;
-use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs};
+use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
 use crate::vring::{GuestMap, SplitRing};
 
@@ -55,9 +55,13 @@ pub(super) fn drain_tx_batch(
                 break;
             };
             heads.push(chain.head());
-            match parse_tx_descs(&map, chain, offloads, &mut store) {
-                Ok(info) => infos.push(info),
-                Err(e) => NetCounters::add(
+            // Parsed straight into the batch's next slot (never moved afterwards).
+            infos.push(FrameInfo::EMPTY);
+            let slot = infos.len() - 1;
+            if let Err(e) = parse_tx_descs_into(&map, chain, offloads, &mut store, &mut infos[slot])
+            {
+                infos.truncate(slot);
+                NetCounters::add(
                     match e {
                         TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
                         TxError::MissingHeader => &c.rx_drop_missing_header,
@@ -67,7 +71,7 @@ pub(super) fn drain_tx_batch(
                         TxError::BadOffload => &c.rx_drop_bad_offload,
                     },
                     1,
-                ),
+                );
             }
         }
         st.get_queue_mut().set_next_avail(avail.position());
