@@ -116,7 +116,23 @@ impl OffloadMeta {
 
     /// Validates a guest's TX header (`hdr`) against what it negotiated (`ok`), checking the
     /// headers of a GSO frame in `head` (the copied start of the frame of `len` bytes).
+    #[inline]
     pub fn from_tx_header(
+        hdr: &[u8; 12],
+        head: &[u8],
+        len: usize,
+        ok: Offloads,
+    ) -> Result<OffloadMeta, BadOffload> {
+        // Most frames ask for nothing: decided here, inlined into the caller.
+        if hdr[0] & HDR_F_NEEDS_CSUM == 0 && hdr[1] == GSO_NONE {
+            return Ok(OffloadMeta::default());
+        }
+        Self::from_tx_header_offloaded(hdr, head, len, ok)
+    }
+
+    /// `from_tx_header` for a header that asks for a checksum or segmentation.
+    #[inline(never)]
+    fn from_tx_header_offloaded(
         hdr: &[u8; 12],
         head: &[u8],
         len: usize,
@@ -182,6 +198,7 @@ impl OffloadMeta {
     }
 
     /// Whether a receiver handling `rx` takes this frame as it is.
+    #[inline]
     pub fn fits(&self, rx: Offloads) -> bool {
         (self.csum.is_none() || rx.csum)
             && match self.gso {
@@ -194,6 +211,7 @@ impl OffloadMeta {
     /// The receive-side virtio-net header carrying this frame's offloads (num_buffers 0).
     /// The same offloads for the frame with its bytes after the VLAN tags moved by `shift`
     /// (a tag pushed: +4, popped: -4).
+    #[inline]
     pub fn shifted(&self, shift: i32) -> OffloadMeta {
         let mv = |v: u16| (i32::from(v) + shift).clamp(0, i32::from(u16::MAX)) as u16;
         let mut m = *self;
@@ -209,6 +227,7 @@ impl OffloadMeta {
         m
     }
 
+    #[inline]
     pub fn rx_header(&self) -> [u8; 12] {
         let mut h = [0u8; 12];
         if let Some((start, off)) = self.csum {
