@@ -95,6 +95,35 @@ fn busy_poll_switch_exchanges_frames_and_sleeps_when_idle() {
     guests_exchange_frames(lab);
 }
 
+#[test]
+fn two_poll_threads_exchange_frames_on_every_pair_they_share_out() {
+    let lab = Lab::with_switch(3, "busy_poll = true\npoll_threads = 2", "");
+    // Pair q of port p belongs to thread (p + q) mod 2.
+    let sw = &lab.fabric.switches()[0];
+    assert_eq!(sw.poll_thread_of(0, 2), Some(vec![0, 1]));
+    assert_eq!(sw.poll_thread_of(1, 2), Some(vec![1, 0]));
+    // Both pairs of two ports, so each thread drains a ring of each: frames sent on either
+    // pair arrive, whichever thread took them.
+    let mut a = Guest::connect(&lab.sockets[0], 2, Order::Qemu, 0);
+    let mut b = Guest::connect(&lab.sockets[1], 2, Order::Qemu, 0);
+    for pair in 0..2 {
+        b.post_rx(pair, 8, 2048);
+        a.post_rx(pair, 8, 2048);
+    }
+    for pair in 0..2 {
+        let f = frame(BCAST, mac(1), format!("a on pair {pair}").as_bytes());
+        a.send(pair, &f);
+        assert_eq!(b.recv(pair, 1, T), vec![(1, f)]);
+        let g = frame(mac(1), mac(2), format!("b on pair {pair}").as_bytes());
+        b.send(pair, &g);
+        assert_eq!(a.recv(pair, 1, T), vec![(1, g)]);
+    }
+    assert_eq!(
+        (lab.counters(0).rx_frames, lab.counters(1).rx_frames),
+        (2, 2)
+    );
+}
+
 fn guests_exchange_frames(lab: Lab) {
     let mut a = lab.guest(0, Order::Qemu);
     let mut b = lab.guest(1, Order::Qemu);

@@ -17,8 +17,8 @@ pub(super) struct Connection {
     pub(super) mem: GuestMemoryAtomic<GuestMemoryMmap>,
     pub(super) features: AtomicU64,
     pub(super) event_idx: AtomicBool,
-    /// Busy-poll mode: whether the guest's TX kicks are currently on.
-    pub(super) tx_kicks: AtomicBool,
+    /// Busy-poll mode, per TX ring: whether the guest's kicks are currently on.
+    pub(super) tx_kicks: Vec<AtomicBool>,
     pub(super) vrings: OnceLock<Vec<VringRwLock>>,
     pub(super) rx_pending: Vec<AtomicBool>,
     /// Per RX queue: the used index at the last interrupt decision.

@@ -84,7 +84,7 @@ impl NetBackend {
                 mem,
                 features: AtomicU64::new(0),
                 event_idx: AtomicBool::new(false),
-                tx_kicks: AtomicBool::new(true),
+                tx_kicks: (0..pairs).map(|_| AtomicBool::new(true)).collect(),
                 vrings: OnceLock::new(),
                 rx_pending: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
                 rx_checked: (0..pairs).map(|_| AtomicU16::new(0)).collect(),
@@ -192,7 +192,7 @@ impl NetBackend {
     /// Drains a guest TX ring in batches, handing frames to the switch, until it is empty
     /// with notifications re-enabled (EVENT_IDX) — or, in busy-poll mode, wakes the poller.
     fn process_tx(&self, pair: u16, vring: &VringRwLock) -> io::Result<()> {
-        if let Some(poller) = &self.port.config.poller {
+        if let Some(poller) = self.port.config.poller_of(pair) {
             poller.wake();
             return Ok(());
         }

@@ -40,8 +40,18 @@ pub struct NetPortConfig {
     pub mtu: Option<u16>,
     /// Offer checksum and TCP segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6/ECN).
     pub offloads: bool,
-    /// Busy-poll mode: the switch's poll thread drains this port's TX rings; kicks only wake it.
-    pub poller: Option<Arc<Poller>>,
+    /// Busy-poll mode: the switch's poll threads drain this port's TX rings, pair `q` by
+    /// `pollers[q % pollers.len()]`; kicks only wake that thread. Empty: kicks drive the
+    /// port's own workers.
+    pub pollers: Vec<Arc<Poller>>,
+}
+
+impl NetPortConfig {
+    /// The poll thread draining TX ring pair `pair`, in busy-poll mode.
+    pub fn poller_of(&self, pair: u16) -> Option<&Arc<Poller>> {
+        self.pollers
+            .get(usize::from(pair) % self.pollers.len().max(1))
+    }
 }
 
 /// The switch's side of the data path.

@@ -103,9 +103,10 @@ pub(super) fn drain_tx_batch(
 }
 
 impl NetPort {
-    /// Busy-poll mode: drains one batch from each running TX ring of this port's guest.
+    /// Busy-poll mode: drains one batch from each running TX ring of this port's guest
+    /// among pairs `first`, `first + step`, ... (the ones this poll thread serves).
     /// Returns the number of chains taken.
-    pub fn poll_tx(&self, switch: &dyn FrameSwitch) -> usize {
+    pub fn poll_tx(&self, switch: &dyn FrameSwitch, first: u16, step: u16) -> usize {
         if !self.live.load(Ordering::Relaxed) {
             return 0;
         }
@@ -115,30 +116,42 @@ impl NetPort {
         let Some(vrings) = conn.vrings.get() else {
             return 0;
         };
-        if conn.tx_kicks.swap(false, Ordering::Relaxed) {
-            for vring in vrings.iter().skip(1).step_by(2) {
+        let mut n = 0;
+        for pair in pairs(vrings.len() / 2, first, step) {
+            let Some(vring) = vrings.get(2 * pair + 1) else {
+                continue;
+            };
+            // A new connection starts with kicks on: off while polling.
+            if conn
+                .tx_kicks
+                .get(pair)
+                .is_some_and(|k| k.swap(false, Ordering::Relaxed))
+            {
                 let _ = vring.disable_notification();
             }
-        }
-        let mut n = 0;
-        for (q, vring) in vrings.iter().enumerate().skip(1).step_by(2) {
-            n += drain_tx_batch(self, conn, switch, (q / 2) as u16, vring).unwrap_or(0);
+            n += drain_tx_batch(self, conn, switch, pair as u16, vring).unwrap_or(0);
         }
         n
     }
 
     /// Busy-poll mode: turns the guest's TX kicks on (before sleeping) or off (while
-    /// polling). Returns true if work arrived meanwhile (do not sleep then).
-    pub fn set_tx_notifications(&self, on: bool) -> bool {
+    /// polling) for pairs `first`, `first + step`, ... Returns true if work arrived
+    /// meanwhile (do not sleep then).
+    pub fn set_tx_notifications(&self, on: bool, first: u16, step: u16) -> bool {
         let Some(conn) = &*self.conn.load() else {
             return false;
         };
         let Some(vrings) = conn.vrings.get() else {
             return false;
         };
-        conn.tx_kicks.store(on, Ordering::Relaxed);
         let mut more = false;
-        for vring in vrings.iter().skip(1).step_by(2) {
+        for pair in pairs(vrings.len() / 2, first, step) {
+            let Some(vring) = vrings.get(2 * pair + 1) else {
+                continue;
+            };
+            if let Some(k) = conn.tx_kicks.get(pair) {
+                k.store(on, Ordering::Relaxed);
+            }
             if on {
                 more |= vring.enable_notification().unwrap_or(false);
             } else {
@@ -147,4 +160,9 @@ impl NetPort {
         }
         more
     }
+}
+
+/// Pairs `first`, `first + step`, ... below `count`.
+fn pairs(count: usize, first: u16, step: u16) -> impl Iterator<Item = usize> {
+    (usize::from(first)..count).step_by(usize::from(step.max(1)))
 }

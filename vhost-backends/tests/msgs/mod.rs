@@ -61,7 +61,7 @@ pub fn port() -> &'static (PathBuf, Arc<NetPort>) {
                 threads: 1,
                 mtu: Some(1500),
                 offloads: true,
-                poller: None,
+                pollers: Vec::new(),
             },
             0,
         );

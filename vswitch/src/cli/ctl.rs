@@ -267,8 +267,8 @@ fn s(v: &Value) -> String {
 fn print_ports(out: &mut impl Write, v: &Value) {
     let _ = writeln!(
         out,
-        "{:<12} {:<16} {:<16} {:<5} {:<24} SOCKET",
-        "SWITCH", "PORT/DISK", "TYPE", "LINK", "VLAN"
+        "{:<12} {:<16} {:<16} {:<5} {:<24} {:<8} SOCKET",
+        "SWITCH", "PORT/DISK", "TYPE", "LINK", "VLAN", "POLL"
     );
     for p in v.as_array().into_iter().flatten() {
         let name = p.get("port").or(p.get("disk")).map(s).unwrap_or_default();
@@ -277,14 +277,20 @@ fn print_ports(out: &mut impl Write, v: &Value) {
             Some(_) => "down",
             None => "-",
         };
+        // The busy-poll thread of each ring pair, e.g. "0,1"; "-" when kicks drive it.
+        let poll = match p.get("poll_threads").and_then(Value::as_array) {
+            Some(t) => t.iter().map(s).collect::<Vec<_>>().join(","),
+            None => "-".into(),
+        };
         let _ = writeln!(
             out,
-            "{:<12} {:<16} {:<16} {:<5} {:<24} {}",
+            "{:<12} {:<16} {:<16} {:<5} {:<24} {:<8} {}",
             p.get("switch").map(s).unwrap_or_else(|| "-".into()),
             name,
             s(&p["type"]),
             link,
             p.get("vlan").map(s).unwrap_or_else(|| "-".into()),
+            poll,
             s(&p["socket"])
         );
     }

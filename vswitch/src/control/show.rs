@@ -32,7 +32,7 @@ impl Control {
         let mut out = Vec::new();
         for (sw_cfg, sw) in self.topo().switches.iter().zip(self.fabric.switches()) {
             for p in &sw_cfg.ports {
-                let Some((_, port)) = sw.port_by_name(&p.name) else {
+                let Some((index, port)) = sw.port_by_name(&p.name) else {
                     continue;
                 };
                 let mut line = json!({
@@ -47,6 +47,8 @@ impl Control {
                         "socket": v.socket,
                         "connections": port.connections(),
                         "queues": v.queues,
+                        // Busy poll: the poll thread draining each TX ring pair.
+                        "poll_threads": sw.poll_thread_of(index, v.queues),
                     }),
                     PortKind::Tap(t) => json!({
                         "ifname": t.ifname,

@@ -58,7 +58,8 @@ pub struct SwitchRuntime {
     /// Replaced whole when a port is added or removed; the data path loads it once a batch.
     ports: arc_swap::ArcSwap<Vec<Option<Port>>>,
     runs: Mutex<std::collections::HashMap<usize, PortRun>>,
-    poller: Option<Arc<Poller>>,
+    /// The busy-poll threads' handles (empty: the switch is driven by kicks).
+    pollers: Vec<Arc<Poller>>,
     captures: Vec<arc_swap::ArcSwapOption<Capture>>,
     /// Captures running on this switch (the data path looks at taps only when non-zero).
     tapping: std::sync::atomic::AtomicUsize,
@@ -90,6 +91,13 @@ impl SwitchRuntime {
     }
 
     /// The port named `name`, with its number.
+    /// The poll thread draining each of port `index`'s `pairs` TX ring pairs (`None`:
+    /// the switch does not busy-poll).
+    pub fn poll_thread_of(&self, index: usize, pairs: u16) -> Option<Vec<usize>> {
+        let n = self.pollers.len();
+        (n > 0).then(|| (0..usize::from(pairs)).map(|q| (index + q) % n).collect())
+    }
+
     pub fn port_by_name(&self, name: &str) -> Option<(usize, Port)> {
         self.ports.load().iter().enumerate().find_map(|(i, p)| {
             p.as_ref()
@@ -208,11 +216,15 @@ impl Fabric {
         let mut switches = Vec::new();
         let delay_line = Arc::new(DelayLine::default());
         for sw in &topo.switches {
-            let poller = if sw.busy_poll {
-                Some(Poller::new().map_err(|e| format!("switch \"{}\": poller: {e}", sw.name))?)
+            let threads = if sw.busy_poll {
+                sw.poll_threads.max(1)
             } else {
-                None
+                0
             };
+            let pollers = (0..threads)
+                .map(|_| Poller::new())
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| format!("switch \"{}\": poller: {e}", sw.name))?;
             let core = Switch::new(
                 &sw.name,
                 sw.mac_aging,
@@ -223,7 +235,7 @@ impl Fabric {
                 core: Mutex::new(core),
                 ports: Default::default(),
                 runs: Default::default(),
-                poller,
+                pollers,
                 captures: (0..MAX_PORTS).map(|_| Default::default()).collect(),
                 tapping: Default::default(),
                 impairments: (0..MAX_PORTS).map(|_| Default::default()).collect(),
@@ -278,7 +290,10 @@ impl Fabric {
                         threads: 1,
                         mtu: None,
                         offloads: v.offloads,
-                        poller: sw.poller.clone(),
+                        // Pair q is drained by poll thread (port number + q) mod N.
+                        pollers: (0..sw.pollers.len())
+                            .map(|k| sw.pollers[(id.index() + k) % sw.pollers.len()].clone())
+                            .collect(),
                     },
                     key(si, id.index()),
                 );

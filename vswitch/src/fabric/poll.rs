@@ -1,5 +1,7 @@
-//! Busy polling (`busy_poll = true` on a switch): one thread drains the TX rings of every
-//! VM port of the switch round-robin instead of waiting for the guests' kicks.
+//! Busy polling (`busy_poll = true` on a switch): `poll_threads` threads (default 1) drain
+//! the TX rings of the switch's VM ports round-robin instead of waiting for the guests'
+//! kicks; ring pair q of port number p belongs to thread (p + q) mod N, as OVS-DPDK spreads
+//! rx queues over its PMD threads.
 //!
 //! Invariant: an idle poller does not spin for ever. After `POLL_IDLE` without work it turns
 //! the guests' kicks back on, checks the rings once more (a frame may have come meanwhile)
@@ -11,34 +13,50 @@ use std::time::{Duration, Instant};
 use vhost_backends::net::Poller;
 
 use super::Fabric;
-use crate::ports::Port;
 
 impl Fabric {
-    /// Starts the poll thread of every busy-poll switch.
+    /// Starts the poll threads of every busy-poll switch (`poll_threads` of them).
     pub fn start_pollers(self: &Arc<Self>) -> std::io::Result<()> {
         for (si, sw) in self.switches.iter().enumerate() {
-            if let Some(poller) = sw.poller.clone() {
-                let fabric = self.clone();
+            let n = sw.pollers.len();
+            for (t, poller) in sw.pollers.iter().enumerate() {
+                let (fabric, poller) = (self.clone(), poller.clone());
+                let name = if n == 1 {
+                    format!("poll-{si}")
+                } else {
+                    format!("poll-{si}.{t}")
+                };
                 std::thread::Builder::new()
-                    .name(format!("poll-{si}"))
-                    .spawn(move || fabric.run_poller(si, &poller))?;
+                    .name(name)
+                    .spawn(move || fabric.run_poller(si, t, &poller))?;
             }
         }
         Ok(())
     }
 
-    /// The busy-poll loop of switch `si`: drain every port's TX rings round-robin; after
-    /// `POLL_IDLE` without work, re-enable the guests' kicks and sleep until one comes.
-    fn run_poller(&self, si: usize, poller: &Poller) {
+    /// The busy-poll loop of thread `t` of switch `si`: drain the TX rings it serves (pair
+    /// q of port p when (p + q) mod N = t) round-robin; after `POLL_IDLE` without work,
+    /// re-enable the guests' kicks on those rings and sleep until one comes.
+    fn run_poller(&self, si: usize, t: usize, poller: &Poller) {
         const POLL_IDLE: Duration = Duration::from_millis(1);
         let sw = &self.switches[si];
+        let n = sw.pollers.len().max(1);
+        // The first pair of port `p` this thread serves (then every n-th).
+        let first = |p: usize| ((t + n - p % n) % n) as u16;
+        let step = n as u16;
         let mut last_work = Instant::now();
         let mut passes = 0u32;
         loop {
             let mut work = 0;
             let ports = sw.ports.load();
-            for p in ports.iter().flatten().filter_map(Port::vm) {
-                work += p.poll_tx(self);
+            let vms = || {
+                ports
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(p, port)| Some((first(p), port.as_ref()?.vm()?)))
+            };
+            for (first, vm) in vms() {
+                work += vm.poll_tx(self, first, step);
             }
             if work > 0 {
                 passes = 0;
@@ -53,16 +71,16 @@ impl Fabric {
                 } else if now.duration_since(last_work) > POLL_IDLE {
                     poller.prepare_sleep();
                     let mut more = false;
-                    for p in ports.iter().flatten().filter_map(Port::vm) {
-                        more |= p.set_tx_notifications(true);
+                    for (first, vm) in vms() {
+                        more |= vm.set_tx_notifications(true, first, step);
                     }
                     poller.sleep(if more {
                         Duration::ZERO
                     } else {
                         Duration::from_millis(100)
                     });
-                    for p in ports.iter().flatten().filter_map(Port::vm) {
-                        p.set_tx_notifications(false);
+                    for (first, vm) in vms() {
+                        vm.set_tx_notifications(false, first, step);
                     }
                     passes = 0;
                 }

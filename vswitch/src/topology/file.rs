@@ -112,6 +112,9 @@ fn socket_base(cx: &mut Ctx<'_>, raw: &RawTopology, base: &Path) -> PathBuf {
     }
 }
 
+/// Most busy-poll threads one switch may have.
+pub const MAX_POLL_THREADS: u16 = 64;
+
 /// One `[[switch]]` and its ports.
 fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) -> SwitchConfig {
     let name = sw.name.get_ref().clone();
@@ -141,6 +144,32 @@ fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) 
             }
         },
     };
+    let busy_poll = sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false);
+    let poll_threads = match &sw.poll_threads {
+        None => 1,
+        Some(n) => match u16::try_from(*n.get_ref()) {
+            Ok(k @ 1..=MAX_POLL_THREADS) if busy_poll || k == 1 => k,
+            Ok(1..=MAX_POLL_THREADS) => {
+                cx.error(
+                    n.span(),
+                    format!("{here}: poll_threads"),
+                    "poll threads need `busy_poll = true` on the switch",
+                );
+                1
+            }
+            _ => {
+                cx.error(
+                    n.span(),
+                    format!("{here}: poll_threads"),
+                    format!(
+                        "`{}` is not a number from 1 to {MAX_POLL_THREADS}",
+                        n.get_ref()
+                    ),
+                );
+                1
+            }
+        },
+    };
     let mut ports = Vec::new();
     let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
     for p in sw.port {
@@ -158,7 +187,8 @@ fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) 
     SwitchConfig {
         name,
         mac_aging,
-        busy_poll: sw.busy_poll.map(|b| *b.get_ref()).unwrap_or(false),
+        busy_poll,
+        poll_threads,
         ports,
     }
 }

@@ -111,6 +111,9 @@ pub struct SwitchConfig {
     /// A poll thread per switch drains the guests' TX rings without waiting for kicks (lower
     /// latency and higher packet rates for one busy CPU); it sleeps after 1 ms without work.
     pub busy_poll: bool,
+    /// Busy-poll threads of the switch (1 unless `poll_threads` says more): TX ring pair
+    /// `q` of port number `p` is drained by thread `(p + q) % poll_threads`.
+    pub poll_threads: u16,
     pub ports: Vec<PortConfig>,
 }
 

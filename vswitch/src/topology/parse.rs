@@ -54,6 +54,7 @@ pub(super) struct RawSwitch {
     pub(super) name: Spanned<String>,
     pub(super) mac_aging: Option<Spanned<String>>,
     pub(super) busy_poll: Option<Spanned<bool>>,
+    pub(super) poll_threads: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) port: Vec<Spanned<RawPort>>,
 }

@@ -36,6 +36,7 @@ fn a_good_file() {
     let sw = &t.switches[0];
     assert_eq!(sw.name, "lab");
     assert_eq!(sw.mac_aging, Duration::from_secs(300));
+    assert_eq!(sw.poll_threads, 1);
     let PortKind::VhostUserNet(p1) = &sw.ports[0].kind else {
         panic!("port 0 is vhost-user-net")
     };
@@ -247,6 +248,15 @@ fn errors_name_file_line_column_and_field() {
         (
             "[[switch]]\nname = \"s\"\nmac_aging = \"soon\"\n",
             "/etc/t.toml:3:13: switch \"s\": mac_aging: `soon` is not a duration",
+        ),
+        // poll threads
+        (
+            "[[switch]]\nname = \"s\"\nbusy_poll = true\npoll_threads = 0\n",
+            "/etc/t.toml:4:16: switch \"s\": poll_threads: `0` is not a number from 1 to 64",
+        ),
+        (
+            "[[switch]]\nname = \"s\"\npoll_threads = 2\n",
+            "/etc/t.toml:3:16: switch \"s\": poll_threads: poll threads need `busy_poll = true`",
         ),
         // queues
         (
