@@ -113,6 +113,8 @@ pub fn blockers(old: &Topology, new: &Topology) -> Vec<String> {
     for (a, b) in old.switches.iter().zip(&new.switches) {
         if a.busy_poll != b.busy_poll {
             blockers.push(format!("switch \"{}\": busy_poll changed", a.name));
+        } else if a.poll_threads != b.poll_threads {
+            blockers.push(format!("switch \"{}\": poll_threads changed", a.name));
         }
         for pb in &b.ports {
             if let Some(pa) = find(a, &pb.name)
@@ -157,6 +159,15 @@ mod tests {
             b[1].starts_with("port \"a\": its type or device settings"),
             "{b:?}"
         );
+    }
+
+    #[test]
+    fn a_change_of_poll_threads_is_a_blocker() {
+        let b = blockers(
+            &topo("busy_poll = true", ""),
+            &topo("busy_poll = true\npoll_threads = 2", ""),
+        );
+        assert_eq!(b, ["switch \"lab\": poll_threads changed"]);
     }
 
     #[test]
