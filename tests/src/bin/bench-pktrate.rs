@@ -31,6 +31,8 @@ use vfabric_tests::median;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Vfabric,
+    /// vfabric in notification mode (its default: no busy-poll thread).
+    VfabricNotify,
     Ovs,
     Testpmd,
 }
@@ -138,9 +140,13 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
     let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
     let log = std::fs::File::create(dir.join(format!("{who:?}.log")))?;
     match who {
-        Who::Vfabric => {
+        Who::Vfabric | Who::VfabricNotify => {
             drop(log);
             let topo = topology(dir, 2, 0)?;
+            if who == Who::VfabricNotify {
+                let t = std::fs::read_to_string(&topo)?;
+                std::fs::write(&topo, t.replace("busy_poll = true", "busy_poll = false"))?;
+            }
             Ok((start_vfabric(dir, vfabric, &topo)?, false))
         }
         Who::Testpmd => {
@@ -572,7 +578,7 @@ fn main() -> Result<()> {
         sizes = vec![64, 1518];
     }
     let vfabric = vfabric_bin();
-    let contenders = [Who::Vfabric, Who::Ovs, Who::Testpmd];
+    let contenders = [Who::Vfabric, Who::VfabricNotify, Who::Ovs, Who::Testpmd];
     let mut results: Vec<(usize, Who, f64)> = Vec::new();
     for r in 0..rounds {
         for &size in &sizes {
@@ -582,7 +588,7 @@ fn main() -> Result<()> {
                 let pps = generate(dir.path(), size, gen_is_server)?;
                 drop(switch);
                 println!(
-                    "round {r} {size:>5} B {:<8} {:>7.3} Mpps",
+                    "round {r} {size:>5} B {:<13} {:>7.3} Mpps",
                     format!("{who:?}"),
                     pps / 1e6
                 );
@@ -590,24 +596,45 @@ fn main() -> Result<()> {
             }
         }
     }
+    // The machine's speed drifts between rounds: besides ratios of medians, the median of
+    // each round's own ratio (contenders of one round ran back to back).
+    let round_ratio = |size: usize, a: Who, b: Who| {
+        let of = |w: Who| -> Vec<f64> {
+            results
+                .iter()
+                .filter(|r| r.0 == size && r.1 == w)
+                .map(|r| r.2)
+                .collect()
+        };
+        median(of(a).iter().zip(of(b)).map(|(x, y)| x / y).collect())
+    };
     println!();
     println!(
-        "| frame | vfabric Mpps | OVS-DPDK Mpps | testpmd io Mpps | vfabric Gbit/s | vfabric/OVS | vfabric/testpmd |"
+        "| frame | vfabric poll Mpps | vfabric notify Mpps | OVS-DPDK Mpps | testpmd io Mpps | poll/OVS | notify/OVS | poll/testpmd | per-round poll/OVS, notify/OVS, poll/testpmd |"
     );
     println!(
-        "|-------|--------------|---------------|-----------------|----------------|-------------|-----------------|"
+        "|-------|-------------------|---------------------|---------------|-----------------|----------|------------|--------------|----------------------------------------------|"
     );
     for &size in &sizes {
         let m = |who| median_of(&results, size, who);
-        let (v, o, t) = (m(Who::Vfabric), m(Who::Ovs), m(Who::Testpmd));
+        let (v, n, o, t) = (
+            m(Who::Vfabric),
+            m(Who::VfabricNotify),
+            m(Who::Ovs),
+            m(Who::Testpmd),
+        );
         println!(
-            "| {size:>5} | {:>12.3} | {:>13.3} | {:>15.3} | {:>14.2} | {:>11.2} | {:>15.2} |",
+            "| {size:>5} | {:>17.3} | {:>19.3} | {:>13.3} | {:>15.3} | {:>8.2} | {:>10.2} | {:>12.2} | {:.2}, {:.2}, {:.2} |",
             v / 1e6,
+            n / 1e6,
             o / 1e6,
             t / 1e6,
-            v * size as f64 * 8.0 / 1e9,
             v / o,
-            v / t
+            n / o,
+            v / t,
+            round_ratio(size, Who::Vfabric, Who::Ovs),
+            round_ratio(size, Who::VfabricNotify, Who::Ovs),
+            round_ratio(size, Who::Vfabric, Who::Testpmd),
         );
     }
     Ok(())
