@@ -124,6 +124,49 @@ fn two_poll_threads_exchange_frames_on_every_pair_they_share_out() {
     );
 }
 
+#[test]
+fn a_cached_flood_stops_once_the_destination_is_learned() {
+    let lab = Lab::new(3, "");
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let mut c = lab.guest(2, Order::Qemu);
+    for g in [&mut a, &mut b, &mut c] {
+        g.post_rx(0, 32, 2048);
+    }
+    // To an unknown address: flooded, one batch after another (the later ones decided from
+    // the sending thread's flow cache, without the switch's lock).
+    let to_x = frame(mac(3), mac(1), b"to an address nobody has shown");
+    for _ in 0..4 {
+        a.send(0, &to_x);
+        assert_eq!(b.recv(0, 1, T), vec![(1, to_x.clone())]);
+        assert_eq!(c.recv(0, 1, T), vec![(1, to_x.clone())]);
+    }
+    // The address shows up behind C: the same flow now goes to C only.
+    let from_x = frame(mac(1), mac(3), b"here I am");
+    c.send(0, &from_x);
+    assert_eq!(a.recv(0, 1, T), vec![(1, from_x)]);
+    a.send(0, &to_x);
+    assert_eq!(c.recv(0, 1, T), vec![(1, to_x.clone())]);
+    let marker = frame(BCAST, mac(1), b"marker");
+    a.send(0, &marker);
+    assert_eq!(
+        b.recv(0, 1, T),
+        vec![(1, marker.clone())],
+        "B got no stale flood"
+    );
+    // Decisions counted exactly, wherever they were made.
+    let s = lab.fabric.switches()[0]
+        .port_stats(vswitch::core::PortId(0))
+        .unwrap();
+    assert_eq!((s.flooded, s.unicast), (5, 1));
+    // The first batch learned A's address (nothing cached), the second cached the flow,
+    // the third and fourth hit; after X was learned the cache was stale.
+    assert_eq!(
+        lab.fabric.switches()[0].flow_cache_hits(vswitch::core::PortId(0)),
+        2
+    );
+}
+
 fn guests_exchange_frames(lab: Lab) {
     let mut a = lab.guest(0, Order::Qemu);
     let mut b = lab.guest(1, Order::Qemu);
@@ -167,12 +210,9 @@ fn guests_exchange_frames(lab: Lab) {
     );
     assert_eq!((cb.tx_frames, cb.rx_frames), (4, 1));
     assert_eq!((cc.tx_frames, cc.rx_frames), (2, 1));
-    let core = lab.fabric.switches()[0].core();
-    assert_eq!(core.fdb().len(), 3);
-    assert_eq!(
-        core.port_stats(vswitch::core::PortId(0)).unwrap().flooded,
-        2
-    );
+    let sw = &lab.fabric.switches()[0];
+    assert_eq!(sw.core().fdb().len(), 3);
+    assert_eq!(sw.port_stats(vswitch::core::PortId(0)).unwrap().flooded, 2);
 }
 
 #[test]

@@ -83,9 +83,11 @@ pub fn snapshot(fabric: &Fabric, disks: &[Arc<Disk>], only: Option<&str>) -> Vec
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
             let id = PortId(i as u32);
-            if let Some(s) = core.port_stats(id) {
+            if let Some(mut s) = core.port_stats(id) {
+                sw.add_cached(id, &mut s);
                 counters.extend(s.fields().into_iter().map(|(k, v)| (k.to_string(), v)));
             }
+            counters.insert("flow_cache_hits".into(), sw.flow_cache_hits(id));
             counters.insert(
                 "fdb_port_entries".into(),
                 core.fdb().port_entries(id) as u64,

@@ -71,6 +71,9 @@ pub struct Fdb {
     aging: Duration,
     max_entries: usize,
     stats: FdbStats,
+    /// Bumped by every change that can alter a lookup (an entry added, moved, revived or
+    /// removed; the aging time): decisions cached at another version are stale.
+    version: u64,
 }
 
 impl Default for Fdb {
@@ -88,6 +91,7 @@ impl Fdb {
             aging,
             max_entries,
             stats: FdbStats::default(),
+            version: 0,
         }
     }
 
@@ -98,6 +102,7 @@ impl Fdb {
 
     /// Changes the aging time (applies to existing entries too).
     pub fn set_aging(&mut self, aging: Duration) {
+        self.version += 1;
         self.aging = aging;
     }
 
@@ -146,6 +151,7 @@ impl Fdb {
                 e.last_seen = now;
                 if expired {
                     self.stats.learned += 1;
+                    self.version += 1;
                     return Learn::New;
                 }
                 return Learn::Refreshed;
@@ -174,10 +180,12 @@ impl Fdb {
                 );
                 *self.count_mut(port) += 1;
                 self.stats.learned += 1;
+                self.version += 1;
                 return Learn::New;
             }
         };
         // The address changed ports.
+        self.version += 1;
         let c = self.count_mut(from);
         *c = c.saturating_sub(1);
         *self.count_mut(port) += 1;
@@ -209,6 +217,7 @@ impl Fdb {
                 is_static: true,
             },
         );
+        self.version += 1;
         self.uncount(old);
     }
 
@@ -223,6 +232,7 @@ impl Fdb {
     pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
         let old = self.entries.remove(&(vlan, mac));
         let existed = old.is_some();
+        self.version += u64::from(existed);
         self.uncount(old);
         existed
     }
@@ -232,6 +242,7 @@ impl Fdb {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.is_static || e.port != port);
         *self.count_mut(port) = 0;
+        self.version += 1;
         before - self.entries.len()
     }
 
@@ -240,6 +251,7 @@ impl Fdb {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.port != port);
         *self.count_mut(port) = 0;
+        self.version += 1;
         before - self.entries.len()
     }
 
@@ -257,6 +269,7 @@ impl Fdb {
         });
         let n = before - self.entries.len();
         self.stats.aged_out += n as u64;
+        self.version += u64::from(n > 0);
         n
     }
 
@@ -276,6 +289,11 @@ impl Fdb {
             .iter()
             .filter(move |(_, e)| !self.expired(e, now))
             .map(|(&(v, m), &e)| (v, m, e))
+    }
+
+    /// Changes so far that can alter a lookup (see the field).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Lifetime counters.

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod fdb;
+pub mod flow_cache;
 pub mod mac;
 pub mod switch;
 pub mod time;
 
 pub use fdb::{Fdb, FdbEntry, FdbStats, Learn};
+pub use flow_cache::{FlowAt, FlowCache};
 pub use mac::MacAddr;
 pub use switch::{Decision, DropReason, PortPolicy, Switch, SwitchPortStats, Verdict};
 pub use time::Time;

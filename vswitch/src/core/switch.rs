@@ -218,6 +218,9 @@ pub struct Switch {
     ports: Vec<Option<PortSlot>>,
     /// VLANs that are some tunnel port's service VLAN (carried with S-tags on trunks).
     service: VlanSet,
+    /// Bumped by changes of ports and policies (and any use of `fdb_mut`); with the FDB's
+    /// own version it says when cached decisions (`FlowCache`) went stale.
+    version: u64,
 }
 
 /// The source address a frame claims at the IP level, if any: IPv4 source, ARP sender
@@ -258,6 +261,7 @@ impl Switch {
             fdb: Fdb::new(aging, max_entries),
             ports: Vec::new(),
             service: VlanSet::new(),
+            version: 0,
         }
     }
 
@@ -293,7 +297,14 @@ impl Switch {
         id
     }
 
+    /// Changes so far that can alter a decision: ports, policies, forwarding entries.
+    pub fn version(&self) -> u64 {
+        self.version + self.fdb.version()
+    }
+
     fn refresh_service(&mut self) {
+        // Every change of ports or policies ends here.
+        self.version += 1;
         let mut s = VlanSet::new();
         for p in self.ports.iter().flatten() {
             if let Some(v) = p.policy.vlan.service_vlan() {
@@ -337,7 +348,15 @@ impl Switch {
     /// The port's link went down (its VM disconnected): forget what was learned there, so
     /// traffic to those addresses floods until they show up again, possibly elsewhere.
     pub fn port_down(&mut self, port: PortId) -> usize {
+        self.version += 1;
         self.fdb.flush_port(port)
+    }
+
+    /// Whether decisions for frames from `port` may be cached (`FlowCache`): not when the
+    /// port checks each frame (IP source guard, storm control).
+    pub fn caches_decisions(&self, port: PortId) -> bool {
+        self.policy(port)
+            .is_some_and(|p| !PortPolicy::checks_each_frame(p))
     }
 
     /// The name of a port, if it exists.
@@ -369,6 +388,7 @@ impl Switch {
 
     /// The forwarding database, for static entries, flushes and aging sweeps.
     pub fn fdb_mut(&mut self) -> &mut Fdb {
+        self.version += 1;
         &mut self.fdb
     }
 

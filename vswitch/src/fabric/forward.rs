@@ -1,8 +1,10 @@
 //! The batch path: a batch of frames received on one port, decided and delivered.
 //!
-//! `Fabric::forward` takes the switch's lock once for the whole batch to decide every frame
-//! (on header copies: the sender can change its memory meanwhile, so nothing decided is
-//! read again), lists every copy (receiver, frame, VLAN tag edit), releases the lock, feeds
+//! `Fabric::forward` decides every frame (on header copies: the sender can change its memory
+//! meanwhile, so nothing decided is read again) and lists every copy (receiver, frame, VLAN
+//! tag edit): from the thread's flow cache without any lock when every frame of the batch is
+//! a recent flow at the switch's current version (`core::FlowCache`, `flows.rs`), else under
+//! the switch's lock taken once for the whole batch (then caching what it decided). It feeds
 //! captures and impairments when any are set, then hands each receiver its frames in one go,
 //! in batch order (one interrupt or one system call per receiver per batch).
 //!
@@ -22,7 +24,8 @@ use vhost_backends::net::{FrameSwitch, NetPort, TX_BATCH};
 use vlan::VlanId;
 
 use super::{Fabric, SwitchRuntime, unkey};
-use crate::core::{Decision, PortId, Verdict};
+use crate::core::flow_cache::KEY_LEN;
+use crate::core::{Decision, FlowAt, FlowCache, PortId, Verdict};
 use crate::ports::Port;
 use crate::ports::{Ingress, PortKey};
 
@@ -37,6 +40,8 @@ struct Scratch {
     floods: Vec<(VlanId, Vec<PortId>)>,
     /// (destination port, frame index, edit) for every copy the batch makes.
     copies: Vec<(usize, usize, FrameEdit)>,
+    /// This thread's recent flows (of every switch) and their copies (receiver, edit).
+    flows: FlowCache<(usize, FrameEdit)>,
 }
 
 fn frame_edit(e: vlan::Edit) -> FrameEdit {
@@ -52,7 +57,8 @@ thread_local! {
 
 impl Fabric {
     /// Forwards a batch of frames received on port `pi` of switch `si` (queue `queue_pair`):
-    /// one lock of the switch to decide them all, then each receiver's frames in one go.
+    /// decided from the flow cache or under one lock of the switch, then each receiver's
+    /// frames in one go.
     pub fn forward(&self, si: usize, pi: usize, queue_pair: u16, frames: &[TxFrame<'_>]) {
         let Some(sw) = self.switches.get(si) else {
             return;
@@ -66,56 +72,23 @@ impl Fabric {
                  dests,
                  floods,
                  copies,
+                 flows,
              }| {
-                // One lock for the whole batch: decide every frame, then list every copy
-                // (destination, frame, VLAN tag edit).
                 let mut decisions = ArrayVec::<Decision, TX_BATCH>::new();
                 copies.clear();
-                for (_, f) in floods.iter_mut() {
-                    f.clear();
-                }
-                let mut nfloods = 0;
-                {
-                    let core = &mut *sw.core();
-                    core.forward_batch(
-                        now,
-                        in_port,
-                        frames.iter().take(TX_BATCH).map(|f| f.head()),
-                        |d| decisions.push(d),
-                    );
-                    for (i, d) in decisions.iter().enumerate() {
-                        match d.verdict {
-                            Verdict::Unicast(p) => {
-                                if let Some(e) = core.egress_edit(p, d) {
-                                    copies.push((p.index(), i, frame_edit(e)));
-                                }
-                            }
-                            Verdict::Flood => {
-                                // The VLAN's flood set, computed once per batch.
-                                let k = match floods[..nfloods].iter().position(|f| f.0 == d.vlan) {
-                                    Some(k) => k,
-                                    None => {
-                                        if floods.len() == nfloods {
-                                            floods.push((d.vlan, Vec::new()));
-                                        }
-                                        floods[nfloods].0 = d.vlan;
-                                        floods[nfloods].1.clear();
-                                        floods[nfloods]
-                                            .1
-                                            .extend(core.flood_targets(in_port, d.vlan));
-                                        nfloods += 1;
-                                        nfloods - 1
-                                    }
-                                };
-                                for &p in &floods[k].1 {
-                                    if let Some(e) = core.egress_edit(p, d) {
-                                        copies.push((p.index(), i, frame_edit(e)));
-                                    }
-                                }
-                            }
-                            Verdict::Drop(_) => {}
-                        }
-                    }
+                // Without the lock when every frame is a flow this thread decided lately at
+                // the switch's current version; otherwise one lock for the whole batch.
+                let batch = Batch {
+                    sw,
+                    si: si as u32,
+                    now,
+                    in_port,
+                    frames,
+                };
+                if !batch.decide_cached(flows, &mut decisions, copies) {
+                    decisions.clear();
+                    copies.clear();
+                    batch.decide_locked(&mut decisions, copies, floods, flows);
                 }
                 if sw.tapping.load(std::sync::atomic::Ordering::Relaxed) > 0 {
                     feed_captures(sw, in_port, frames, &decisions, copies);
@@ -146,6 +119,128 @@ impl Fabric {
                 }
             },
         );
+    }
+}
+
+/// A batch being decided: where it came from, when, and its frames.
+struct Batch<'b, 'f> {
+    sw: &'b SwitchRuntime,
+    si: u32,
+    now: crate::core::Time,
+    in_port: PortId,
+    frames: &'b [TxFrame<'f>],
+}
+
+type Copies = Vec<(usize, usize, FrameEdit)>;
+
+impl Batch<'_, '_> {
+    /// Decides the batch from this thread's flow cache, if every frame hits at the switch's
+    /// current version (false: nothing decided). Counts the decisions on the ingress port.
+    fn decide_cached(
+        &self,
+        flows: &FlowCache<(usize, FrameEdit)>,
+        decisions: &mut ArrayVec<Decision, TX_BATCH>,
+        copies: &mut Copies,
+    ) -> bool {
+        let at = FlowAt {
+            switch: self.si,
+            version: self.sw.version.load(std::sync::atomic::Ordering::Acquire),
+            now: self.now,
+        };
+        let (mut unicast, mut flooded) = (0, 0);
+        for (i, f) in self.frames.iter().take(TX_BATCH).enumerate() {
+            let Some(e) = flows.lookup(at, self.in_port, f.head()) else {
+                return false;
+            };
+            match e.decision.verdict {
+                Verdict::Unicast(_) => unicast += 1,
+                _ => flooded += 1,
+            }
+            decisions.push(e.decision);
+            copies.extend(e.copies.iter().map(|&(p, edit)| (p, i, edit)));
+        }
+        if let Some(c) = self.sw.cached.get(self.in_port.index()) {
+            c.add(unicast, flooded);
+        }
+        !decisions.is_empty()
+    }
+
+    /// Decides the batch under the switch's lock: every frame, then every copy
+    /// (destination, frame, VLAN tag edit). When nothing changed the switch meanwhile, the
+    /// forwarded flows go into this thread's cache.
+    fn decide_locked(
+        &self,
+        decisions: &mut ArrayVec<Decision, TX_BATCH>,
+        copies: &mut Copies,
+        floods: &mut Vec<(VlanId, Vec<PortId>)>,
+        flows: &mut FlowCache<(usize, FrameEdit)>,
+    ) {
+        let in_port = self.in_port;
+        for (_, f) in floods.iter_mut() {
+            f.clear();
+        }
+        let mut nfloods = 0;
+        let core = &mut *self.sw.core();
+        let before = core.version();
+        core.forward_batch(
+            self.now,
+            in_port,
+            self.frames.iter().take(TX_BATCH).map(|f| f.head()),
+            |d| decisions.push(d),
+        );
+        for (i, d) in decisions.iter().enumerate() {
+            match d.verdict {
+                Verdict::Unicast(p) => {
+                    if let Some(e) = core.egress_edit(p, d) {
+                        copies.push((p.index(), i, frame_edit(e)));
+                    }
+                }
+                Verdict::Flood => {
+                    // The VLAN's flood set, computed once per batch.
+                    let k = match floods[..nfloods].iter().position(|f| f.0 == d.vlan) {
+                        Some(k) => k,
+                        None => {
+                            if floods.len() == nfloods {
+                                floods.push((d.vlan, Vec::new()));
+                            }
+                            floods[nfloods].0 = d.vlan;
+                            floods[nfloods].1.clear();
+                            floods[nfloods]
+                                .1
+                                .extend(core.flood_targets(in_port, d.vlan));
+                            nfloods += 1;
+                            nfloods - 1
+                        }
+                    };
+                    for &p in &floods[k].1 {
+                        if let Some(e) = core.egress_edit(p, d) {
+                            copies.push((p.index(), i, frame_edit(e)));
+                        }
+                    }
+                }
+                Verdict::Drop(_) => {}
+            }
+        }
+        // Every decision of the batch was made on one state: cache the forwarded flows.
+        let version = core.version();
+        if version != before || !core.caches_decisions(in_port) {
+            return;
+        }
+        let mut last: Option<&[u8]> = None;
+        for (i, (d, f)) in decisions.iter().zip(self.frames).enumerate() {
+            let head = f.head();
+            if matches!(d.verdict, Verdict::Drop(_)) || last == head.get(..KEY_LEN) {
+                continue;
+            }
+            last = head.get(..KEY_LEN);
+            let mine = copies.iter().filter(|c| c.1 == i).map(|c| (c.0, c.2));
+            let at = FlowAt {
+                switch: self.si,
+                version,
+                now: self.now,
+            };
+            flows.insert(at, in_port, head, *d, mine);
+        }
     }
 }
 

@@ -17,7 +17,9 @@
 //! undoes what was done (core entry, device, socket file, threads).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+pub use flows::CoreGuard;
 use std::time::{Duration, Instant};
 
 use vhost_backends::net::{NetPort, NetPortConfig, Poller};
@@ -29,6 +31,7 @@ use crate::ports::{Ingress, NatPort, Port, SwitchPort, TapPort, VmPort, VxlanPor
 use crate::topology::{PortConfig, PortKind, Topology};
 
 mod capture;
+mod flows;
 mod forward;
 mod impair;
 mod poll;
@@ -67,12 +70,19 @@ pub struct SwitchRuntime {
     /// Impaired ports on this switch (looked at only when non-zero).
     impaired: std::sync::atomic::AtomicUsize,
     delay_line: Arc<DelayLine>,
+    /// The core's version as of the last release of its lock (see `flows.rs`).
+    version: std::sync::atomic::AtomicU64,
+    /// Per port: decisions taken from flow caches.
+    cached: Box<[flows::CachedStats]>,
 }
 
 impl SwitchRuntime {
     /// The decision core (locked).
-    pub fn core(&self) -> MutexGuard<'_, Switch> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn core(&self) -> CoreGuard<'_> {
+        CoreGuard {
+            guard: self.core.lock().unwrap_or_else(|p| p.into_inner()),
+            version: &self.version,
+        }
     }
 
     /// The switch's name.
@@ -241,6 +251,8 @@ impl Fabric {
                 impairments: (0..MAX_PORTS).map(|_| Default::default()).collect(),
                 impaired: Default::default(),
                 delay_line: delay_line.clone(),
+                version: Default::default(),
+                cached: (0..MAX_PORTS).map(|_| Default::default()).collect(),
             });
         }
         let fabric = Fabric { start, switches };
@@ -264,6 +276,10 @@ impl Fabric {
         let id = {
             let mut core = sw.core();
             let id = core.add_port_with(&p.name, p.policy.clone());
+            // The number may have been another port's: its cached-decision counts start at 0.
+            if let Some(c) = sw.cached.get(id.index()) {
+                c.reset();
+            }
             // Static addresses live in the port's untagged VLAN (access, native or service
             // VLAN).
             for mac in &p.static_macs {
