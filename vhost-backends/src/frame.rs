@@ -90,7 +90,7 @@ impl FrameInfo {
 pub type SegStore<'a> = ArrayVec<VolatileSlice<'a>, SEG_STORE>;
 
 /// Pieces of guest memory one batch of TX frames may span in all.
-pub const SEG_STORE: usize = 32 * MAX_TX_SEGS;
+pub const SEG_STORE: usize = 64 * MAX_TX_SEGS;
 
 /// A frame a guest transmitted, still in its memory, with a copy of its first bytes.
 #[derive(Clone, Copy)]

@@ -1,4 +1,4 @@
-//! Forwarding decisions on more cores: batches of 32 frames forwarded by `Fabric::forward`
+//! Forwarding decisions on more cores: batches of 32 frames (from a host port's or a slow guest's batch) forwarded by `Fabric::forward`
 //! (the data path's entry, decisions and delivery) from one thread, then from two threads
 //! at once on one switch, each for its own pair of ports. Decisions are read without a
 //! global lock (the per-thread flow cache, `core::FlowCache`), so two threads should decide

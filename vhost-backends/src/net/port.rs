@@ -19,7 +19,7 @@ use super::poll::Poller;
 use super::rx::{RxItem, plain_frames};
 
 /// Guest TX chains taken per batch: one switch decision lock and one notification per batch.
-pub const TX_BATCH: usize = 32;
+pub const TX_BATCH: usize = 64;
 /// Ring size offered to the VMM.
 pub const QUEUE_SIZE: usize = 1024;
 /// Upper bound on queue pairs per port.

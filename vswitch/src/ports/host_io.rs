@@ -15,7 +15,6 @@ use vhost_backends::counters::NetCounters;
 use vhost_backends::frame::{
     FrameInfo, MAX_FRAME_LEN, SegStore, TxError, TxFrame, VNET_HDR_LEN, parse_host_frame,
 };
-use vhost_backends::net::TX_BATCH;
 use vhost_backends::offload::Offloads;
 
 /// Counters of a host port: the virtio-net port's set (`rx` = from the host into the switch,
@@ -94,6 +93,10 @@ pub struct Received {
 /// Buffer room for one read: the largest frame behind the largest header.
 pub const RECV_BUF: usize = MAX_FRAME_LEN + 64;
 
+/// Frames read from a host socket or device before they are forwarded (each read needs a
+/// buffer of `RECV_BUF` bytes held by the port's thread).
+const HOST_BATCH: usize = 32;
+
 /// Reads batches of frames from `fd` until `stop` is set. `recv` reads one frame into the
 /// buffer it is given: `Ok(Some(..))` a frame, `Ok(None)` something it dropped (and
 /// counted), `Err(WouldBlock)` nothing left for now. Each batch is checked (offloads among
@@ -106,7 +109,7 @@ pub fn receive_loop(
     mut recv: impl FnMut(&mut [u8]) -> io::Result<Option<Received>>,
     mut forward: impl FnMut(&[TxFrame<'_>]),
 ) {
-    let mut bufs: Vec<Vec<u8>> = (0..TX_BATCH).map(|_| vec![0u8; RECV_BUF]).collect();
+    let mut bufs: Vec<Vec<u8>> = (0..HOST_BATCH).map(|_| vec![0u8; RECV_BUF]).collect();
     let mut failing = false;
     while !stop.load(Relaxed) {
         if !wait_readable(fd, Duration::from_millis(500)) {
@@ -114,7 +117,7 @@ pub fn receive_loop(
         }
         loop {
             // Read up to a batch, remembering which buffer holds which frame.
-            let mut got = ArrayVec::<(usize, Received), TX_BATCH>::new();
+            let mut got = ArrayVec::<(usize, Received), HOST_BATCH>::new();
             let mut drained = false;
             for (i, buf) in bufs.iter_mut().enumerate() {
                 match recv(buf) {
@@ -176,7 +179,7 @@ pub fn forward_owned(
     counters: &HostCounters,
     mut forward: impl FnMut(&[TxFrame<'_>]),
 ) {
-    for chunk in frames.chunks_mut(TX_BATCH) {
+    for chunk in frames.chunks_mut(HOST_BATCH) {
         let items = chunk
             .iter_mut()
             .map(|f| ([0; VNET_HDR_LEN], f.as_mut_slice()));
@@ -193,8 +196,8 @@ fn forward_batch<'a>(
     forward: &mut impl FnMut(&[TxFrame<'_>]),
 ) {
     let mut store = SegStore::new();
-    let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
-    for (vnet, frame) in items.take(TX_BATCH) {
+    let mut infos = ArrayVec::<FrameInfo, HOST_BATCH>::new();
+    for (vnet, frame) in items.take(HOST_BATCH) {
         let len = frame.len();
         match parse_host_frame(vnet, frame, offloads, &mut store) {
             Ok(info) => {
@@ -205,7 +208,7 @@ fn forward_batch<'a>(
             Err(e) => counters.count_rx_error(e),
         }
     }
-    let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
+    let frames: ArrayVec<TxFrame<'_>, HOST_BATCH> =
         infos.iter().map(|i| TxFrame::new(i, &store)).collect();
     if !frames.is_empty() {
         forward(&frames);
