@@ -273,20 +273,41 @@ fn parse_into<'a>(
     }
     let segs = &store[start..];
     let head_len = gather(segs, &mut out.head);
-    // A segmentation offload's headers (up to ~140 bytes) are checked on a longer copy.
-    out.meta = if out.vnet[1] != 0 {
-        let mut hdrs = [0u8; GSO_HEAD_COPY];
-        let n = gather(segs, &mut hdrs);
-        OffloadMeta::from_tx_header(&out.vnet, &hdrs[..n], len, offloads)
-    } else {
-        OffloadMeta::from_tx_header(&out.vnet, &out.head[..head_len], len, offloads)
-    }
-    .map_err(|_| TxError::BadOffload)?;
     out.head_len = head_len as u16;
+    if OffloadMeta::asks_nothing(&out.vnet) {
+        // Written in place: a result moved in from a temporary stalled on store forwarding.
+        out.meta = OffloadMeta::default();
+    } else {
+        out.meta = parse_offloads(out, segs, len, offloads)?;
+    }
     out.len = len as u32;
     out.seg_start = start as u16;
     out.seg_count = (store.len() - start) as u16;
     Ok(())
+}
+
+/// The offloads a frame's header asks for, checked against the frame's headers.
+#[inline(never)]
+fn parse_offloads(
+    out: &FrameInfo,
+    segs: &[VolatileSlice<'_>],
+    len: usize,
+    offloads: Offloads,
+) -> Result<OffloadMeta, TxError> {
+    // A segmentation offload's headers (up to ~140 bytes) are checked on a longer copy.
+    if out.vnet[1] != 0 {
+        let mut hdrs = [0u8; GSO_HEAD_COPY];
+        let n = gather(segs, &mut hdrs);
+        OffloadMeta::from_tx_header(&out.vnet, &hdrs[..n], len, offloads)
+    } else {
+        OffloadMeta::from_tx_header(
+            &out.vnet,
+            &out.head[..usize::from(out.head_len)],
+            len,
+            offloads,
+        )
+    }
+    .map_err(|_| TxError::BadOffload)
 }
 
 /// Reads a frame vfabric holds in its own memory (read from a TAP device or a VXLAN socket):

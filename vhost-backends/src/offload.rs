@@ -114,6 +114,12 @@ impl OffloadMeta {
         self.csum.is_none() && self.gso == Gso::None
     }
 
+    /// Whether a TX header asks for no offload at all (no checksum, no segmentation).
+    #[inline]
+    pub fn asks_nothing(hdr: &[u8; 12]) -> bool {
+        hdr[0] & HDR_F_NEEDS_CSUM == 0 && hdr[1] == GSO_NONE
+    }
+
     /// Validates a guest's TX header (`hdr`) against what it negotiated (`ok`), checking the
     /// headers of a GSO frame in `head` (the copied start of the frame of `len` bytes).
     #[inline]
@@ -124,7 +130,7 @@ impl OffloadMeta {
         ok: Offloads,
     ) -> Result<OffloadMeta, BadOffload> {
         // Most frames ask for nothing: decided here, inlined into the caller.
-        if hdr[0] & HDR_F_NEEDS_CSUM == 0 && hdr[1] == GSO_NONE {
+        if Self::asks_nothing(hdr) {
             return Ok(OffloadMeta::default());
         }
         Self::from_tx_header_offloaded(hdr, head, len, ok)
