@@ -1,9 +1,10 @@
 //! Packet rate between two vhost-user ports, no VMs: DPDK's virtio-user PMD (dpdk-testpmd on
 //! CPU 1) plays both VMs and loops frames through the switch under test (pinned to CPU 0) in
 //! io forwarding mode, with 32 bursts per port in flight. Contenders, alternating round by
-//! round: vfabric (busy-poll, then notification mode), OVS-DPDK (netdev bridge, two dpdkvhostuserclient ports, NORMAL action,
-//! inside a network namespace of its own) and dpdk-testpmd io forwarding (a wire, no
-//! switching). Prints Mpps, Gbit/s and ratios of medians.
+//! round: vfabric (busy-poll, then notification mode), OVS-DPDK (netdev bridge, two
+//! dpdkvhostuserclient ports, NORMAL action, inside a network namespace of its own) and
+//! dpdk-testpmd io forwarding (a wire, no switching). Prints Mpps, ratios of medians and
+//! the medians of per-round ratios.
 //!
 //! Usage: bench-pktrate [ROUNDS] [SIZES...]   e.g. `bench-pktrate 3 64 1518` (frame sizes
 //! include the 4-byte FCS, as RFC 2544 counts them). Run it with `benches/pktrate.sh`.
