@@ -36,15 +36,15 @@ pub(super) fn drain_tx_batch(
     let mut heads = ArrayVec::<u16, TX_BATCH>::new();
     let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
     let mut store = SegStore::new();
+    // One map of the guest's memory for the batch: the walk and the used-ring publish.
+    let map = GuestMap::new(&mem);
     {
         let mut st = vring.get_mut();
         if !st.is_enabled() || !st.get_queue().ready() {
             return Ok(0);
         }
         // One read of the avail index for the whole batch; the ring walked and the buffers
-        // translated by the fast path (`crate::vring`), through a map of the guest's memory
-        // made once for the batch.
-        let map = GuestMap::new(&mem);
+        // translated by the fast path (`crate::vring`).
         let ring = SplitRing::of_queue(&map, st.get_queue());
         let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) else {
             conn.ring_broken(2 * usize::from(pair) + 1, c);
@@ -92,7 +92,6 @@ pub(super) fn drain_tx_batch(
     let used: ArrayVec<(u16, u32), TX_BATCH> = heads.iter().map(|&h| (h, 0)).collect();
     let wanted = {
         let mut st = vring.get_mut();
-        let map = GuestMap::new(&mem);
         let (old, new) = publish_used(&mut st, &map, &used);
         wants_interrupt(&st, &map, conn.event_idx.load(Ordering::Relaxed), old, new)
     };
