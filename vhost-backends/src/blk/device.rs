@@ -17,10 +17,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES};
 use virtio_queue::QueueT;
-use virtio_queue::desc::split::Descriptor;
-use vm_memory::{
-    Address, ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-};
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -35,6 +32,10 @@ use super::image::{Done, Job};
 use super::inflight::{self, Inflight, InflightMsg, QueueInflight};
 use super::request::{self, Limits, Op, Parsed, S_IOERR, S_OK, SECTOR, Seg};
 use crate::relay::RelayHooks;
+use crate::vring::{Desc, GuestMap, SplitRing, UsedRing, wants_interrupt};
+
+/// Chains taken from the avail ring per hold of the ring's lock.
+const BATCH: usize = 64;
 
 /// A request between submission and completion.
 struct Pending {
@@ -61,7 +62,7 @@ struct QueueState {
     /// Requests in the engine, by its slot number (slots are small and reused).
     pending: Vec<Option<Pending>>,
     /// Scratch for the chain being started.
-    descs: Vec<Descriptor>,
+    descs: Vec<Desc>,
     counter: u64,
     /// Resubmission after a restart is done (or not needed) for this connection.
     recovered: bool,
@@ -161,10 +162,10 @@ impl BlkBackend {
     }
 
     /// Splits a chain into its device-readable and device-writable buffers.
-    fn buffers(descs: &[Descriptor]) -> (Vec<Seg>, Vec<Seg>) {
+    fn buffers(descs: &[Desc]) -> (Vec<Seg>, Vec<Seg>) {
         let (mut r, mut w) = (Vec::new(), Vec::new());
         for d in descs {
-            let seg = (GuestAddress(d.addr().0), d.len());
+            let seg = (GuestAddress(d.addr), d.len);
             if d.is_write_only() {
                 w.push(seg)
             } else {
@@ -178,11 +179,11 @@ impl BlkBackend {
     /// published with the batch's completions).
     fn start(
         &self,
-        mem: &GuestMemoryMmap,
+        map: &GuestMap<'_>,
         iq: Option<&QueueInflight<'_>>,
         st: &mut QueueState,
         head: u16,
-        descs: &[Descriptor],
+        descs: &[Desc],
         resubmit: bool,
     ) {
         let c = &self.disk.counters;
@@ -191,11 +192,9 @@ impl BlkBackend {
             st.counter += 1;
             iq.begin(head, st.counter);
         }
-        let parsed = request::parse(&r, &w, &self.limits(), |a, out| {
-            mem.read_slice(out, a).is_ok()
-        });
+        let parsed = request::parse(&r, &w, &self.limits(), |a, out| map.read(a.0, out));
         let answer = |st: &mut QueueState, code: u8, status: GuestAddress, len: u32| {
-            let _ = mem.write_obj(code, status);
+            let _ = map.write(status.0, &[code]);
             st.answered.push((head, len));
         };
         let req = match parsed {
@@ -225,7 +224,7 @@ impl BlkBackend {
                 let mut at = 0usize;
                 for &(a, l) in &req.data {
                     let n = (l as usize).min(id.len() - at);
-                    if n == 0 || mem.write_slice(&id[at..at + n], a).is_err() {
+                    if n == 0 || !map.write(a.0, &id[at..at + n]) {
                         break;
                     }
                     at += n;
@@ -276,29 +275,71 @@ impl BlkBackend {
     }
 
     /// Publishes used entries (the inflight region told first) and interrupts the guest if
-    /// it wants to be.
+    /// it wants to be (EVENT_IDX or the avail flags, through `crate::vring`).
     fn publish(&self, q: usize, vring: &VringRwLock, entries: &[(u16, u32)]) {
+        if entries.is_empty() {
+            return;
+        }
         let mem = self.mem.memory();
+        let map = GuestMap::new(&mem);
         let inflight = self.inflight();
         let iq = inflight.as_ref().and_then(|i| i.queue(q));
-        {
+        let wanted = {
             let mut st = vring.get_mut();
             let queue = st.get_queue_mut();
-            for &(head, len) in entries {
-                if let Some(iq) = &iq {
+            let used = UsedRing::new(&map, queue.used_ring(), queue.size());
+            let old = queue.next_used();
+            let new = match &iq {
+                // With an inflight region, one entry and one index store at a time: the
+                // region names the single publication a crash can cut short.
+                Some(iq) => entries.iter().fold(old, |idx, &(head, len)| {
                     iq.publishing(head);
-                }
-                if queue.add_used(&*mem, head, len).is_err() {
-                    log::warn!("disk {}: used ring update failed", self.disk.config.name);
-                }
-                if let Some(iq) = &iq {
-                    iq.published(head, queue.next_used());
-                }
-            }
-        }
-        if vring.needs_notification().unwrap_or(true) {
+                    let idx = used.publish(idx, &[(head, len)]);
+                    iq.published(head, idx);
+                    idx
+                }),
+                // Otherwise the batch's elements, then the index once.
+                None => used.publish(old, entries),
+            };
+            queue.set_next_used(new);
+            wants_interrupt(&st, &map, self.event_idx.load(Ordering::Relaxed), old, new)
+        };
+        if wanted {
             let _ = vring.signal_used_queue();
         }
+    }
+
+    /// Takes up to `BATCH` available chains of the queue (one hold of the ring's lock, one
+    /// read of the avail index) and starts each. Returns how many.
+    fn take_batch(
+        &self,
+        vring: &VringRwLock,
+        map: &GuestMap<'_>,
+        iq: Option<&QueueInflight<'_>>,
+        st: &mut QueueState,
+    ) -> usize {
+        let mut vst = vring.get_mut();
+        // Not ready, or an avail index more than a ring ahead: nothing to take (as
+        // virtio-queue's walk refuses it).
+        let Some((ring, next)) = SplitRing::of_queue(map, vst.get_queue()) else {
+            return 0;
+        };
+        let Some(mut avail) = ring.avail(next) else {
+            return 0;
+        };
+        let mut descs = std::mem::take(&mut st.descs);
+        let mut n = 0;
+        while n < BATCH {
+            let Some(chain) = avail.next() else { break };
+            let head = chain.head();
+            descs.clear();
+            descs.extend(chain);
+            self.start(map, iq, st, head, &descs, false);
+            n += 1;
+        }
+        st.descs = descs;
+        vst.get_queue_mut().set_next_avail(avail.position());
+        n
     }
 
     /// Takes every available chain of queue `q` and starts it, answering what completes,
@@ -319,19 +360,15 @@ impl BlkBackend {
         loop {
             let _ = vring.disable_notification();
             let mut started = 0;
-            loop {
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let mut descs = std::mem::take(&mut st.descs);
-                descs.clear();
-                descs.extend(chain);
-                self.start(&mem, iq.as_ref(), &mut st, head, &descs, false);
-                st.descs = descs;
-                started += 1;
+            {
+                let map = GuestMap::new(&mem);
+                loop {
+                    let n = self.take_batch(vring, &map, iq.as_ref(), &mut st);
+                    started += n;
+                    if n < BATCH {
+                        break;
+                    }
+                }
             }
             if started > 0
                 && let Some(io) = st.io.as_mut()
@@ -391,6 +428,7 @@ impl BlkBackend {
             return;
         }
         let mem = self.mem.memory();
+        let map = GuestMap::new(&mem);
         let c = &self.disk.counters;
         let mut used = std::mem::take(&mut st.answered);
         for d in done {
@@ -420,7 +458,7 @@ impl BlkBackend {
                     );
                 }
             }
-            let _ = mem.write_obj(if ok { S_OK } else { S_IOERR }, p.status);
+            let _ = map.write(p.status.0, &[if ok { S_OK } else { S_IOERR }]);
             used.push((p.head, if ok { p.used_len } else { 1 }));
         }
         self.publish(q, vring, &used);
@@ -468,14 +506,20 @@ impl BlkBackend {
             self.disk.config.name,
             heads.len()
         );
+        // The chains are read straight from the descriptor table: after a restart the
+        // avail entries that named them may be overwritten.
+        let map = GuestMap::new(&mem);
+        let ring = SplitRing::new(&map, desc_table, 0, size);
         for head in heads {
             add(&self.disk.counters.resubmitted, 1);
-            match walk_chain(&mem, GuestAddress(desc_table), size, head) {
-                Some(descs) => self.start(&mem, Some(&iq), st, head, &descs, true),
-                None => {
-                    add(&self.disk.counters.bad_chains, 1);
-                    st.answered.push((head, 0));
-                }
+            let descs: Vec<Desc> = ring.chain(head).collect();
+            // A chain the walk cut short (a loop, an index or a table outside the ring or
+            // guest memory) ends on a descriptor that still says NEXT.
+            if descs.last().is_some_and(|d| !d.has_next()) {
+                self.start(&map, Some(&iq), st, head, &descs, true);
+            } else {
+                add(&self.disk.counters.bad_chains, 1);
+                st.answered.push((head, 0));
             }
         }
         if let Some(io) = st.io.as_mut() {
@@ -483,57 +527,6 @@ impl BlkBackend {
         }
     }
 }
-
-/// Reads the descriptor chain starting at `head` straight from the descriptor table (with
-/// indirect tables). Only used to resubmit requests after a restart: `virtio-queue` builds
-/// chains only from the avail ring, and after a restart those entries may be overwritten.
-/// Rejects loops, out-of-range indices and memory outside the guest.
-fn walk_chain(
-    mem: &GuestMemoryMmap,
-    table: GuestAddress,
-    size: u16,
-    head: u16,
-) -> Option<Vec<Descriptor>> {
-    const F_NEXT: u16 = 1;
-    const F_INDIRECT: u16 = 4;
-    let read = |t: GuestAddress, i: u16| -> Option<Descriptor> {
-        mem.read_obj::<Descriptor>(t.checked_add(u64::from(i) * 16)?)
-            .ok()
-    };
-    let mut out = Vec::new();
-    let (mut t, mut n, mut i) = (table, size, head);
-    let mut indirect_seen = false;
-    let mut budget = usize::from(size) + 1;
-    loop {
-        if i >= n || budget == 0 {
-            return None;
-        }
-        budget -= 1;
-        let d = read(t, i)?;
-        if d.flags() & F_INDIRECT != 0 {
-            if indirect_seen || d.len() % 16 != 0 || d.len() == 0 {
-                return None;
-            }
-            indirect_seen = true;
-            t = GuestAddress(d.addr().0);
-            n = u16::try_from(d.len() / 16).ok()?;
-            i = 0;
-            budget = usize::from(n);
-            continue;
-        }
-        out.push(d);
-        if d.flags() & F_NEXT == 0 {
-            return Some(out);
-        }
-        i = d.next();
-    }
-}
-
-// `Descriptor` must be plain bytes for read_obj.
-const _: fn() = || {
-    fn is_byte_valued<T: ByteValued>() {}
-    is_byte_valued::<Descriptor>();
-};
 
 impl VhostUserBackend for BlkBackend {
     type Bitmap = ();

@@ -4,11 +4,11 @@
 //! ports and `NetPort::notify` once per batch.
 //!
 //! Files, each importing only those listed before it: `counters.rs` (what is counted, and
-//! why frames drop), `ring.rs` (publishing used entries, interrupt decisions), `poll.rs` (the
-//! busy-poll handle), `connection.rs` (one guest connection's memory and rings), `rx.rs`
+//! why frames drop), `poll.rs` (the busy-poll handle), `connection.rs` (one guest connection's memory and rings), `rx.rs`
 //! (placing frames in a guest's RX buffers, offloads completed in software), `port.rs` (the
 //! port that outlives connections, and the switch's trait), `tx.rs` (draining TX rings in
-//! batches), `device.rs` (the `VhostUserBackend`: features, config space, events).
+//! batches), `device.rs` (the `VhostUserBackend`: features, config space, events). Ring
+//! access, used-entry publishing and interrupt decisions are `crate::vring`'s.
 //!
 //! Invariants: guest memory is hostile: a bad chain is returned with length 0 and counted,
 //! never followed outside guest memory; decisions read header copies, never guest memory
@@ -19,7 +19,6 @@ pub mod counters;
 mod device;
 mod poll;
 mod port;
-mod ring;
 mod rx;
 mod tx;
 

@@ -19,8 +19,7 @@ use crate::offload::{self, Gso, OffloadMeta, Offloads};
 
 use super::connection::Connection;
 use super::counters::RxDrop;
-use super::ring::{publish_used, wants_interrupt};
-use crate::vring::{Chain, GuestMap, SplitRing};
+use crate::vring::{Chain, GuestMap, SplitRing, publish_used, wants_interrupt};
 
 impl Connection {
     /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame

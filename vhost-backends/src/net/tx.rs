@@ -14,11 +14,10 @@ use vm_memory::GuestAddressSpace;
 use super::counters::NetCounters;
 use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
-use crate::vring::{GuestMap, SplitRing};
+use crate::vring::{GuestMap, SplitRing, publish_used, wants_interrupt};
 
 use super::connection::Connection;
 use super::port::{FrameSwitch, NetPort, TX_BATCH};
-use super::ring::{publish_used, wants_interrupt};
 
 /// Takes up to `TX_BATCH` chains from a guest TX ring, hands the good frames to the switch,
 /// returns the chains to the guest and interrupts it if it asked. Returns how many chains

@@ -10,7 +10,7 @@ use std::cell::Cell;
 
 use arrayvec::ArrayVec;
 
-use super::host::{HostRange, copy_from_guest};
+use super::host::{HostRange, copy_from_guest, copy_to_guest};
 
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
@@ -88,14 +88,14 @@ impl<'m> GuestMap<'m> {
             .ok()
     }
 
-    /// Reads `buf.len()` bytes at `addr`: from one region directly, else as vm-memory
-    /// reads (across adjacent regions). False if any byte lies outside guest memory.
     /// `len` bytes at `addr` as a host range, if they lie inside one region.
     #[inline]
     pub fn host(&self, addr: u64, len: usize) -> Option<HostRange<'m>> {
         HostRange::of_slice(&self.slice(addr, len)?)
     }
 
+    /// Reads `buf.len()` bytes at `addr`: from one region directly, else as vm-memory
+    /// reads (across adjacent regions). False if any byte lies outside guest memory.
     #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         match self.slice(addr, buf.len()) {
@@ -104,6 +104,23 @@ impl<'m> GuestMap<'m> {
                 true
             }
             None => self.mem.read_slice(buf, GuestAddress(addr)).is_ok(),
+        }
+    }
+
+    /// Writes `buf` at `addr`, as `read` reads. False (and nothing written) if any byte
+    /// lies outside guest memory.
+    #[inline]
+    pub fn write(&self, addr: u64, buf: &[u8]) -> bool {
+        match self.slice(addr, buf.len()) {
+            Some(s) => {
+                copy_to_guest(&s, buf);
+                true
+            }
+            None => {
+                // Checked whole first: vm-memory's write_slice may stop part-way.
+                self.mem.check_range(GuestAddress(addr), buf.len())
+                    && self.mem.write_slice(buf, GuestAddress(addr)).is_ok()
+            }
         }
     }
 }
@@ -198,6 +215,25 @@ mod tests {
         assert!(!map.read(0xffc, &mut buf));
         assert!(!map.read(0x4ffc, &mut buf));
         assert!(!map.read(u64::MAX - 2, &mut buf));
+    }
+
+    #[test]
+    fn writes_cross_adjacent_regions_and_write_nothing_when_any_byte_is_outside() {
+        let mem = mem();
+        let map = GuestMap::new(&mem);
+        assert!(map.write(0x3ffc, &[5u8; 8]));
+        let mut buf = [0u8; 8];
+        mem.read_slice(&mut buf, GuestAddress(0x3ffc)).unwrap();
+        assert_eq!(buf, [5u8; 8]);
+        // Into the hole after region 0, past the end, and wrapping the address space.
+        assert!(!map.write(0xffc, &[6u8; 8]));
+        assert!(!map.write(0x4ffc, &[6u8; 8]));
+        assert!(!map.write(u64::MAX - 2, &[6u8; 8]));
+        let mut edge = [0u8; 4];
+        mem.read_slice(&mut edge, GuestAddress(0xffc)).unwrap();
+        assert_eq!(edge, [0u8; 4], "nothing written before the hole");
+        mem.read_slice(&mut edge, GuestAddress(0x4ffc)).unwrap();
+        assert_eq!(edge, [0u8; 4], "nothing written before the end");
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The two ring operations both paths share: publishing a batch's used entries with one
-//! store of the used index, and deciding whether the guest wants an interrupt (EVENT_IDX or
-//! VRING_AVAIL_F_NO_INTERRUPT). Both reach the ring through the fast path (`crate::vring`).
+//! The two ring operations every device's data path shares (net TX, net RX, blk): publishing
+//! a batch's used entries with one store of the used index, and deciding whether the guest
+//! wants an interrupt (EVENT_IDX or VRING_AVAIL_F_NO_INTERRUPT), over a vhost-user-backend
+//! vring's queue (its layout and positions as the VMM set them).
 
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::vring::{GuestMap, SplitRing, UsedRing};
+use super::{GuestMap, SplitRing, UsedRing};
 
 type VringState = vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMmap>>;
 
@@ -14,7 +15,7 @@ type VringState = vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMm
 /// single store of the used index, after the elements. (`virtio-queue`'s `add_used` stores
 /// the index once per entry, a cache line bounced to the guest's CPU every time.) Returns
 /// the used index before and after.
-pub(super) fn publish_used(
+pub(crate) fn publish_used(
     st: &mut VringState,
     map: &GuestMap<'_>,
     entries: &[(u16, u32)],
@@ -32,7 +33,7 @@ pub(super) fn publish_used(
 /// Whether the guest wants an interrupt for used entries `old..new` of the queue: under
 /// EVENT_IDX when its `used_event` lies in that range, otherwise unless it set
 /// VRING_AVAIL_F_NO_INTERRUPT (polling drivers, such as DPDK's, do).
-pub(super) fn wants_interrupt(
+pub(crate) fn wants_interrupt(
     st: &VringState,
     map: &GuestMap<'_>,
     event_idx: bool,
