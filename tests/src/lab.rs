@@ -36,6 +36,8 @@ pub struct GuestOpts {
     pub no_address: bool,
     /// Guests may reboot (QEMU without `-no-reboot`).
     pub allow_reboot: bool,
+    /// Guests (by number) whose NIC uses packed virtqueues (QEMU `packed=on`).
+    pub packed: Vec<usize>,
 }
 
 impl Default for GuestOpts {
@@ -52,6 +54,7 @@ impl Default for GuestOpts {
             first: 1,
             no_address: false,
             allow_reboot: false,
+            packed: Vec::new(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl NetLab {
             mac: mac(i),
             queues: self.opts.queues.max(1),
             qemu_is_server: self.opts.qemu_is_server,
+            packed: self.opts.packed.contains(&i),
         });
         if !self.opts.no_address {
             cfg.ips.push(("eth0".into(), format!("{}/24", ip(i))));

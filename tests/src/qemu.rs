@@ -237,6 +237,8 @@ pub struct NetDev {
     /// QEMU listens on `socket` (`server=on,wait=off`) instead of connecting to the backend with
     /// reconnect. Either way QEMU does not start the guest until the backend is connected.
     pub qemu_is_server: bool,
+    /// Packed virtqueues (`packed=on`): QEMU offers VIRTIO_F_RING_PACKED to the guest.
+    pub packed: bool,
 }
 
 /// A vhost-user-blk disk. Disks become vda, vdb, ... in the guest, in `disks` order (the
@@ -406,6 +408,9 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
         let mut dev = format!("virtio-net-pci,netdev=net{i},mac={},romfile=", nic.mac);
         if nic.queues > 1 {
             dev.push_str(",mq=on");
+        }
+        if nic.packed {
+            dev.push_str(",packed=on");
         }
         if !q.msix_ok() {
             dev.push_str(",vectors=0");
@@ -879,6 +884,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             queues: 2,
             qemu_is_server: false,
+            packed: false,
         };
         let files = Files::new(Path::new("/w"), "vm");
         for (version, reconnect, vectors) in [

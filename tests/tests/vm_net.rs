@@ -419,6 +419,7 @@ fn a_qemu_without_shared_memory_gets_a_clear_error() -> Result<()> {
         mac: vfabric_tests::lab::mac(1),
         queues: 1,
         qemu_is_server: false,
+        packed: false,
     });
     cfg.ips.push(("eth0".into(), "10.0.0.1/24".into()));
     let mut vm = Vm::start(cfg, dir.path())?;
@@ -437,5 +438,75 @@ fn a_qemu_without_shared_memory_gets_a_clear_error() -> Result<()> {
         || format!("no clear error in vfabric's log:\n{}", fabric.log_tail()),
     )?;
     vm.kill();
+    Ok(())
+}
+
+/// Whether guest `i`'s eth0 negotiated feature bit `bit` (the virtio device's `features`
+/// file: one character per bit, bit 0 first).
+fn guest_has_feature(lab: &mut NetLab, i: usize, bit: usize) -> Result<bool> {
+    let f = lab
+        .vm(i)
+        .run_ok("cat /sys/class/net/eth0/device/features", CMD)?;
+    let f = f.trim();
+    Ok(f.as_bytes().get(bit) == Some(&b'1'))
+}
+
+#[test]
+fn packed_ring_guests_talk_to_each_other_and_to_a_split_ring_guest() -> Result<()> {
+    const RING_PACKED: usize = 34;
+    let opts = GuestOpts {
+        packed: vec![1, 2],
+        ..GuestOpts::default()
+    };
+    let mut lab = NetLab::start(3, &[qemu()], opts)?;
+    assert!(
+        guest_has_feature(&mut lab, 1, RING_PACKED)?,
+        "vm1 on packed rings"
+    );
+    assert!(
+        guest_has_feature(&mut lab, 2, RING_PACKED)?,
+        "vm2 on packed rings"
+    );
+    assert!(
+        !guest_has_feature(&mut lab, 3, RING_PACKED)?,
+        "vm3 on split rings"
+    );
+    for (from, to) in [(1, 2), (2, 1), (1, 3), (3, 2)] {
+        lab.ping(from, to, 3)?;
+    }
+    // Full-size frames, and jumbo ping data in fragments.
+    lab.vm(1)
+        .run_ok(&format!("ping -c 3 -W 5 -s 1472 {}", ip(2)), CMD)?;
+    lab.vm(2)
+        .run_ok(&format!("ping -c 3 -W 5 -s 6000 {}", ip(3)), CMD)?;
+    // 4 MiB over TCP, packed to packed and packed to split, byte-exact.
+    let sum = lab.vm(1).run_ok(
+        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/data && sha256sum /tmp/www/data | cut -d' ' -f1 && httpd -p 8080 -h /tmp/www",
+        CMD,
+    )?;
+    lab.wait_listening(1, 8080)?;
+    for to in [2, 3] {
+        let got = lab.vm(to).run_ok(
+            &format!(
+                "wget -q -O /tmp/got http://{}:8080/data && sha256sum /tmp/got | cut -d' ' -f1",
+                ip(1)
+            ),
+            Duration::from_secs(120),
+        )?;
+        assert_eq!(got.trim(), sum.trim(), "vm{to}: sha256 of the 4 MiB");
+    }
+    counters_agree(&mut lab, 1)?;
+    counters_agree(&mut lab, 3)?;
+    let s = lab.fabric.stats()?;
+    for p in ["vm1", "vm2", "vm3"] {
+        for k in [
+            "ring_broken",
+            "rx_drop_bad_descriptor",
+            "rx_drop_missing_header",
+            "tx_drop_bad_descriptor",
+        ] {
+            assert_eq!(s[p][k].as_u64(), Some(0), "{p} {k}");
+        }
+    }
     Ok(())
 }

@@ -126,6 +126,7 @@ fn guest(name: &str, i: usize, nic: Nic<'_>, qemu: &Qemu, dir: &Path) -> Result<
             mac,
             queues: 1,
             qemu_is_server: false,
+            packed: false,
         }),
         Nic::Tap { ns } => {
             let vhost = if Path::new("/dev/vhost-net").exists() {

@@ -76,6 +76,7 @@ fn round(who: Contender, qemu: &Qemu, port: u16) -> Result<Round> {
                 mac,
                 queues: 1,
                 qemu_is_server: false,
+                packed: false,
             });
             Some(f)
         }

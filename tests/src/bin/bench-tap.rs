@@ -101,6 +101,7 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
                 mac,
                 queues: 1,
                 qemu_is_server: false,
+                packed: false,
             });
             Some(f)
         }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use vhost_user_backend::VringRwLock;
+use virtio_bindings::virtio_config::VIRTIO_F_RING_PACKED;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::counters::NetCounters;
@@ -28,6 +29,18 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// Whether `features` (as negotiated) put the rings in the packed layout.
+    #[inline]
+    pub(super) fn is_packed(features: u64) -> bool {
+        features & (1 << VIRTIO_F_RING_PACKED) != 0
+    }
+
+    /// Whether this guest's rings are packed.
+    #[inline]
+    pub(super) fn packed(&self) -> bool {
+        Self::is_packed(self.features.load(Ordering::Relaxed))
+    }
+
     /// Ring `q`'s avail index is more than a ring ahead of what was used: the guest broke
     /// the ring. Counted once per ring and connection; the ring stays unused until the
     /// guest resets the device (a new connection).

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
@@ -16,7 +16,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -24,6 +24,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use super::connection::Connection;
 use super::port::{FrameSwitch, MAX_QUEUE_PAIRS, NetPort, QUEUE_SIZE};
 use super::tx::drain_tx_batch;
+use crate::vring::set_kicks;
 
 /// The worker thread (of `threads`) that serves queue pair `pair`: round-robin.
 fn worker_of(pair: usize, threads: usize) -> usize {
@@ -199,15 +200,16 @@ impl NetBackend {
         // No kicks while draining (VRING_USED_F_NO_NOTIFY, or EVENT_IDX's avail_event left
         // behind); on again when empty, and drain again if work raced in.
         let mut budget = TX_BUDGET;
+        let (mem, packed) = (self.conn.mem.memory(), self.conn.packed());
         loop {
-            vring.disable_notification().map_err(io::Error::other)?;
+            set_kicks(vring, &mem, packed, false)?;
             while drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {
                 budget -= 1;
                 if budget == 0 {
                     return self.give_way(pair);
                 }
             }
-            if !vring.enable_notification().map_err(io::Error::other)? {
+            if !set_kicks(vring, &mem, packed, true)? {
                 return Ok(());
             }
             budget = budget.saturating_sub(1);
@@ -272,6 +274,8 @@ impl VhostUserBackend for NetBackend {
             | (1 << VIRTIO_NET_F_MRG_RXBUF)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            // Packed rings when the VMM asks for them (QEMU: packed=on).
+            | (1 << VIRTIO_F_RING_PACKED)
             | (1 << VIRTIO_NET_F_STATUS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         if self.port.config.offloads {
@@ -373,7 +377,7 @@ impl VhostUserBackend for NetBackend {
             // RX kicks only say the guest posted buffers: frames are never queued waiting for
             // them, so ask the guest not to kick RX at all (each kick costs it an exit and us
             // a wake-up).
-            let _ = vring.disable_notification();
+            let _ = set_kicks(vring, &self.conn.mem.memory(), self.conn.packed(), false);
         }
         Ok(())
     }

@@ -19,7 +19,9 @@ use crate::offload::{self, Gso, OffloadMeta, Offloads};
 
 use super::connection::Connection;
 use super::counters::RxDrop;
-use crate::vring::{Chain, GuestMap, SplitRing, publish_used, wants_interrupt};
+use crate::vring::{
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, wants_interrupt_any,
+};
 
 impl Connection {
     /// Delivers `frames` (or, for a receiver that cannot take a frame's offloads, the frame
@@ -55,64 +57,68 @@ impl Connection {
             if !st.is_enabled() || !st.get_queue().ready() {
                 continue;
             }
+            let packed = Connection::is_packed(features);
             USED.with_borrow_mut(|used| {
                 used.clear();
                 let mut done = (0u64, 0u64);
                 // The ring walked and the buffers translated by the fast path
                 // (`crate::vring`), through one map of the guest's memory for the batch.
                 let map = GuestMap::new(&mem);
-                let ring = SplitRing::of_queue(&map, st.get_queue());
-                if let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) {
-                    // Places one frame (counting it) and reports the outcome.
-                    let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
-                        let r = place_rx(&mut avail, &map, src, hdr, mrg, used);
-                        match r {
-                            Ok(()) => {
-                                done.0 += 1;
-                                done.1 += src.len() as u64;
-                            }
-                            Err(e) => c.count_drop(e),
-                        }
-                        r
-                    };
-                    for item in frames.by_ref() {
-                        let (frame, edit) = match item {
-                            RxItem::Frame(f, e) => (f, e),
-                            RxItem::Bytes(b) => {
-                                outcome(put(Source::Bytes(b), [0; VNET_HDR_LEN]));
-                                continue;
-                            }
-                        };
-                        let meta = frame.meta().shifted(edit.shift());
-                        let res = if meta.fits(rx_offloads) {
-                            put(Source::Guest(frame, edit), meta.rx_header())
-                        } else {
-                            // Completed in software: delivered if any segment was.
-                            let mut any = false;
-                            let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
-                                frame.copy_into(whole);
-                                edit.apply(whole);
-                                let put_seg = |bytes: &[u8]| {
-                                    let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
-                                    any |= r.is_ok();
-                                    r
-                                };
-                                complete_in_software(whole, seg, &meta, put_seg, c)
-                            });
-                            if any { Ok(()) } else { r }
-                        };
-                        outcome(res);
-                    }
-                    st.get_queue_mut().set_next_avail(avail.position());
+                let q_ref = st.get_queue();
+                // (the position after the chains taken, whether the ring was found broken)
+                let walked = if packed {
+                    PackedRing::of_queue(&map, q_ref).map(|(r, next)| {
+                        let mut avail = r.avail(next);
+                        let d = deliver_into(
+                            &mut avail,
+                            &map,
+                            &mut frames,
+                            mrg,
+                            rx_offloads,
+                            used,
+                            c,
+                            &mut outcome,
+                        );
+                        (avail.cursor(), avail.broken(), d)
+                    })
                 } else {
-                    // An avail index that leapt ahead: the frames are the guest's loss.
-                    self.ring_broken(2 * q, c);
-                    for _ in frames.by_ref() {
-                        c.count_drop(RxDrop::BadDescriptor);
-                        outcome(Err(RxDrop::BadDescriptor));
+                    SplitRing::of_queue(&map, q_ref).map(|(r, next)| match r.avail(next) {
+                        Some(mut avail) => {
+                            let d = deliver_into(
+                                &mut avail,
+                                &map,
+                                &mut frames,
+                                mrg,
+                                rx_offloads,
+                                used,
+                                c,
+                                &mut outcome,
+                            );
+                            (avail.cursor(), false, d)
+                        }
+                        None => (next, true, (0, 0)),
+                    })
+                };
+                let broken = match walked {
+                    Some((pos, broken, d)) => {
+                        done = d;
+                        st.get_queue_mut().set_next_avail(pos);
+                        broken
+                    }
+                    None => true,
+                };
+                {
+                    if broken {
+                        // An avail index that leapt ahead, or a packed chain without an
+                        // end: the frames left are the guest's loss.
+                        self.ring_broken(2 * q, c);
+                        for _ in frames.by_ref() {
+                            c.count_drop(RxDrop::BadDescriptor);
+                            outcome(Err(RxDrop::BadDescriptor));
+                        }
                     }
                 }
-                publish_used(&mut st, &map, used);
+                publish_used_any(&mut st, &map, packed, used);
                 if !used.is_empty() {
                     self.rx_pending[q].store(true, Ordering::Relaxed);
                 }
@@ -131,6 +137,7 @@ impl Connection {
         };
         let mem = self.mem.memory();
         let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let packed = self.packed();
         let mut sent = 0;
         for (q, pending) in self.rx_pending.iter().enumerate() {
             if !pending.swap(false, Ordering::Relaxed) {
@@ -141,7 +148,7 @@ impl Connection {
                 let st = vring.get_ref();
                 let new = st.get_queue().next_used();
                 let old = self.rx_checked[q].swap(new, Ordering::Relaxed);
-                wants_interrupt(&st, &GuestMap::new(&mem), event_idx, old, new)
+                wants_interrupt_any(&st, &GuestMap::new(&mem), packed, event_idx, old, new)
             };
             if wanted && vring.signal_used_queue().is_ok() {
                 sent += 1;
@@ -151,9 +158,70 @@ impl Connection {
     }
 }
 
+/// Places `frames` in the chains of `avail` until they or the chains run out, reporting
+/// each frame's outcome; used entries go to `used`. Returns (frames, bytes) delivered.
+#[allow(clippy::too_many_arguments)]
+fn deliver_into<'f, 'a: 'f, 'm, A>(
+    avail: &mut A,
+    map: &GuestMap<'m>,
+    frames: &mut impl Iterator<Item = RxItem<'f, 'a>>,
+    mrg: bool,
+    rx_offloads: Offloads,
+    used: &mut Vec<Used>,
+    c: &NetCounters,
+    outcome: &mut impl FnMut(Result<(), RxDrop>),
+) -> (u64, u64)
+where
+    A: Avail,
+    A::Item: RingChain,
+{
+    let mut done = (0u64, 0u64);
+    // Places one frame (counting it) and reports the outcome.
+    let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
+        let r = place_rx(avail, map, src, hdr, mrg, used);
+        match r {
+            Ok(()) => {
+                done.0 += 1;
+                done.1 += src.len() as u64;
+            }
+            Err(e) => c.count_drop(e),
+        }
+        r
+    };
+    for item in frames.by_ref() {
+        let (frame, edit) = match item {
+            RxItem::Frame(f, e) => (f, e),
+            RxItem::Bytes(b) => {
+                outcome(put(Source::Bytes(b), [0; VNET_HDR_LEN]));
+                continue;
+            }
+        };
+        let meta = frame.meta().shifted(edit.shift());
+        let res = if meta.fits(rx_offloads) {
+            put(Source::Guest(frame, edit), meta.rx_header())
+        } else {
+            // Completed in software: delivered if any segment was.
+            let mut any = false;
+            let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
+                frame.copy_into(whole);
+                edit.apply(whole);
+                let put_seg = |bytes: &[u8]| {
+                    let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
+                    any |= r.is_ok();
+                    r
+                };
+                complete_in_software(whole, seg, &meta, put_seg, c)
+            });
+            if any { Ok(()) } else { r }
+        };
+        outcome(res);
+    }
+    done
+}
+
 thread_local! {
-    /// Used entries (head, length) of the RX batch being delivered.
-    static USED: std::cell::RefCell<Vec<(u16, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Used entries of the RX batch being delivered.
+    static USED: std::cell::RefCell<Vec<Used>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Buffers for completing offloads in software: the whole frame, and one segment.
     static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -246,25 +314,30 @@ impl Source<'_, '_> {
 /// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
 /// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
 /// not fit are given back untouched; a malformed chain is returned with length 0.
-pub(super) fn place_rx<'m>(
-    avail: &mut Chain<'_, '_, 'm>,
+pub(super) fn place_rx<'m, A>(
+    avail: &mut A,
     map: &GuestMap<'m>,
     frame: Source<'_, '_>,
     mut hdr: [u8; VNET_HDR_LEN],
     mrg: bool,
-    used: &mut Vec<(u16, u32)>,
-) -> Result<(), RxDrop> {
+    used: &mut Vec<Used>,
+) -> Result<(), RxDrop>
+where
+    A: Avail,
+    A::Item: RingChain,
+{
     let need = VNET_HDR_LEN + frame.len();
+    let start = avail.cursor();
     let mut slices = ArrayVec::<VolatileSlice<'m>, MAX_RX_SEGS>::new();
-    // (head, capacity) of each chain taken.
-    let mut chains = ArrayVec::<(u16, usize), MAX_RX_CHAINS>::new();
+    // (used entry, capacity) of each chain taken.
+    let mut chains = ArrayVec::<(Used, usize), MAX_RX_CHAINS>::new();
     let mut cap = 0usize;
     let mut bad = false;
     while cap < need && !chains.is_full() {
         let Some(chain) = avail.next() else {
             break;
         };
-        let head = chain.head();
+        let head = chain.used(0);
         let mut c = 0usize;
         let mut cut_short = false;
         for desc in chain {
@@ -297,14 +370,12 @@ pub(super) fn place_rx<'m>(
     }
     if bad {
         // The guest broke the ring's rules: return what was taken, empty, and drop.
-        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
+        used.extend(chains.iter().map(|&(head, _)| head));
         return Err(RxDrop::BadDescriptor);
     }
     if cap < need {
         // Not enough buffers: hand the chains back untouched for the next frame.
-        for _ in 0..chains.len() {
-            avail.go_back();
-        }
+        avail.rewind(start);
         return Err(RxDrop::NoBuffer);
     }
     hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
@@ -315,14 +386,14 @@ pub(super) fn place_rx<'m>(
             Source::Bytes(b) => w.write_bytes(b),
         };
     if !written {
-        used.extend(chains.iter().map(|&(head, _)| (head, 0)));
+        used.extend(chains.iter().map(|&(head, _)| head));
         return Err(RxDrop::BadDescriptor);
     }
     let mut left = need;
     for &(head, c) in &chains {
         let n = c.min(left);
         left -= n;
-        used.push((head, n as u32));
+        used.push(head.with_len(n as u32));
     }
     Ok(())
 }
@@ -356,5 +427,5 @@ pub fn place_rx_for_test(
         // An avail index more than a ring ahead: the ring is unusable.
         None => Err(RxDrop::BadDescriptor),
     };
-    (r, used)
+    (r, used.iter().map(|u| (u.id, u.len)).collect())
 }

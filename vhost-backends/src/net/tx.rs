@@ -14,7 +14,10 @@ use vm_memory::GuestAddressSpace;
 use super::counters::NetCounters;
 use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
-use crate::vring::{GuestMap, SplitRing, publish_used, wants_interrupt};
+use crate::vring::{
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, set_kicks,
+    wants_interrupt_any,
+};
 
 use super::connection::Connection;
 use super::port::{FrameSwitch, NetPort, TX_BATCH};
@@ -30,9 +33,11 @@ pub(super) fn drain_tx_batch(
     vring: &VringRwLock,
 ) -> io::Result<usize> {
     let mem = conn.mem.memory();
-    let offloads = Offloads::from_guest_tx(conn.features.load(Ordering::Relaxed));
+    let features = conn.features.load(Ordering::Relaxed);
+    let offloads = Offloads::from_guest_tx(features);
+    let packed = Connection::is_packed(features);
     let c = &port.counters;
-    let mut heads = ArrayVec::<u16, TX_BATCH>::new();
+    let mut heads = ArrayVec::<Used, TX_BATCH>::new();
     let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
     let mut store = SegStore::new();
     // One map of the guest's memory for the batch: the walk and the used-ring publish.
@@ -42,38 +47,36 @@ pub(super) fn drain_tx_batch(
         if !st.is_enabled() || !st.get_queue().ready() {
             return Ok(0);
         }
-        // One read of the avail index for the whole batch; the ring walked and the buffers
-        // translated by the fast path (`crate::vring`).
-        let ring = SplitRing::of_queue(&map, st.get_queue());
-        let Some(mut avail) = ring.as_ref().and_then(|(r, next)| r.avail(*next)) else {
-            conn.ring_broken(2 * usize::from(pair) + 1, c);
+        // One read of the avail index (split) for the whole batch; the ring walked and the
+        // buffers translated by the fast path (`crate::vring`).
+        // (the position after the chains taken, whether the ring was found broken)
+        let q = st.get_queue();
+        let walked = if packed {
+            PackedRing::of_queue(&map, q).map(|(r, next)| {
+                let mut avail = r.avail(next);
+                take_tx(
+                    &mut avail, &map, offloads, &mut store, &mut heads, &mut infos, c,
+                );
+                (avail.cursor(), avail.broken())
+            })
+        } else {
+            SplitRing::of_queue(&map, q).map(|(r, next)| match r.avail(next) {
+                Some(mut avail) => {
+                    take_tx(
+                        &mut avail, &map, offloads, &mut store, &mut heads, &mut infos, c,
+                    );
+                    (avail.cursor(), false)
+                }
+                None => (next, true),
+            })
+        };
+        let Some((pos, broken)) = walked else {
             return Ok(0);
         };
-        while !heads.is_full() {
-            let Some(chain) = avail.next() else {
-                break;
-            };
-            heads.push(chain.head());
-            // Parsed straight into the batch's next slot (never moved afterwards).
-            infos.push(FrameInfo::EMPTY);
-            let slot = infos.len() - 1;
-            if let Err(e) = parse_tx_descs_into(&map, chain, offloads, &mut store, &mut infos[slot])
-            {
-                infos.truncate(slot);
-                NetCounters::add(
-                    match e {
-                        TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
-                        TxError::MissingHeader => &c.rx_drop_missing_header,
-                        TxError::Runt => &c.rx_drop_runt,
-                        TxError::Oversize => &c.rx_drop_oversize,
-                        TxError::TooFragmented => &c.rx_drop_too_fragmented,
-                        TxError::BadOffload => &c.rx_drop_bad_offload,
-                    },
-                    1,
-                );
-            }
+        st.get_queue_mut().set_next_avail(pos);
+        if broken {
+            conn.ring_broken(2 * usize::from(pair) + 1, c);
         }
-        st.get_queue_mut().set_next_avail(avail.position());
     }
     let taken = heads.len();
     if taken == 0 {
@@ -88,16 +91,55 @@ pub(super) fn drain_tx_batch(
     }
     // The frames borrow guest buffers: done with them before handing them back.
     drop(frames);
-    let used: ArrayVec<(u16, u32), TX_BATCH> = heads.iter().map(|&h| (h, 0)).collect();
     let wanted = {
         let mut st = vring.get_mut();
-        let (old, new) = publish_used(&mut st, &map, &used);
-        wants_interrupt(&st, &map, conn.event_idx.load(Ordering::Relaxed), old, new)
+        let (old, new) = publish_used_any(&mut st, &map, packed, &heads);
+        let event_idx = conn.event_idx.load(Ordering::Relaxed);
+        wants_interrupt_any(&st, &map, packed, event_idx, old, new)
     };
     if wanted && vring.signal_used_queue().is_ok() {
         NetCounters::add(&c.rx_notifications, 1);
     }
     Ok(taken)
+}
+
+/// Takes up to `TX_BATCH` chains from `avail`, parsing each into the batch's next slot; a
+/// chain that is not a good frame is counted and still returned (length 0).
+fn take_tx<'m, A>(
+    avail: &mut A,
+    map: &GuestMap<'m>,
+    offloads: Offloads,
+    store: &mut SegStore<'m>,
+    heads: &mut ArrayVec<Used, TX_BATCH>,
+    infos: &mut ArrayVec<FrameInfo, TX_BATCH>,
+    c: &NetCounters,
+) where
+    A: Avail,
+    A::Item: RingChain,
+{
+    while !heads.is_full() {
+        let Some(chain) = avail.next() else {
+            break;
+        };
+        heads.push(chain.used(0));
+        // Parsed straight into the batch's next slot (never moved afterwards).
+        infos.push(FrameInfo::EMPTY);
+        let slot = infos.len() - 1;
+        if let Err(e) = parse_tx_descs_into(map, chain, offloads, store, &mut infos[slot]) {
+            infos.truncate(slot);
+            NetCounters::add(
+                match e {
+                    TxError::BadDescriptor => &c.rx_drop_bad_descriptor,
+                    TxError::MissingHeader => &c.rx_drop_missing_header,
+                    TxError::Runt => &c.rx_drop_runt,
+                    TxError::Oversize => &c.rx_drop_oversize,
+                    TxError::TooFragmented => &c.rx_drop_too_fragmented,
+                    TxError::BadOffload => &c.rx_drop_bad_offload,
+                },
+                1,
+            );
+        }
+    }
 }
 
 impl NetPort {
@@ -125,7 +167,7 @@ impl NetPort {
                 .get(pair)
                 .is_some_and(|k| k.swap(false, Ordering::Relaxed))
             {
-                let _ = vring.disable_notification();
+                let _ = set_kicks(vring, &conn.mem.memory(), conn.packed(), false);
             }
             n += drain_tx_batch(self, conn, switch, pair as u16, vring).unwrap_or(0);
         }
@@ -143,6 +185,7 @@ impl NetPort {
             return false;
         };
         let mut more = false;
+        let (mem, packed) = (conn.mem.memory(), conn.packed());
         for pair in pairs(vrings.len() / 2, first, step) {
             let Some(vring) = vrings.get(2 * pair + 1) else {
                 continue;
@@ -150,11 +193,7 @@ impl NetPort {
             if let Some(k) = conn.tx_kicks.get(pair) {
                 k.store(on, Ordering::Relaxed);
             }
-            if on {
-                more |= vring.enable_notification().unwrap_or(false);
-            } else {
-                let _ = vring.disable_notification();
-            }
+            more |= set_kicks(vring, &mem, packed, on).unwrap_or(false);
         }
         more
     }

@@ -18,11 +18,50 @@
 
 mod host;
 mod map;
+mod packed;
 mod queue;
 mod split;
 
 pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 pub use map::GuestMap;
 pub(crate) use map::for_each_piece;
-pub(crate) use queue::{publish_used, wants_interrupt};
-pub use split::{Chain, Desc, DescChain, SplitRing, UsedRing};
+pub use packed::{PackedAvail, PackedChain, PackedRing, event_passed};
+pub(crate) use queue::{publish_used_any, set_kicks, wants_interrupt, wants_interrupt_any};
+pub use split::{Chain, Desc, DescChain, SplitRing, UsedElem, UsedRing};
+
+/// A used entry of either ring layout: the position of the chain's first slot (packed
+/// rings write it there), the chain's head or buffer id, the bytes written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Used {
+    pub pos: u16,
+    pub id: u16,
+    pub len: u32,
+}
+
+impl Used {
+    /// The same entry with `len` bytes written.
+    #[inline]
+    pub fn with_len(self, len: u32) -> Used {
+        Used { len, ..self }
+    }
+}
+
+/// The chains available in a ring (split or packed), taken in order.
+pub trait Avail: Iterator
+where
+    Self::Item: RingChain,
+{
+    /// The device's position after the chains taken so far (the vring's `next_avail`).
+    fn cursor(&self) -> u16;
+    /// Gives back every chain taken after `pos`, an earlier `cursor()`.
+    fn rewind(&mut self, pos: u16);
+    /// Whether the walk found the ring unusable (the guest broke its rules).
+    fn broken(&self) -> bool {
+        false
+    }
+}
+
+/// One chain's descriptors, and the used entry that returns it.
+pub trait RingChain: Iterator<Item = Desc> {
+    fn used(&self, len: u32) -> Used;
+}

@@ -206,7 +206,20 @@ impl Chain<'_, '_, '_> {
     pub fn go_back(&mut self) {
         self.next_avail = self.next_avail.wrapping_sub(1);
     }
+}
 
+impl super::Avail for Chain<'_, '_, '_> {
+    fn cursor(&self) -> u16 {
+        self.next_avail
+    }
+
+    /// Gives back the entries taken after `pos` (an earlier `cursor()`).
+    fn rewind(&mut self, pos: u16) {
+        self.next_avail = pos;
+    }
+}
+
+impl Chain<'_, '_, '_> {
     /// The entry at position `pos` (< `last`), from the copy or read with those after it.
     #[inline]
     fn entry(&mut self, pos: u16) -> Option<u16> {
@@ -265,6 +278,17 @@ impl DescChain<'_, '_> {
     }
 }
 
+impl super::RingChain for DescChain<'_, '_> {
+    #[inline]
+    fn used(&self, len: u32) -> super::Used {
+        super::Used {
+            pos: 0,
+            id: self.head,
+            len,
+        }
+    }
+}
+
 impl Iterator for DescChain<'_, '_> {
     type Item = Desc;
 
@@ -303,6 +327,34 @@ impl Iterator for DescChain<'_, '_> {
     }
 }
 
+/// A used entry as a split ring stores it: the chain's head and the bytes written.
+pub trait UsedElem {
+    fn head(&self) -> u16;
+    fn written(&self) -> u32;
+}
+
+impl UsedElem for (u16, u32) {
+    #[inline]
+    fn head(&self) -> u16 {
+        self.0
+    }
+    #[inline]
+    fn written(&self) -> u32 {
+        self.1
+    }
+}
+
+impl UsedElem for super::Used {
+    #[inline]
+    fn head(&self) -> u16 {
+        self.id
+    }
+    #[inline]
+    fn written(&self) -> u32 {
+        self.len
+    }
+}
+
 /// A split ring's used ring, translated once (when inside one region and 4-aligned, as the
 /// spec requires and VMMs do; otherwise written through vm-memory).
 pub struct UsedRing<'m> {
@@ -329,11 +381,12 @@ impl<'m> UsedRing<'m> {
     /// single release store of the used index (the elements are visible first). Returns the
     /// new used index. One store of the index per batch, not per entry: that cache line
     /// moves to the guest's CPU once.
-    pub fn publish(&self, mut idx: u16, entries: &[(u16, u32)]) -> u16 {
+    pub fn publish<E: UsedElem>(&self, mut idx: u16, entries: &[E]) -> u16 {
         if entries.is_empty() || self.size == 0 {
             return idx;
         }
-        for &(head, len) in entries {
+        for e in entries {
+            let (head, len) = (e.head(), e.written());
             let at = 4 + 8 * usize::from(idx % self.size);
             match &self.host {
                 Some(h) => {

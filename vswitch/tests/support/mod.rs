@@ -166,7 +166,8 @@ impl Guest {
         let calls: Vec<EventFd> = (0..nq)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
             .collect();
-        let acked = offered & !drop_features;
+        // A split-ring frontend: it never takes VIRTIO_F_RING_PACKED (bit 34).
+        let acked = offered & !drop_features & !(1 << 34);
 
         if order == Order::Qemu {
             for (q, call) in calls.iter().enumerate() {
