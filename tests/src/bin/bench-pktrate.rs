@@ -3,8 +3,9 @@
 //! io forwarding mode, with 32 bursts per port in flight. Contenders, alternating round by
 //! round: vfabric (busy-poll, then notification mode), OVS-DPDK (netdev bridge, two
 //! dpdkvhostuserclient ports, NORMAL action, inside a network namespace of its own) and
-//! dpdk-testpmd io forwarding (a wire, no switching). Prints Mpps, ratios of medians and
-//! the medians of per-round ratios.
+//! dpdk-testpmd io forwarding (a wire, no switching). vfabric and OVS-DPDK run a second time
+//! with the generator on packed virtqueues (virtio-user `packed_vq=1`). Prints Mpps, ratios
+//! of medians and the medians of per-round ratios.
 //!
 //! Usage: bench-pktrate [ROUNDS] [SIZES...]   e.g. `bench-pktrate 3 64 1518` (frame sizes
 //! include the 4-byte FCS, as RFC 2544 counts them). Run it with `benches/pktrate.sh`.
@@ -32,10 +33,21 @@ use vfabric_tests::median;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Vfabric,
+    /// vfabric busy-polling, the generator on packed rings.
+    VfabricPacked,
     /// vfabric in notification mode (its default: no busy-poll thread).
     VfabricNotify,
     Ovs,
+    /// OVS-DPDK, the generator on packed rings.
+    OvsPacked,
     Testpmd,
+}
+
+impl Who {
+    /// Whether the generator's rings are packed.
+    fn packed(self) -> bool {
+        matches!(self, Who::VfabricPacked | Who::OvsPacked)
+    }
 }
 
 const MAC0: &str = "52:54:00:00:00:01";
@@ -141,7 +153,7 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
     let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
     let log = std::fs::File::create(dir.join(format!("{who:?}.log")))?;
     match who {
-        Who::Vfabric | Who::VfabricNotify => {
+        Who::Vfabric | Who::VfabricPacked | Who::VfabricNotify => {
             drop(log);
             let topo = topology(dir, 2, 0)?;
             if who == Who::VfabricNotify {
@@ -161,7 +173,7 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
                 false,
             ))
         }
-        Who::Ovs => {
+        Who::Ovs | Who::OvsPacked => {
             // A private OVS: its database, sockets and logs in `dir`, its datapath's internal
             // port inside a namespace made for it.
             let ns = format!("vfb-ovs-{}", std::process::id());
@@ -261,16 +273,28 @@ fn start_switch(who: Who, dir: &Path, vfabric: &Path) -> Result<(Proc, bool)> {
 
 /// Runs the generator on CPU 1 and returns the total received packet rate (both ports).
 fn generate(dir: &Path, frame_len: usize, server: bool) -> Result<f64> {
-    generate_with(dir, frame_len, server, false)
+    generate_with(dir, frame_len, server, false, false)
 }
 
 /// `generate`; with `tagged`, the generator's port 1 sends 802.1Q VLAN 10 frames and
-/// strips the tag of what it receives (port 0 stays untagged).
-fn generate_with(dir: &Path, frame_len: usize, server: bool, tagged: bool) -> Result<f64> {
+/// strips the tag of what it receives (port 0 stays untagged); with `packed`, its rings are
+/// packed virtqueues.
+fn generate_with(
+    dir: &Path,
+    frame_len: usize,
+    server: bool,
+    tagged: bool,
+    packed: bool,
+) -> Result<f64> {
     let socks = [dir.join("p0.sock"), dir.join("p1.sock")];
     let log_path = dir.join("gen.log");
     let log = std::fs::File::create(&log_path)?;
-    let srv = if server { ",server=1" } else { "" };
+    let srv = match (server, packed) {
+        (false, false) => "",
+        (true, false) => ",server=1",
+        (false, true) => ",packed_vq=1",
+        (true, true) => ",server=1,packed_vq=1",
+    };
     let mut child = Command::new("dpdk-testpmd")
         .args([
             "--lcores",
@@ -430,7 +454,7 @@ fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
                 std::fs::write(&topo, out)?;
             }
             let sw = start_vfabric(dir.path(), vfabric, &topo)?;
-            let pps = generate_with(dir.path(), 64, false, vlan)?;
+            let pps = generate_with(dir.path(), 64, false, vlan, false)?;
             drop(sw);
             println!(
                 "round {r} {:<8} {:>7.3} Mpps",
@@ -579,14 +603,21 @@ fn main() -> Result<()> {
         sizes = vec![64, 1518];
     }
     let vfabric = vfabric_bin();
-    let contenders = [Who::Vfabric, Who::VfabricNotify, Who::Ovs, Who::Testpmd];
+    let contenders = [
+        Who::Vfabric,
+        Who::VfabricPacked,
+        Who::VfabricNotify,
+        Who::Ovs,
+        Who::OvsPacked,
+        Who::Testpmd,
+    ];
     let mut results: Vec<(usize, Who, f64)> = Vec::new();
     for r in 0..rounds {
         for &size in &sizes {
             for &who in &contenders {
                 let dir = tempfile::Builder::new().prefix("vfpr").tempdir_in("/tmp")?;
                 let (switch, gen_is_server) = start_switch(who, dir.path(), &vfabric)?;
-                let pps = generate(dir.path(), size, gen_is_server)?;
+                let pps = generate_with(dir.path(), size, gen_is_server, false, who.packed())?;
                 drop(switch);
                 println!(
                     "round {r} {size:>5} B {:<13} {:>7.3} Mpps",
@@ -636,6 +667,25 @@ fn main() -> Result<()> {
             round_ratio(size, Who::Vfabric, Who::Ovs),
             round_ratio(size, Who::VfabricNotify, Who::Ovs),
             round_ratio(size, Who::Vfabric, Who::Testpmd),
+        );
+    }
+    println!();
+    println!(
+        "| frame | packed rings: vfabric poll Mpps | OVS-DPDK Mpps | vfabric/OVS | per-round vfabric/OVS | per-round vfabric packed/split |"
+    );
+    println!(
+        "|-------|---------------------------------|---------------|-------------|-----------------------|--------------------------------|"
+    );
+    for &size in &sizes {
+        let m = |who| median_of(&results, size, who);
+        let (vp, op) = (m(Who::VfabricPacked), m(Who::OvsPacked));
+        println!(
+            "| {size:>5} | {:>31.3} | {:>13.3} | {:>11.2} | {:>21.2} | {:>30.2} |",
+            vp / 1e6,
+            op / 1e6,
+            vp / op,
+            round_ratio(size, Who::VfabricPacked, Who::OvsPacked),
+            round_ratio(size, Who::VfabricPacked, Who::Vfabric),
         );
     }
     Ok(())
