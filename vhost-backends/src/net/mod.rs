@@ -26,4 +26,4 @@ pub use counters::RxDrop;
 pub use device::NetBackend;
 pub use poll::Poller;
 pub use port::{FrameSwitch, MAX_QUEUE_PAIRS, NetPort, NetPortConfig, QUEUE_SIZE, TX_BATCH};
-pub use rx::{place_rx_for_test, plain_frames};
+pub use rx::{PackedPlaced, place_rx_for_test, place_rx_packed_for_test, plain_frames};

@@ -429,3 +429,44 @@ pub fn place_rx_for_test(
     };
     (r, used.iter().map(|u| (u.id, u.len)).collect())
 }
+
+/// What `place_rx_packed_for_test` did: the outcome, the used entries it would publish, the
+/// device's position after it, and whether it found the ring broken.
+#[doc(hidden)]
+pub struct PackedPlaced {
+    pub res: Result<(), RxDrop>,
+    pub used: Vec<crate::vring::Used>,
+    pub pos: u16,
+    pub broken: bool,
+}
+
+/// `place_rx_for_test` for a packed ring at `ring` of `size` descriptors (event areas
+/// unused), from position `pos`.
+#[doc(hidden)]
+pub fn place_rx_packed_for_test(
+    mem: &GuestMemoryMmap,
+    ring: u64,
+    size: u16,
+    pos: u16,
+    frame: &[u8],
+    mrg: bool,
+) -> PackedPlaced {
+    let mut used = Vec::new();
+    let map = GuestMap::new(mem);
+    let ring = PackedRing::new(&map, ring, 0, 0, size);
+    let mut avail = ring.avail(pos);
+    let res = place_rx(
+        &mut avail,
+        &map,
+        Source::Bytes(frame),
+        [0; VNET_HDR_LEN],
+        mrg,
+        &mut used,
+    );
+    PackedPlaced {
+        res,
+        used,
+        pos: avail.cursor(),
+        broken: avail.broken(),
+    }
+}

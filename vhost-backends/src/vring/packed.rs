@@ -314,6 +314,7 @@ impl<'r, 'm> Iterator for PackedAvail<'_, 'r, 'm> {
         // The run of slots to the first descriptor without NEXT.
         let mut i = slot(start);
         let mut n: u16 = 0;
+        let mut head = None;
         let last = loop {
             let d = match self.ring.desc(i) {
                 Some(d) => d,
@@ -323,6 +324,9 @@ impl<'r, 'm> Iterator for PackedAvail<'_, 'r, 'm> {
                 }
             };
             n += 1;
+            if head.is_none() {
+                head = Some(d);
+            }
             if d.flags & F_NEXT == 0 {
                 break d;
             }
@@ -348,6 +352,7 @@ impl<'r, 'm> Iterator for PackedAvail<'_, 'r, 'm> {
             left: n,
             indirect: false,
             first: true,
+            head,
             yielded: 0,
         })
     }
@@ -388,6 +393,8 @@ pub struct PackedChain<'r, 'm> {
     left: u16,
     indirect: bool,
     first: bool,
+    /// The first descriptor, as read when the run was measured (not read twice).
+    head: Option<Desc>,
     yielded: u32,
 }
 
@@ -429,7 +436,11 @@ impl Iterator for PackedChain<'_, '_> {
             if self.left == 0 {
                 return None;
             }
-            let Some(mut d) = read_desc(self.map, self.table, self.host.as_ref(), self.at) else {
+            let read = match self.head.take() {
+                Some(d) => Some(d),
+                None => read_desc(self.map, self.table, self.host.as_ref(), self.at),
+            };
+            let Some(mut d) = read else {
                 return self.stop();
             };
             let first = std::mem::replace(&mut self.first, false);

@@ -24,6 +24,7 @@ use vhost_backends::net::{FrameSwitch, NetPort, TX_BATCH};
 use vlan::VlanId;
 
 use super::{Fabric, SwitchRuntime, unkey};
+use crate::core::flow_cache::FlowEntry;
 use crate::core::flow_cache::KEY_LEN;
 use crate::core::{Decision, FlowAt, FlowCache, PortId, Verdict};
 use crate::ports::Port;
@@ -133,6 +134,9 @@ struct Batch<'b, 'f> {
 
 type Copies = Vec<(usize, usize, FrameEdit)>;
 
+/// A cached flow: its decision and its copies (receiver, edit).
+type Flow = FlowEntry<(usize, FrameEdit)>;
+
 impl Batch<'_, '_> {
     /// Decides the batch from this thread's flow cache, if every frame hits at the switch's
     /// current version (false: nothing decided). Counts the decisions on the ingress port.
@@ -148,9 +152,21 @@ impl Batch<'_, '_> {
             now: self.now,
         };
         let (mut unicast, mut flooded) = (0, 0);
+        // A burst of one flow (the same first KEY_LEN bytes as the frame before) is looked
+        // up once: the entry found for its first frame serves the rest.
+        let mut last: Option<(&[u8], &Flow)> = None;
         for (i, f) in self.frames.iter().take(TX_BATCH).enumerate() {
-            let Some(e) = flows.lookup(at, self.in_port, f.head()) else {
-                return false;
+            let head = f.head();
+            let key = head.get(..KEY_LEN);
+            let e = match last {
+                Some((k, e)) if key == Some(k) => e,
+                _ => {
+                    let Some(e) = flows.lookup(at, self.in_port, head) else {
+                        return false;
+                    };
+                    last = key.map(|k| (k, e));
+                    e
+                }
             };
             match e.decision.verdict {
                 Verdict::Unicast(_) => unicast += 1,
