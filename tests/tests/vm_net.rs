@@ -456,6 +456,7 @@ fn packed_ring_guests_talk_to_each_other_and_to_a_split_ring_guest() -> Result<(
     const RING_PACKED: usize = 34;
     let opts = GuestOpts {
         packed: vec![1, 2],
+        allow_reboot: true,
         ..GuestOpts::default()
     };
     let mut lab = NetLab::start(3, &[qemu()], opts)?;
@@ -497,6 +498,12 @@ fn packed_ring_guests_talk_to_each_other_and_to_a_split_ring_guest() -> Result<(
     }
     counters_agree(&mut lab, 1)?;
     counters_agree(&mut lab, 3)?;
+    // A reboot resets the device: its packed rings start again from slot 0, wrap counter 1,
+    // on the same connection.
+    lab.vm(2).reboot(Duration::from_secs(60))?;
+    assert!(guest_has_feature(&mut lab, 2, RING_PACKED)?);
+    lab.wait_reachable(1, 2, Duration::from_secs(30))?;
+    lab.ping(2, 3, 3)?;
     let s = lab.fabric.stats()?;
     for p in ["vm1", "vm2", "vm3"] {
         for k in [
