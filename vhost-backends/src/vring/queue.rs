@@ -44,9 +44,11 @@ pub(crate) fn wants_interrupt(
     }
     let q = st.get_queue();
     let ring = SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size());
+    // The used index must be visible before used_event or the flags are read: a driver
+    // turning interrupts back on checks the used index after it wrote them (otherwise both
+    // sides could miss the other's write and the interrupt would be lost).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     if event_idx {
-        // The used index must be visible before used_event is read.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let Some(event) = ring.used_event() else {
             return true;
         };

@@ -185,7 +185,9 @@ const AVAIL_CHUNK: usize = 32;
 impl<'r, 'm> Iterator for Chain<'_, 'r, 'm> {
     type Item = DescChain<'r, 'm>;
 
-    #[inline]
+    // Always inlined: the chain stays in registers (returned through memory, its head was
+    // stored as 2 bytes and read back as 4, a store-forwarding stall in the profile).
+    #[inline(always)]
     fn next(&mut self) -> Option<DescChain<'r, 'm>> {
         if self.next_avail == self.last {
             return None;
@@ -221,12 +223,19 @@ impl super::Avail for Chain<'_, '_, '_> {
 
 impl Chain<'_, '_, '_> {
     /// The entry at position `pos` (< `last`), from the copy or read with those after it.
-    #[inline]
+    #[inline(always)]
     fn entry(&mut self, pos: u16) -> Option<u16> {
         let k = pos.wrapping_sub(self.from);
         if k < self.cached {
             return self.heads.get(usize::from(k)).copied();
         }
+        self.refill(pos)
+    }
+
+    /// Copies the entries from `pos` on (up to `AVAIL_CHUNK`) out of the ring; returns the
+    /// first. Out of line: once per chunk.
+    #[inline(never)]
+    fn refill(&mut self, pos: u16) -> Option<u16> {
         // Entries up to the driver's index were written before it (read with acquire), and
         // the driver may not change them until the device has used them.
         let n = self.last.wrapping_sub(pos).min(AVAIL_CHUNK as u16);
