@@ -5,7 +5,8 @@
 //! about twice the frames of one. Receivers have no guest connected: delivery ends in the
 //! link-down count, the same for every thread count.
 //!
-//! `cargo bench -p vswitch --bench forward_threads`; compare the two throughputs (frames/s).
+//! Each thread is pinned to a CPU of its own. `cargo bench -p vswitch --bench
+//! forward_threads`; compare the two throughputs (frames/s).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,19 @@ fn fabric(dir: &std::path::Path) -> std::sync::Arc<Fabric> {
     }
     let topo = topology::parse(&dir.join("t.toml"), &src).expect("topology");
     Fabric::new(&topo).expect("fabric")
+}
+
+/// Pins the calling thread to CPU `cpu` (modulo the CPUs there are), so that the threads
+/// neither share a core nor migrate during a sample.
+fn pin(cpu: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call only
+    // reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 /// Forwards `iters` batches from port `from` to port `from + 1`.
@@ -67,7 +81,10 @@ fn bench(c: &mut Criterion) {
                 std::thread::scope(|s| {
                     for t in 0..threads {
                         let f = &fabric;
-                        s.spawn(move || run(f, 2 * t, iters));
+                        s.spawn(move || {
+                            pin(t);
+                            run(f, 2 * t, iters)
+                        });
                     }
                 });
                 start.elapsed()
