@@ -12,7 +12,7 @@ use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
 use super::counters::NetCounters;
-use crate::frame::{FrameInfo, SegStore, TxError, TxFrame, parse_tx_descs_into};
+use crate::frame::{FrameInfo, MAX_TX_SEGS, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
 use crate::vring::{
     Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, set_kicks,
@@ -117,7 +117,8 @@ fn take_tx<'m, A>(
     A: Avail,
     A::Item: RingChain,
 {
-    while !heads.is_full() {
+    // A batch ends when the store might not hold one more frame's pieces.
+    while !heads.is_full() && store.remaining_capacity() >= MAX_TX_SEGS {
         let Some(chain) = avail.next() else {
             break;
         };
