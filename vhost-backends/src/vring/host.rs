@@ -151,6 +151,58 @@ impl<'m> HostRange<'m> {
     }
 }
 
+/// Copies `n` bytes from `src` to `dst`, which may overlap: inline for up to 64 bytes (every
+/// byte loaded before any is stored, in at most four 16-byte moves), else `memmove`. Frames'
+/// headers and small frames are copied four times per frame; calling `memmove` for each cost
+/// a tenth of the data path's time in the profile.
+///
+/// # Safety
+/// `src` valid for reads and `dst` for writes of `n` bytes.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: in every branch all offsets stay below `n`, so every access lies inside the two
+    // ranges the caller vouches for; unaligned reads and writes of byte arrays.
+    unsafe {
+        use std::ptr::{read_unaligned as rd, write_unaligned as wr};
+        type B16 = [u8; 16];
+        type B8 = [u8; 8];
+        type B4 = [u8; 4];
+        if n > 64 {
+            std::ptr::copy(src, dst, n);
+        } else if n >= 32 {
+            let (a, b) = (rd(src as *const B16), rd(src.add(16) as *const B16));
+            let (c, d) = (
+                rd(src.add(n - 32) as *const B16),
+                rd(src.add(n - 16) as *const B16),
+            );
+            wr(dst as *mut B16, a);
+            wr(dst.add(16) as *mut B16, b);
+            wr(dst.add(n - 32) as *mut B16, c);
+            wr(dst.add(n - 16) as *mut B16, d);
+        } else if n >= 16 {
+            let (a, b) = (rd(src as *const B16), rd(src.add(n - 16) as *const B16));
+            wr(dst as *mut B16, a);
+            wr(dst.add(n - 16) as *mut B16, b);
+        } else if n >= 8 {
+            let (a, b) = (rd(src as *const B8), rd(src.add(n - 8) as *const B8));
+            wr(dst as *mut B8, a);
+            wr(dst.add(n - 8) as *mut B8, b);
+        } else if n >= 4 {
+            let (a, b) = (rd(src as *const B4), rd(src.add(n - 4) as *const B4));
+            wr(dst as *mut B4, a);
+            wr(dst.add(n - 4) as *mut B4, b);
+        } else {
+            let mut t = [0u8; 3];
+            for (i, v) in t.iter_mut().enumerate().take(n) {
+                *v = *src.add(i);
+            }
+            for (i, v) in t.iter().enumerate().take(n) {
+                *dst.add(i) = *v;
+            }
+        }
+    }
+}
+
 /// Copies the start of guest memory `src` into `dst`; returns the bytes copied.
 #[inline]
 pub fn copy_from_guest(src: &VolatileSlice<'_>, dst: &mut [u8]) -> usize {
@@ -159,7 +211,7 @@ pub fn copy_from_guest(src: &VolatileSlice<'_>, dst: &mut [u8]) -> usize {
         // SAFETY: `src` is valid for reads of its len >= n bytes (a VolatileSlice of mapped
         // guest memory), `dst` for writes of n; they cannot overlap (dst is vfabric's own
         // memory, never a guest mapping).
-        unsafe { std::ptr::copy_nonoverlapping(src.ptr_guard().as_ptr(), dst.as_mut_ptr(), n) };
+        unsafe { copy_bytes(src.ptr_guard().as_ptr(), dst.as_mut_ptr(), n) };
     }
     n
 }
@@ -171,7 +223,7 @@ pub fn copy_to_guest(dst: &VolatileSlice<'_>, src: &[u8]) -> usize {
     if n != 0 {
         // SAFETY: `dst` is valid for writes of its len >= n bytes (mapped, writable guest
         // memory), `src` for reads of n; no overlap (src is vfabric's own memory).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
+        unsafe { copy_bytes(src.as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
     }
     n
 }
@@ -184,7 +236,7 @@ pub fn copy_guest_to_guest(dst: &VolatileSlice<'_>, src: &VolatileSlice<'_>) -> 
     if n != 0 {
         // SAFETY: both valid for n bytes (reads, writes); `copy` allows overlap, which a
         // guest can arrange by pointing an RX buffer at its own TX buffer.
-        unsafe { std::ptr::copy(src.ptr_guard().as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
+        unsafe { copy_bytes(src.ptr_guard().as_ptr(), dst.ptr_guard_mut().as_ptr(), n) };
     }
     n
 }
@@ -222,6 +274,22 @@ mod tests {
         assert_eq!(&buf[4..8], &[1, 2, 0x34, 0x12]);
         assert_eq!(&buf[16..20], &[9u8; 4]);
         assert_eq!(buf[20], 0);
+    }
+
+    #[test]
+    fn small_and_large_copies_equal_memmove_at_every_length_and_overlap() {
+        for n in 0..=80usize {
+            for (from, to) in [(0usize, 100usize), (0, 3), (3, 0), (0, 17), (17, 0), (5, 5)] {
+                let mut a: Vec<u8> = (0..200u32).map(|i| (i * 7 + 1) as u8).collect();
+                let mut b = a.clone();
+                // SAFETY: from + n and to + n stay below 200.
+                unsafe {
+                    copy_bytes(a.as_ptr().add(from), a.as_mut_ptr().add(to), n);
+                    std::ptr::copy(b.as_ptr().add(from), b.as_mut_ptr().add(to), n);
+                }
+                assert_eq!(a, b, "n {n} from {from} to {to}");
+            }
+        }
     }
 
     #[test]
