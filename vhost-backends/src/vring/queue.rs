@@ -43,7 +43,7 @@ pub(crate) fn wants_interrupt(
         return false;
     }
     let q = st.get_queue();
-    let ring = SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size());
+    let ring = SplitRing::avail_only(map, q.avail_ring(), q.size());
     // The used index must be visible before used_event or the flags are read: a driver
     // turning interrupts back on checks the used index after it wrote them (otherwise both
     // sides could miss the other's write and the interrupt would be lost).

@@ -92,6 +92,22 @@ impl<'r, 'm> SplitRing<'r, 'm> {
         }
     }
 
+    /// The ring's avail part only (its flags, index and used_event), for the interrupt
+    /// decision: the descriptor table is not translated.
+    pub fn avail_only(map: &'r GuestMap<'m>, avail_ring: u64, size: u16) -> Self {
+        SplitRing {
+            map,
+            desc_table: 0,
+            avail_ring,
+            size,
+            desc_host: None,
+            avail_host: avail_ring
+                .is_multiple_of(2)
+                .then(|| map.host(avail_ring, 6 + 2 * usize::from(size)))
+                .flatten(),
+        }
+    }
+
     /// The ring of a virtio-queue `Queue` (its layout as the VMM set it), with the device's
     /// position in it; `None` when the queue is not set up (not ready, or without an avail
     /// ring), which virtio-queue's own walk refuses too.
