@@ -5,6 +5,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
@@ -40,6 +41,9 @@ const RESUME_EVENT_OFFSET: u16 = 2;
 /// (an avail ring laid over the used ring), cannot hold a worker thread, starve the other
 /// queue pairs on it, or keep it from seeing the end of the connection.
 const TX_BUDGET: usize = 64;
+
+/// How long a TX ring that ran dry is polled before the guest's kicks are turned back on.
+const TX_POLL_WINDOW: Duration = Duration::from_micros(32);
 
 /// The `VhostUserBackend` for one connection of one port.
 pub struct NetBackend {
@@ -198,16 +202,28 @@ impl NetBackend {
             return Ok(());
         }
         // No kicks while draining (VRING_USED_F_NO_NOTIFY, or EVENT_IDX's avail_event left
-        // behind); on again when empty, and drain again if work raced in.
+        // behind), nor for `TX_POLL_WINDOW` after the ring ran dry (at high rates the guest
+        // refills it sooner, and neither side pays for a kick: QEMU's iothreads poll the same
+        // way); on again after that, and drain again if work raced in.
         let mut budget = TX_BUDGET;
         let (mem, packed) = (self.conn.mem.memory(), self.conn.packed());
         loop {
             set_kicks(vring, &mem, packed, false)?;
-            while drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {
-                budget -= 1;
-                if budget == 0 {
-                    return self.give_way(pair);
+            let mut dry_since: Option<Instant> = None;
+            loop {
+                if drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {
+                    dry_since = None;
+                    budget -= 1;
+                    if budget == 0 {
+                        return self.give_way(pair);
+                    }
+                    continue;
                 }
+                let now = Instant::now();
+                if now.duration_since(*dry_since.get_or_insert(now)) >= TX_POLL_WINDOW {
+                    break;
+                }
+                std::hint::spin_loop();
             }
             if !set_kicks(vring, &mem, packed, true)? {
                 return Ok(());
