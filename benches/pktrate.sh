@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packet rate between two vhost-user ports (no VMs): vfabric vs OVS-DPDK vs dpdk-testpmd io
 # forwarding, alternating rounds, DPDK's virtio-user PMD as generator on CPU 1, the switch on
-# CPU 0. Usage: benches/pktrate.sh [ROUNDS] [SIZES...]   (default: 3 rounds, 64 and 1518 B)
+# CPU 0; vfabric and OVS-DPDK a second time with the generator on packed rings.
+# Usage: benches/pktrate.sh [ROUNDS] [SIZES...]   (default: 3 rounds, 64 and 1518 B)
 #        benches/pktrate.sh --scale [ROUNDS]     (64 ports + 10^6 FDB entries vs 2 ports + 1; RSS)
 #        benches/pktrate.sh --vlan [ROUNDS]      (untagged vs 802.1Q push/pop on every frame, 64 B)
 #        benches/pktrate.sh --against OLD_VFABRIC [--notify] [ROUNDS] [SIZES...]   (this build vs another)
