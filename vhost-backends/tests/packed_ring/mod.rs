@@ -21,9 +21,6 @@ use vhost_backends::offload::Offloads;
 use vhost_backends::vring::{Avail, GuestMap, PackedRing, RingChain, Used};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// Region A holds the ring (from 0), indirect tables and buffers; region B lies past a hole.
-const A: (u64, usize) = (0, 0x8000);
-const B: (u64, usize) = (0x1_0000, 0x4000);
 /// Where indirect tables and buffers start.
 const TABLES: u64 = 0x400;
 const DATA: u64 = 0x1000;
@@ -38,41 +35,7 @@ const WRAP: u16 = 1 << 15;
 #[path = "../input/mod.rs"]
 pub mod input;
 use input::Input;
-
-fn addr(r: &mut Input<'_>) -> u64 {
-    match r.u8() % 8 {
-        0..=2 => DATA + u64::from(r.u16()) % (A.1 as u64 - DATA),
-        3 => B.0 + u64::from(r.u16()),
-        4 => A.0 + A.1 as u64 - u64::from(r.u8()), // runs into the hole
-        5 => B.0 + B.1 as u64 - u64::from(r.u8()), // runs past the end
-        6 => u64::from(r.u16()) % DATA,            // on the ring or the tables
-        _ => r.u64(),
-    }
-}
-
-fn len(r: &mut Input<'_>) -> u32 {
-    match r.u8() % 6 {
-        0 => 0,
-        1 | 2 => u32::from(r.u8()),
-        3 | 4 => u32::from(r.u16()) % 0x1000,
-        _ => r.u32(),
-    }
-}
-
-fn snapshot(mem: &GuestMemoryMmap) -> Vec<u8> {
-    let mut out = vec![0u8; A.1 + B.1];
-    mem.read_slice(&mut out[..A.1], GuestAddress(A.0)).unwrap();
-    mem.read_slice(&mut out[A.1..], GuestAddress(B.0)).unwrap();
-    out
-}
-
-fn address_of(i: usize) -> u64 {
-    if i < A.1 {
-        A.0 + i as u64
-    } else {
-        B.0 + (i - A.1) as u64
-    }
-}
+use input::guest::{self, A, B, address_of, snapshot};
 
 fn put_desc(mem: &GuestMemoryMmap, at: u64, addr: u64, len: u32, id: u16, flags: u16) {
     let mut b = [0u8; 16];
@@ -235,11 +198,7 @@ pub struct Outcome {
 
 pub fn run(data: &[u8]) -> Outcome {
     thread_local! {
-        static MEM: GuestMemoryMmap = GuestMemoryMmap::<()>::from_ranges(&[
-            (GuestAddress(A.0), A.1),
-            (GuestAddress(B.0), B.1),
-        ])
-        .unwrap();
+        static MEM: GuestMemoryMmap = guest::memory();
     }
     MEM.with(|mem| run_in(mem, data))
 }
@@ -298,7 +257,7 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
                 u32::from(r.u16()) % 0x800,
             )
         } else {
-            (addr(&mut r), len(&mut r))
+            (guest::addr(&mut r, DATA), guest::len(&mut r, 0x1000))
         };
         if b & 0x20 != 0 {
             id = r.u16();
@@ -308,7 +267,7 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
     // Indirect tables: 40 descriptors, readable or writable buffers.
     for k in 0..40u64 {
         let f = u16::from(r.u8()) & (F_NEXT | F_WRITE | F_INDIRECT);
-        let (a, l) = (addr(&mut r), len(&mut r));
+        let (a, l) = (guest::addr(&mut r, DATA), guest::len(&mut r, 0x1000));
         put_desc(mem, TABLES + 16 * k, a, l, r.u16(), f);
     }
     // The device's position: where the driver's chains start (its wrap counter), or not.

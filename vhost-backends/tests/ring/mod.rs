@@ -27,55 +27,13 @@ use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// Region A holds the ring (from 0) and buffers; region B lies past a hole.
-const A: (u64, usize) = (0, 0x8000);
-const B: (u64, usize) = (0x1_0000, 0x4000);
-/// Where buffers start in region A (past the largest ring).
+/// Where buffers start in region A (`input::guest`), past the largest ring.
 const DATA: u64 = 0x2000;
 
 #[path = "../input/mod.rs"]
 pub mod input;
 use input::Input;
-
-/// A descriptor address: mostly in memory, often at its edges, sometimes anywhere.
-fn addr(r: &mut Input<'_>) -> u64 {
-    match r.u8() % 8 {
-        0 | 1 => DATA + u64::from(r.u16()) % (A.1 as u64 - DATA),
-        2 => B.0 + u64::from(r.u16()),
-        3 => A.0 + A.1 as u64 - u64::from(r.u8()), // runs into the hole
-        4 => B.0 + B.1 as u64 - u64::from(r.u8()), // runs past the end
-        5 => A.1 as u64 + u64::from(r.u16()),      // in the hole
-        6 => u64::from(r.u16()) % DATA,            // on the ring itself
-        _ => r.u64(),
-    }
-}
-
-/// A descriptor length: zero, small, medium, or anything.
-fn len(r: &mut Input<'_>) -> u32 {
-    match r.u8() % 6 {
-        0 => 0,
-        1 | 2 => u32::from(r.u8()),
-        3 | 4 => u32::from(r.u16()) % 0x2000,
-        _ => r.u32(),
-    }
-}
-
-/// Both regions' bytes, for comparing before and after.
-fn snapshot(mem: &GuestMemoryMmap) -> Vec<u8> {
-    let mut out = vec![0u8; A.1 + B.1];
-    mem.read_slice(&mut out[..A.1], GuestAddress(A.0)).unwrap();
-    mem.read_slice(&mut out[A.1..], GuestAddress(B.0)).unwrap();
-    out
-}
-
-/// The guest address of snapshot byte `i`.
-fn address_of(i: usize) -> u64 {
-    if i < A.1 {
-        A.0 + i as u64
-    } else {
-        B.0 + (i - A.1) as u64
-    }
-}
+use input::guest::{self, A, B, address_of, snapshot};
 
 /// One chain as the RX path sees it: its head and its descriptors (address, length,
 /// device-writable).
@@ -114,11 +72,7 @@ pub struct Outcome {
 pub fn run(data: &[u8]) -> Outcome {
     // One memory per thread, its contents all rewritten for each input.
     thread_local! {
-        static MEM: GuestMemoryMmap = GuestMemoryMmap::<()>::from_ranges(&[
-            (GuestAddress(A.0), A.1),
-            (GuestAddress(B.0), B.1),
-        ])
-        .unwrap();
+        static MEM: GuestMemoryMmap = guest::memory();
     }
     MEM.with(|mem| run_in(mem, data))
 }
@@ -150,12 +104,12 @@ fn run_in(mem: &GuestMemoryMmap, data: &[u8]) -> Outcome {
         let addr = if style != 0 && b & 0xc0 != 0 {
             DATA + u64::from(r.u16()) % (A.1 as u64 - DATA - 0x800)
         } else {
-            addr(&mut r)
+            guest::addr(&mut r, DATA)
         };
         let len = if style != 0 && b & 0xc0 != 0 {
             u32::from(r.u16()) % 0x800
         } else {
-            len(&mut r)
+            guest::len(&mut r, 0x2000)
         };
         let d = SplitDescriptor::new(addr, len, flags, next);
         mock.desc_table().store(i, RawDescriptor::from(d)).unwrap();
