@@ -448,6 +448,7 @@ impl<'s, 'a> ScatterWriter<'s, 'a> {
     }
 
     /// Writes `src`; returns false if the destination ran out of room.
+    #[inline]
     pub fn write_bytes(&mut self, mut src: &[u8]) -> bool {
         while !src.is_empty() {
             let Some(d) = self.current() else {
