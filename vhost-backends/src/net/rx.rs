@@ -50,6 +50,7 @@ impl Connection {
         let features = self.features.load(Ordering::Relaxed);
         let mrg = features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         let rx_offloads = Offloads::for_guest_rx(features);
+        let packed = Connection::is_packed(features);
         for i in 0..pairs {
             let q = (hint as usize + i) % pairs;
             let vring = &vrings[2 * q];
@@ -57,17 +58,16 @@ impl Connection {
             if !st.is_enabled() || !st.get_queue().ready() {
                 continue;
             }
-            let packed = Connection::is_packed(features);
             USED.with_borrow_mut(|used| {
                 used.clear();
-                let mut done = (0u64, 0u64);
                 // The ring walked and the buffers translated by the fast path
                 // (`crate::vring`), through one map of the guest's memory for the batch.
                 let map = GuestMap::new(&mem);
-                let q_ref = st.get_queue();
-                // (the position after the chains taken, whether the ring was found broken)
+                let queue = st.get_queue();
+                // (the position after the chains taken, whether the ring was found broken,
+                // frames and bytes delivered)
                 let walked = if packed {
-                    PackedRing::of_queue(&map, q_ref).map(|(r, next)| {
+                    PackedRing::of_queue(&map, queue).map(|(r, next)| {
                         let mut avail = r.avail(next);
                         let d = deliver_into(
                             &mut avail,
@@ -82,7 +82,7 @@ impl Connection {
                         (avail.cursor(), avail.broken(), d)
                     })
                 } else {
-                    SplitRing::of_queue(&map, q_ref).map(|(r, next)| match r.avail(next) {
+                    SplitRing::of_queue(&map, queue).map(|(r, next)| match r.avail(next) {
                         Some(mut avail) => {
                             let d = deliver_into(
                                 &mut avail,
@@ -99,23 +99,20 @@ impl Connection {
                         None => (next, true, (0, 0)),
                     })
                 };
-                let broken = match walked {
-                    Some((pos, broken, d)) => {
-                        done = d;
+                let (broken, done) = match walked {
+                    Some((pos, broken, done)) => {
                         st.get_queue_mut().set_next_avail(pos);
-                        broken
+                        (broken, done)
                     }
-                    None => true,
+                    None => (true, (0, 0)),
                 };
-                {
-                    if broken {
-                        // An avail index that leapt ahead, or a packed chain without an
-                        // end: the frames left are the guest's loss.
-                        self.ring_broken(2 * q, c);
-                        for _ in frames.by_ref() {
-                            c.count_drop(RxDrop::BadDescriptor);
-                            outcome(Err(RxDrop::BadDescriptor));
-                        }
+                if broken {
+                    // An avail index that leapt ahead, or a packed chain without an end: the
+                    // frames left are the guest's loss.
+                    self.ring_broken(2 * q, c);
+                    for _ in frames.by_ref() {
+                        c.count_drop(RxDrop::BadDescriptor);
+                        outcome(Err(RxDrop::BadDescriptor));
                     }
                 }
                 publish_used_any(&mut st, &map, packed, used);
