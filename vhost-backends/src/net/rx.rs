@@ -20,7 +20,8 @@ use crate::offload::{self, Gso, OffloadMeta, Offloads};
 use super::connection::Connection;
 use super::counters::RxDrop;
 use crate::vring::{
-    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, wants_interrupt_any,
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, prefetch_used, publish_used_any,
+    wants_interrupt_any,
 };
 
 impl Connection {
@@ -63,6 +64,8 @@ impl Connection {
                 // The ring walked and the buffers translated by the fast path
                 // (`crate::vring`), through one map of the guest's memory for the batch.
                 let map = GuestMap::new(&mem);
+                // Where the first used entries go (written after the copies).
+                prefetch_used(&st, &map, packed, RX_USED_PREFETCH);
                 let queue = st.get_queue();
                 // (the position after the chains taken, whether the ring was found broken,
                 // frames and bytes delivered)
@@ -307,6 +310,12 @@ impl Source<'_, '_> {
     }
 }
 
+/// Used entries prefetched at the start of a delivery (two lines' worth).
+const RX_USED_PREFETCH: u16 = 16;
+
+/// How many chains ahead of the one being filled or parsed the next buffer is prefetched.
+pub(super) const PREFETCH_AHEAD: u16 = 2;
+
 /// Places one frame in a guest's RX ring, behind the virtio-net header `hdr` (whose
 /// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
 /// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
@@ -330,6 +339,8 @@ where
     let mut chains = ArrayVec::<(Used, usize), MAX_RX_CHAINS>::new();
     let mut cap = 0usize;
     let mut bad = false;
+    // The buffer of a frame or two later, on its way while this one is copied.
+    avail.prefetch(PREFETCH_AHEAD, true);
     while cap < need && !chains.is_full() {
         let Some(chain) = avail.next() else {
             break;

@@ -15,8 +15,8 @@ use super::counters::NetCounters;
 use crate::frame::{FrameInfo, MAX_TX_SEGS, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
 use crate::vring::{
-    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, set_kicks,
-    wants_interrupt_any,
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, prefetch_used, publish_used_any,
+    set_kicks, wants_interrupt_any,
 };
 
 use super::connection::Connection;
@@ -74,6 +74,8 @@ pub(super) fn drain_tx_batch(
             return Ok(0);
         };
         st.get_queue_mut().set_next_avail(pos);
+        // The used entries are written once the switch is done with the frames.
+        prefetch_used(&st, &map, packed, heads.len() as u16);
         if broken {
             conn.ring_broken(2 * usize::from(pair) + 1, c);
         }
@@ -119,6 +121,7 @@ fn take_tx<'m, A>(
 {
     // A batch ends when the store might not hold one more frame's pieces.
     while !heads.is_full() && store.remaining_capacity() >= MAX_TX_SEGS {
+        avail.prefetch(super::rx::PREFETCH_AHEAD, false);
         let Some(chain) = avail.next() else {
             break;
         };

@@ -26,7 +26,9 @@ pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 pub use map::GuestMap;
 pub(crate) use map::for_each_piece;
 pub use packed::{PackedAvail, PackedChain, PackedRing, event_passed};
-pub(crate) use queue::{publish_used_any, set_kicks, wants_interrupt, wants_interrupt_any};
+pub(crate) use queue::{
+    prefetch_used, publish_used_any, set_kicks, wants_interrupt, wants_interrupt_any,
+};
 pub use split::{Chain, Desc, DescChain, SplitRing, UsedElem, UsedRing};
 
 /// A used entry of either ring layout: the position of the chain's first slot (packed
@@ -59,6 +61,10 @@ where
     fn broken(&self) -> bool {
         false
     }
+    /// Prefetches the start of the first buffer of the chain `ahead` places after the
+    /// cursor (for writing with `write`: RX buffers), so that its cache misses overlap with
+    /// the work on the chains before it. A hint: nothing when that chain is not known yet.
+    fn prefetch(&self, _ahead: u16, _write: bool) {}
 }
 
 /// One chain's descriptors, and the used entry that returns it.

@@ -377,6 +377,32 @@ impl Avail for PackedAvail<'_, '_, '_> {
     fn broken(&self) -> bool {
         self.broken
     }
+
+    /// Counted in slots (chains of one descriptor, as frames almost always are): the
+    /// descriptor a few slots further is prefetched, and the buffer of the one `ahead`
+    /// slots on when that slot is already available. A hint: a stale or bad descriptor
+    /// only prefetches the wrong line.
+    #[inline(always)]
+    fn prefetch(&self, ahead: u16, write: bool) {
+        let (ring, size) = (self.ring, self.ring.size);
+        let Some(host) = &ring.host else {
+            return;
+        };
+        if self.broken || ahead >= size {
+            return;
+        }
+        let later = advance(self.pos, ahead, size);
+        let ahead2 = advance(later, ahead.min(size - ahead), size);
+        host.prefetch(usize::from(slot(ahead2)) * DESC_SIZE);
+        if !ring.is_avail(later) {
+            return;
+        }
+        if let Some(d) = ring.desc(slot(later))
+            && d.flags & F_INDIRECT == 0
+        {
+            ring.map.prefetch(d.addr, d.len, write);
+        }
+    }
 }
 
 /// One chain of a packed ring: its slots in order, or its indirect table.
