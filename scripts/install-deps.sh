@@ -15,7 +15,8 @@ if [ -f "$src" ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/
          sub(/Suites:[^\n]*/, "Suites: bookworm-backports"); print; exit }' "$src" | $SUDO tee "$bpo" >/dev/null
 fi
 $SUDO apt-get update -q
-pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool)
+# systemd: systemd-analyze verifies contrib/systemd (nothing is started through it).
+pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(dpdk-dev openvswitch-switch-dpdk passt); fi
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 # QEMU 10.0 and its dependencies (seabios, qemu-system-data...) from backports.

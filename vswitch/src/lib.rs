@@ -9,10 +9,13 @@
 //! - `fabric`: the switches and ports of a topology at run time: build, reload, the batch
 //!   forward path, captures, impairments;
 //! - `control`: the control socket (`vfabric ctl`), its commands, the metrics endpoint;
-//! - `sockets` and `privs`: Unix sockets with their permissions, capabilities and seccomp.
+//! - `sockets` and `privs`: Unix sockets with their permissions, capabilities and seccomp;
+//! - `attach`: the QEMU, libvirt and cloud-hypervisor snippets that attach a VM to a port
+//!   or disk (printed by `run`, answered by `ctl attach`).
 //!
 //! The `vfabric` binary (`src/cli/`) composes them.
 
+pub mod attach;
 pub mod control;
 pub mod core;
 pub mod fabric;

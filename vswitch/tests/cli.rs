@@ -186,6 +186,13 @@ fn run_notifies_systemd_when_ready() {
     let status = child.wait().unwrap();
     let msg = String::from_utf8_lossy(&buf[..n.unwrap()]).to_string();
     assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // With the summary `systemctl status` shows.
+    assert!(
+        msg.lines()
+            .any(|l| l
+                == "STATUS=2 ports (0 up), 0 of 2 VM ports with a guest, 0 of 0 disks with a VMM"),
+        "{msg:?}"
+    );
     assert!(status.success(), "{status:?}");
     assert!(!dir.path().join("a.sock").exists(), "socket left behind");
 }
@@ -350,5 +357,198 @@ fn sigusr1_dumps_counters_and_never_ends_vfabric_with_a_qcow2_disk() {
         );
     }
     assert!(child.try_wait().unwrap().is_none(), "vfabric still runs");
+    assert!(stop(child).success());
+}
+
+/// `run` prints, for every VM port and disk, the QEMU, libvirt and cloud-hypervisor forms;
+/// `ctl attach NAME --as VMM` answers the same for one of them at any time, libvirt's with
+/// the memory backing; what cannot be attached is an error naming it.
+#[test]
+fn attach_snippets_for_qemu_libvirt_and_cloud_hypervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a'&.sock");
+    let disk = dir.path().join("d.sock");
+    let mut text = two_ports(
+        &a.to_string_lossy(),
+        &dir.path().join("b.sock").to_string_lossy(),
+    );
+    text.push_str("mac = \"52:54:00:00:00:0b\"\nqueues = 2\n");
+    text.push_str(&format!(
+        "[[switch.port]]\nname = \"h\"\ntype = \"tap\"\nifname = \"vf-att0\"\noptional = true\n\
+         [[disk]]\nname = \"d\"\nformat = \"null\"\nsize = \"1M\"\nsocket = \"{}\"\n",
+        disk.display()
+    ));
+    let topo = write(dir.path(), "t.toml", &text);
+    let (child, seen) = run_ready(&topo);
+    let esc = dir.path().join("a&apos;&amp;.sock").display().to_string();
+    let b = dir.path().join("b.sock").display().to_string();
+    let expect = [
+        format!(
+            "  libvirt: <interface type='vhostuser'><source type='unix' path='{esc}' mode='client'><reconnect enabled='yes' timeout='1'/></source><model type='virtio'/><driver queues='8'/></interface>"
+        ),
+        format!(
+            "  libvirt: <interface type='vhostuser'><mac address='52:54:00:00:00:0b'/><source type='unix' path='{b}' mode='client'><reconnect enabled='yes' timeout='1'/></source><model type='virtio'/><driver queues='2'/></interface>"
+        ),
+        format!(
+            "  libvirt: <disk type='vhostuser' device='disk'><driver name='qemu' type='raw' queues='1'/><source type='unix' path='{}'><reconnect enabled='yes' timeout='1'/></source><target dev='vdb' bus='virtio'/></disk>",
+            disk.display()
+        ),
+        "libvirt domains also need: <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>".to_string(),
+    ];
+    for e in &expect {
+        assert!(seen.contains(e), "no {e:?} in {seen:#?}");
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["ctl", "-t"])
+            .arg(&topo)
+            .args(["attach"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = ctl(&["b", "--as", "libvirt"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "{}\n<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>\n",
+            expect[1].trim_start_matches("  libvirt: ")
+        )
+    );
+    let (code, out, err) = ctl(&["b"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("-object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem -chardev socket,id=b,path=")
+            && out.trim_end().ends_with(
+                "-netdev vhost-user,id=b,chardev=b,queues=2 -device virtio-net-pci,netdev=b,mac=52:54:00:00:00:0b,mq=on,vectors=6"
+            ),
+        "{out}"
+    );
+    let (code, out, err) = ctl(&["d", "--as", "cloud-hypervisor"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "--memory size=1G,shared=on --disk vhost_user=true,socket={},num_queues=1\n",
+            disk.display()
+        )
+    );
+    let (code, _, err) = ctl(&["h", "--as", "libvirt"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("port `h` is not a VM port"), "{err}");
+    let (code, _, err) = ctl(&["nope"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no port or disk `nope`"), "{err}");
+    assert!(stop(child).success());
+}
+
+/// contrib/systemd/vfabric@.service passes `systemd-analyze verify` (unknown keys and bad
+/// values are errors with --recursive-errors), and its commands work as systemd runs them:
+/// the check before start, `run` saying READY=1 and STATUS= on $NOTIFY_SOCKET with its
+/// control socket in $RUNTIME_DIRECTORY, and the reload.
+#[test]
+fn systemd_unit_verifies_and_its_commands_work() {
+    let unit_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/vfabric@.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::fs::canonicalize(BIN).unwrap();
+    let local = unit.replace("/usr/local/bin/vfabric", &bin.to_string_lossy());
+    let unit_dir = dir.path().join("units");
+    std::fs::create_dir(&unit_dir).unwrap();
+    std::fs::write(unit_dir.join("vfabric@.service"), &local).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "--recursive-errors=yes"])
+        .arg(unit_dir.join("vfabric@lab.service"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The commands, with the instance and the configuration directory of this test.
+    let etc = dir.path().join("etc");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&runtime).unwrap();
+    write(
+        &etc,
+        "lab.toml",
+        &two_ports(
+            &runtime.join("a.sock").to_string_lossy(),
+            &runtime.join("b.sock").to_string_lossy(),
+        ),
+    );
+    let exec = |key: &str| -> Vec<String> {
+        let line = local
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}="));
+        line.replace("/etc/vfabric/", &format!("{}/", etc.display()))
+            .replace("%i", "lab")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let command = |argv: &[String]| {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .env_remove("XDG_RUNTIME_DIR");
+        c
+    };
+    let pre = command(&exec("ExecStartPre")).output().unwrap();
+    assert!(
+        pre.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pre.stderr)
+    );
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let child = command(&exec("ExecStart"))
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = listener.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    assert!(
+        msg.lines().any(|l| l.starts_with("STATUS=2 ports")),
+        "{msg:?}"
+    );
+    // Every socket listens once READY=1 is said; the control socket is in the runtime
+    // directory.
+    for s in ["a.sock", "b.sock"] {
+        assert!(
+            std::os::unix::net::UnixStream::connect(runtime.join(s)).is_ok(),
+            "{s}"
+        );
+    }
+    let ctl_sockets: Vec<_> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ctl"))
+        .collect();
+    assert_eq!(ctl_sockets.len(), 1, "{ctl_sockets:?}");
+    let reload = command(&exec("ExecReload")).output().unwrap();
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&reload.stdout), "nothing changed\n");
     assert!(stop(child).success());
 }

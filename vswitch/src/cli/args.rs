@@ -64,6 +64,13 @@ pub enum CtlCmd {
     },
     /// The topology as Graphviz dot.
     Graph,
+    /// How a VM attaches to a port or disk: QEMU arguments, libvirt domain XML (with the
+    /// memory backing it needs) or cloud-hypervisor arguments.
+    Attach {
+        name: String,
+        #[arg(long = "as", value_enum, default_value_t = AttachAs::Qemu)]
+        vmm: AttachAs,
+    },
     /// Impair a port's link, both directions (test networks): loss, delay, jitter, rate.
     Impair {
         port: String,
@@ -142,4 +149,12 @@ pub enum FdbCmd {
         #[arg(long)]
         vlan: Option<u16>,
     },
+}
+
+/// The VMM `ctl attach` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachAs {
+    Qemu,
+    Libvirt,
+    CloudHypervisor,
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use vswitch::control::Request;
 use vswitch::control::server;
 
-use crate::args::{CtlCmd, FdbCmd, PortCmd};
+use crate::args::{AttachAs, CtlCmd, FdbCmd, PortCmd};
 use crate::check;
 
 pub fn ctl(
@@ -22,7 +22,7 @@ pub fn ctl(
     let path = match (socket, topology) {
         (Some(s), _) => s,
         (None, Some(t)) => match check::load(&t) {
-            Some(topo) => server::socket_path(&t, &topo.control),
+            Some(topo) => server::client_socket_path(&t, &topo.control),
             None => return ExitCode::FAILURE,
         },
         (None, None) => {
@@ -71,6 +71,16 @@ fn request_words(cmd: &CtlCmd) -> Vec<String> {
             .chain(name.clone())
             .collect(),
         CtlCmd::Graph => vec!["graph".into()],
+        CtlCmd::Attach { name, vmm } => vec![
+            "attach".into(),
+            name.clone(),
+            match vmm {
+                AttachAs::Qemu => "qemu",
+                AttachAs::Libvirt => "libvirt",
+                AttachAs::CloudHypervisor => "cloud-hypervisor",
+            }
+            .into(),
+        ],
         CtlCmd::Reload => vec!["reload".into()],
         CtlCmd::Port {
             cmd: PortCmd::Add { switch, name, keys },
@@ -220,6 +230,9 @@ fn print_answer(cmd: &CtlCmd, v: &Value, json: bool) {
     match cmd {
         CtlCmd::Graph => {
             let _ = write!(out, "{}", v.as_str().unwrap_or_default());
+        }
+        CtlCmd::Attach { .. } => {
+            let _ = writeln!(out, "{}", v["snippet"].as_str().unwrap_or_default());
         }
         CtlCmd::Ports => print_ports(&mut out, v),
         CtlCmd::Stats { .. } => print_stats(&mut out, v),

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod args;
-mod attach;
 mod check;
 mod ctl;
 mod run;

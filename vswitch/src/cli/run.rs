@@ -30,8 +30,6 @@ use vswitch::privs::{self, SeccompMode};
 use vswitch::sockets::SocketFiles;
 use vswitch::topology::{DiskFormat, PortKind, Topology};
 
-use crate::attach::print_ready;
-
 /// Runs the fabric of `topo` (loaded from `path`) until SIGINT or SIGTERM.
 pub fn run(path: &Path, topo: Topology, seccomp: SeccompMode) -> ExitCode {
     let signals = match block_signals() {
@@ -133,7 +131,19 @@ impl Daemon {
             bound.control_path.display()
         );
         print_ready(&topo);
-        notify_systemd("READY=1");
+        // Every socket listens by now (bound above, served by the threads just started).
+        notify_systemd(&format!("READY=1\nSTATUS={}", control.status_line()));
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            // STATUS= kept current (`systemctl status` shows it), sent when it changes.
+            let (c, mut last) = (control.clone(), String::new());
+            every("sd-status", Duration::from_secs(2), move || {
+                let now = c.status_line();
+                if now != last {
+                    notify_systemd(&format!("STATUS={now}"));
+                    last = now;
+                }
+            });
+        }
         Ok(Daemon {
             fabric,
             disks,
@@ -350,4 +360,12 @@ fn notify_systemd(state: &str) {
     if let Err(e) = sent {
         tracing::warn!("sd_notify {state}: {e}");
     }
+}
+
+/// Prints every port's and disk's attach lines, then `vfabric ready`.
+fn print_ready(topo: &vswitch::topology::Topology) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(vswitch::attach::ready_text(topo).as_bytes());
+    let _ = out.flush();
 }

@@ -34,6 +34,13 @@ impl Control {
             ["fdb", "del", sw, mac] => self.fdb_del(sw, mac, None),
             ["fdb", "del", sw, mac, vlan] => self.fdb_del(sw, mac, Some(vlan)),
             ["graph"] => Ok(Value::String(self.graph())),
+            ["attach", name, vmm] => {
+                let vmm = crate::attach::Vmm::parse(vmm).ok_or_else(|| {
+                    format!("unknown VMM `{vmm}` (qemu, libvirt, cloud-hypervisor)")
+                })?;
+                let s = crate::attach::snippet(&self.topo(), name, vmm)?;
+                Ok(json!({"name": name, "as": vmm.name(), "snippet": s}))
+            }
             ["reload"] => self.reload().map(|c| json!({"changes": c})),
             ["port", "add", sw, name, keys @ ..] => self.port_add(sw, name, keys),
             ["port", "del", name] => self.port_del(name),
@@ -41,7 +48,7 @@ impl Control {
                 self.impair(port, loss, delay, jitter, rate)
             }
             _ => Err(format!(
-                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, port add|del, graph, reload, impair, capture)",
+                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, port add|del, graph, attach, reload, impair, capture)",
                 req.cmd.join(" ")
             )),
         }

@@ -19,10 +19,34 @@ use crate::sockets::lookup_gid;
 use crate::topology::ControlConfig;
 
 /// The default control socket of a topology file: `<dir>/<stem>-<hash>.ctl`, where `<dir>`
-/// is `$XDG_RUNTIME_DIR/vfabric` for users with a runtime directory, `/run/vfabric` for root,
-/// else `/tmp/vfabric-<uid>`, and `<hash>` comes from the file's absolute path (two
-/// topologies with the same name in different places never share a socket).
+/// is the service's runtime directory when systemd gives one (`$RUNTIME_DIRECTORY`, e.g.
+/// `/run/vfabric` for `RuntimeDirectory=vfabric`), else `$XDG_RUNTIME_DIR/vfabric` for users
+/// with a runtime directory, `/run/vfabric` for root, else `/tmp/vfabric-<uid>`; `<hash>`
+/// comes from the file's absolute path (two topologies with the same name in different
+/// places never share a socket).
 pub fn default_socket(topology: &Path) -> PathBuf {
+    let name = socket_name(topology);
+    socket_dirs(false)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/run/vfabric"))
+        .join(name)
+}
+
+/// The control socket `vfabric ctl` looks for: the first default place (as the daemon
+/// chooses it, plus `/run/vfabric`, where a system service's socket is for any user) where
+/// that socket exists, else the daemon's default.
+pub fn find_default_socket(topology: &Path) -> PathBuf {
+    let name = socket_name(topology);
+    socket_dirs(true)
+        .into_iter()
+        .map(|d| d.join(&name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| default_socket(topology))
+}
+
+/// `<stem>-<hash>.ctl` for a topology file.
+fn socket_name(topology: &Path) -> String {
     let stem = topology
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -36,21 +60,44 @@ pub fn default_socket(topology: &Path) -> PathBuf {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
-    let stem = format!("{stem}-{:08x}", hash as u32);
+    format!("{stem}-{:08x}.ctl", hash as u32)
+}
+
+/// Where default control sockets go, in order (the daemon takes the first); `searching`
+/// adds `/run/vfabric` for users other than root.
+fn socket_dirs(searching: bool) -> Vec<PathBuf> {
+    let env_dir = |k: &str| std::env::var_os(k).filter(|d| !d.is_empty());
+    let mut dirs = Vec::new();
+    // systemd's RuntimeDirectory= (several are separated by colons: the first).
+    if let Some(d) = env_dir("RUNTIME_DIRECTORY")
+        && let Some(first) = d.to_string_lossy().split(':').find(|p| !p.is_empty())
+    {
+        dirs.push(PathBuf::from(first));
+    }
+    if let Some(d) = env_dir("XDG_RUNTIME_DIR") {
+        dirs.push(PathBuf::from(d).join("vfabric"));
+    }
     let uid = nix::unistd::geteuid();
-    let dir = if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        PathBuf::from(d).join("vfabric")
-    } else if uid.is_root() {
-        PathBuf::from("/run/vfabric")
-    } else {
-        PathBuf::from(format!("/tmp/vfabric-{uid}"))
-    };
-    dir.join(format!("{stem}.ctl"))
+    if uid.is_root() || searching {
+        dirs.push(PathBuf::from("/run/vfabric"));
+    }
+    if !uid.is_root() {
+        dirs.push(PathBuf::from(format!("/tmp/vfabric-{uid}")));
+    }
+    dirs
 }
 
 /// The control socket of `topo`, loaded from `file`.
 pub fn socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
     cfg.socket.clone().unwrap_or_else(|| default_socket(file))
+}
+
+/// The control socket `vfabric ctl` talks to for `topo`, loaded from `file`: the one the
+/// file names, else the default one found (see `find_default_socket`).
+pub fn client_socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
+    cfg.socket
+        .clone()
+        .unwrap_or_else(|| find_default_socket(file))
 }
 
 /// A bound control socket, not serving yet.

@@ -96,6 +96,30 @@ impl Control {
         Value::Array(out)
     }
 
+    /// A one-line summary for service managers (systemd's STATUS=): ports, how many VM
+    /// ports have a guest, disks and how many have one.
+    pub fn status_line(&self) -> String {
+        let all = self.ports();
+        let items = all.as_array().map(Vec::as_slice).unwrap_or_default();
+        let connected = |i: &&&Value| i["connections"].as_u64().is_some_and(|c| c > 0);
+        let (ports, disks): (Vec<&Value>, Vec<&Value>) =
+            items.iter().partition(|i| i.get("port").is_some());
+        let vms: Vec<&&Value> = ports
+            .iter()
+            .filter(|p| p["type"] == "vhost-user-net")
+            .collect();
+        let guests = vms.iter().filter(|p| p["connected"] == true).count();
+        format!(
+            "{} ports ({} up), {} of {} VM ports with a guest, {} of {} disks with a VMM",
+            ports.len(),
+            ports.iter().filter(|p| p["connected"] == true).count(),
+            guests,
+            vms.len(),
+            disks.iter().filter(connected).count(),
+            disks.len()
+        )
+    }
+
     pub(super) fn fdb_show(&self, sw: Option<&str>) -> Result<Value, String> {
         let now = self.fabric.now();
         let mut out = Vec::new();
