@@ -20,4 +20,7 @@ pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils p
 if [ "${1:-}" = "--bench" ]; then pkgs+=(dpdk-dev openvswitch-switch-dpdk passt); fi
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 # QEMU 10.0 and its dependencies (seabios, qemu-system-data...) from backports.
-$SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils
+# libvirt 11 (matching QEMU 10) for the tests that boot guests through libvirt (a private
+# libvirtd each, started by the test).
+$SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils \
+  libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu

@@ -5,6 +5,7 @@ pub mod dpdk;
 pub mod fabric;
 pub mod guest_image;
 pub mod lab;
+pub mod libvirt;
 pub mod netns;
 pub mod qemu;
 

@@ -438,6 +438,58 @@ fn qemu_args(cfg: &VmConfig, kernel: &Path, initrd: &Path, files: &Files) -> Vec
     a
 }
 
+/// The libvirt domain XML of `cfg` with `devices`: the same machine as `qemu_args` builds
+/// (q35, TCG, shared memfd memory, console on ttyS0 into a file, agent on ttyS1 through a
+/// socket QEMU listens on).
+fn libvirt_domain(
+    cfg: &VmConfig,
+    kernel: &Path,
+    initrd: &Path,
+    files: &Files,
+    devices: &[String],
+) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('\'', "&apos;")
+    };
+    let p = |p: &Path| esc(&p.to_string_lossy());
+    format!(
+        "<domain type='qemu'>\n\
+         <name>{name}</name>\n\
+         <memory unit='MiB'>{mem}</memory>\n\
+         <vcpu>{cpus}</vcpu>\n\
+         <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>\n\
+         <os><type arch='x86_64' machine='q35'>hvm</type><kernel>{kernel}</kernel><initrd>{initrd}</initrd><cmdline>{cmdline}</cmdline></os>\n\
+         <on_poweroff>destroy</on_poweroff><on_reboot>{reboot}</on_reboot><on_crash>destroy</on_crash>\n\
+         <devices>\n\
+         <emulator>{emulator}</emulator>\n\
+         <serial type='file'><source path='{console}'/><target port='0'/></serial>\n\
+         <serial type='unix'><source mode='bind' path='{agent}'/><target port='1'/></serial>\n\
+         {devices}\n\
+         <controller type='usb' model='none'/>\n\
+         <memballoon model='none'/>\n\
+         </devices>\n\
+         </domain>\n",
+        name = esc(&cfg.name),
+        mem = cfg.mem_mb,
+        cpus = cfg.cpus,
+        kernel = p(kernel),
+        initrd = p(initrd),
+        cmdline = esc(&guest_cmdline(cfg)),
+        reboot = if cfg.allow_reboot {
+            "restart"
+        } else {
+            "destroy"
+        },
+        emulator = p(&cfg.qemu.path),
+        console = p(&files.console),
+        agent = p(&files.agent),
+        devices = devices.join("\n"),
+    )
+}
+
 /// Result of a command run in the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CmdOutput {
@@ -450,7 +502,7 @@ pub struct CmdOutput {
 /// A running guest. Dropping it kills QEMU.
 pub struct Vm {
     cfg: VmConfig,
-    child: Child,
+    child: Proc,
     files: Files,
     stream: UnixStream,
     lines: Receiver<String>,
@@ -501,7 +553,7 @@ impl Vm {
             format!("{env}{} {}\n", cfg.qemu.path.display(), args.join(" ")),
         )?;
         let started = Instant::now();
-        let mut child = cfg
+        let child = cfg
             .qemu
             .command_in(cfg.netns.as_deref())
             .args(&args)
@@ -511,6 +563,52 @@ impl Vm {
             .spawn()
             .with_context(|| format!("spawning {}", cfg.qemu.path.display()))?;
 
+        Vm::attach(cfg, files, Proc::Child(child), started)
+    }
+
+    /// Boots the guest of `cfg` through libvirt instead: a domain (type `qemu`, i.e. TCG)
+    /// defined from `cfg` (memory shared as vhost-user needs, the guest kernel, its command
+    /// line, the console and agent serial ports) with `devices` (libvirt XML, e.g. what
+    /// `vfabric ctl attach NAME --as libvirt` prints) added, then `virsh define` (unless a
+    /// domain of that name is defined already) and `virsh start`. `cfg.nics` and `cfg.disks` are not used: the devices say it all.
+    /// Dropping the `Vm` destroys the domain (it stays defined).
+    pub fn start_libvirt(
+        cfg: VmConfig,
+        workdir: &Path,
+        lv: &crate::libvirt::Libvirtd,
+        devices: &[String],
+    ) -> Result<Vm> {
+        let image = guest_image()?;
+        fs::create_dir_all(workdir)?;
+        let files = Files::new(workdir, &cfg.name);
+        for p in [&files.console, &files.agent] {
+            let _ = fs::remove_file(p);
+        }
+        let xml = libvirt_domain(&cfg, &image.kernel, &image.initrd, &files, devices);
+        let xml_path = workdir.join(format!("{}-domain.xml", cfg.name));
+        fs::write(&xml_path, &xml)?;
+        let virsh = lv.virsh();
+        // Defined once; a domain already defined (destroyed before) is started again as is.
+        if virsh.run(&["domuuid", &cfg.name]).is_err() {
+            virsh.run(&["define", &xml_path.to_string_lossy()])?;
+        }
+        let started = Instant::now();
+        virsh
+            .run(&["start", &cfg.name])
+            .map_err(|e| anyhow!("{e}\n{}", lv.qemu_log(&cfg.name)))?;
+        let pid = lv
+            .qemu_pid(&cfg.name)
+            .with_context(|| format!("no pid file for domain {}", cfg.name))?;
+        // QEMU's own output is libvirt's log of the domain.
+        let _ = fs::remove_file(&files.qemu_log);
+        let _ =
+            std::os::unix::fs::symlink(Path::new(&lv.qemu_log_path(&cfg.name)), &files.qemu_log);
+        let name = cfg.name.clone();
+        Vm::attach(cfg, files, Proc::Domain { virsh, name, pid }, started)
+    }
+
+    /// Connects to the agent socket of a QEMU just started (`child`) and starts reading it.
+    fn attach(cfg: VmConfig, files: Files, mut child: Proc, started: Instant) -> Result<Vm> {
         // QEMU creates the agent socket before it starts the guest (and before it waits for any
         // vhost-user backend), so connect now: nothing the agent writes can get lost.
         let deadline = Instant::now() + SOCKET_TIMEOUT;
@@ -523,8 +621,7 @@ impl Vm {
                 let what = match exited {
                     Some(st) => format!("QEMU exited ({st}) before creating its agent socket"),
                     None => {
-                        let _ = child.kill();
-                        let _ = child.wait();
+                        child.kill();
                         format!(
                             "QEMU did not create {} within {SOCKET_TIMEOUT:?}",
                             files.agent.display()
@@ -737,8 +834,7 @@ impl Vm {
     pub fn kill(&mut self) {
         if !self.killed {
             self.killed = true;
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.child.kill();
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -792,7 +888,7 @@ impl Vm {
             bail!("{}: the VM was killed", self.cfg.name);
         }
         match self.child.try_wait() {
-            Ok(Some(status)) => bail!(self.failure(&format!("QEMU exited: {status}"))),
+            Ok(Some(status)) => bail!(self.failure(&format!("QEMU ended: {status}"))),
             Ok(None) => Ok(()),
             Err(e) => Err(anyhow!("{}: waiting for QEMU: {e}", self.cfg.name)),
         }
@@ -812,7 +908,7 @@ impl Vm {
             );
         }
         let state = match self.child.try_wait() {
-            Ok(Some(st)) => format!("QEMU pid {} exited: {st}", self.child.id()),
+            Ok(Some(st)) => format!("QEMU pid {} ended: {st}", self.child.id()),
             _ if self.killed => "QEMU was killed".to_owned(),
             _ => format!("QEMU pid {} still running", self.child.id()),
         };
@@ -829,6 +925,52 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The QEMU behind a `Vm`: a child of the test, or one libvirtd runs for a domain.
+enum Proc {
+    Child(Child),
+    Domain {
+        virsh: crate::libvirt::Virsh,
+        name: String,
+        pid: u32,
+    },
+}
+
+impl Proc {
+    /// `None` while QEMU runs, else how it ended.
+    fn try_wait(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Proc::Child(c) => Ok(c.try_wait()?.map(|st| st.to_string())),
+            Proc::Domain { virsh, name, pid } => {
+                // SAFETY: kill(2) with signal 0 only checks that the process exists.
+                if unsafe { libc::kill(*pid as i32, 0) } == 0 {
+                    return Ok(None);
+                }
+                let state = virsh.run(&["domstate", name]).unwrap_or_default();
+                Ok(Some(format!("domain {name} {}", state.trim())))
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Domain { virsh, name, .. } => {
+                let _ = virsh.run(&["destroy", name]);
+            }
+        }
+    }
+
+    fn id(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Domain { pid, .. } => *pid,
+        }
     }
 }
 
