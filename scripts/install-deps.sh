@@ -16,7 +16,8 @@ if [ -f "$src" ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/
 fi
 $SUDO apt-get update -q
 # systemd: systemd-analyze verifies contrib/systemd (nothing is started through it).
-pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd)
+# containernetworking-plugins: the IPAM plugins (host-local...) vfabric-cni delegates to.
+pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd containernetworking-plugins)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(dpdk-dev openvswitch-switch-dpdk passt); fi
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 # QEMU 10.0 and its dependencies (seabios, qemu-system-data...) from backports.

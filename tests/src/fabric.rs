@@ -16,37 +16,48 @@ use anyhow::{Context, Result, bail};
 /// The `vfabric` binary: `$VFABRIC_BIN`, or built once with cargo (debug profile).
 pub fn vfabric_bin() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("VFABRIC_BIN") {
-            return Ok(PathBuf::from(p));
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "vswitch",
-                "--bin",
-                "vfabric",
-                "--message-format=json",
-            ])
-            .current_dir(crate::guest_image::workspace_root())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !out.status.success() {
-            return Err("cargo build --bin vfabric failed".into());
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-            .next_back()
-            .ok_or_else(|| "cargo build did not report the vfabric executable".into())
+    BIN.get_or_init(|| match std::env::var("VFABRIC_BIN") {
+        Ok(p) => Ok(PathBuf::from(p)),
+        Err(_) => cargo_bin("vfabric"),
     })
     .clone()
     .map_err(anyhow::Error::msg)
+}
+
+/// The `vfabric-cni` plugin, built once with cargo (debug profile).
+pub fn vfabric_cni_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin("vfabric-cni"))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Builds binary `name` of the vswitch package; its path.
+fn cargo_bin(name: &str) -> std::result::Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "vswitch",
+            "--bin",
+            name,
+            "--message-format=json",
+        ])
+        .current_dir(crate::guest_image::workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo build --bin {name} failed"));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+        .next_back()
+        .ok_or_else(|| format!("cargo build did not report the {name} executable"))
 }
 
 /// One vhost-user-net port of a test topology.

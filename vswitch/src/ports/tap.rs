@@ -264,7 +264,11 @@ fn read_frame(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Option<Received>> {
 /// link. Runs on a thread of its own: the namespace switch must not leak into others.
 fn create_in_namespace(cfg: &TapConfig) -> Result<Vec<OwnedFd>, String> {
     if let Some(ns) = &cfg.netns {
-        let path = format!("/run/netns/{ns}");
+        let path = if ns.starts_with('/') {
+            ns.clone()
+        } else {
+            format!("/run/netns/{ns}")
+        };
         let f = std::fs::File::open(&path)
             .map_err(|e| format!("network namespace `{ns}`: {path}: {e}"))?;
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {

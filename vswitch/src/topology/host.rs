@@ -10,8 +10,10 @@ pub(super) fn open_image(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path).map(drop)
 }
 
-/// Whether the network namespace `name` exists (`ip netns add` makes /run/netns/NAME).
+/// Whether the network namespace `name` exists (`ip netns add` makes /run/netns/NAME; an
+/// absolute path names the namespace file itself).
 pub(super) fn netns_exists(name: &str) -> bool {
+    // (An absolute path replaces /run/netns in `join`.)
     Path::new("/run/netns").join(name).exists()
 }
 

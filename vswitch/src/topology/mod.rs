@@ -158,7 +158,8 @@ impl PortKind {
 pub struct TapConfig {
     /// The interface name (at most 15 bytes).
     pub ifname: String,
-    /// Create the TAP inside this existing network namespace (`/run/netns/NAME`).
+    /// Create the TAP inside this existing network namespace (`/run/netns/NAME`, or the
+    /// absolute path of a namespace file).
     pub netns: Option<String>,
     /// An address given to the TAP (in its namespace): address and prefix length.
     pub address: Option<(std::net::IpAddr, u8)>,

@@ -37,9 +37,13 @@ pub(super) fn tap_port(
             cx.error(
                 n.span(),
                 format!("{here}: netns"),
-                format!(
-                    "no network namespace `{name}` (/run/netns/{name} does not exist; create it with `ip netns add {name}`)"
-                ),
+                if name.starts_with('/') {
+                    format!("no network namespace file `{name}`")
+                } else {
+                    format!(
+                        "no network namespace `{name}` (/run/netns/{name} does not exist; create it with `ip netns add {name}`)"
+                    )
+                },
             );
         }
         name
@@ -125,7 +129,11 @@ pub(super) fn tap_port(
     }
 }
 
-/// `ip netns` names: no '/', not empty, not `.`/`..`.
+/// `ip netns` names (no '/', not empty, not `.`/`..`), or the absolute path of a namespace
+/// file (`/proc/PID/ns/net`, a container runtime's bind mount: what CNI passes).
 pub(super) fn check_netns_name(s: &str) -> bool {
+    if s.starts_with('/') {
+        return s.len() <= 4096 && !s.contains('\0');
+    }
     !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains('/')
 }
