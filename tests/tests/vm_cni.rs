@@ -142,6 +142,27 @@ fn containers_join_a_switch_through_cni_next_to_a_vm() -> Result<()> {
     assert_eq!((code, v["code"].as_u64()), (1, Some(4)), "{v}");
     assert_eq!(v["msg"], "CNI_NETNS is not set", "{v}");
 
+    // Any IPAM plugin: `static` gives a container a fixed address (and route) on the same
+    // switch; it reaches the VM.
+    let c4 = Netns::new("c4")?;
+    let mut fixed = conf(None);
+    fixed["ipam"] = json!({
+        "type": "static",
+        "addresses": [{"address": "10.0.0.200/24"}],
+        "routes": [{"dst": "10.99.0.0/16", "gw": "10.0.0.1"}],
+    });
+    let (code, v) = cni("ADD", "c4dddddddddddddd", Some(&c4), &fixed)?;
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["ips"][0]["address"], "10.0.0.200/24", "{v}");
+    let routes = c4.exec(&["ip", "route"])?;
+    assert!(
+        routes.contains("10.99.0.0/16 via 10.0.0.1 dev eth0"),
+        "{routes}"
+    );
+    c4.exec(&["ping", "-c", "2", "-W", "5", "10.0.0.1"])?;
+    let (code, v) = cni("DEL", "c4dddddddddddddd", Some(&c4), &fixed)?;
+    assert_eq!(code, 0, "{v}");
+
     // The others leave nothing behind either.
     for (id, ns) in [("c2bbbbbbbbbbbbbb", &c2), ("c3cccccccccccccc", &c3)] {
         let (code, v) = cni("DEL", id, Some(ns), &conf(None))?;
