@@ -20,8 +20,7 @@ use crate::offload::{self, Gso, OffloadMeta, Offloads};
 use super::connection::Connection;
 use super::counters::RxDrop;
 use crate::vring::{
-    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, prefetch_used, publish_used_any,
-    wants_interrupt_any,
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, wants_interrupt_any,
 };
 
 impl Connection {
@@ -64,8 +63,6 @@ impl Connection {
                 // The ring walked and the buffers translated by the fast path
                 // (`crate::vring`), through one map of the guest's memory for the batch.
                 let map = GuestMap::new(&mem);
-                // Where the first used entries go (written after the copies).
-                prefetch_used(&st, &map, packed, RX_USED_PREFETCH);
                 let queue = st.get_queue();
                 // (the position after the chains taken, whether the ring was found broken,
                 // frames and bytes delivered)
@@ -309,9 +306,6 @@ impl Source<'_, '_> {
         }
     }
 }
-
-/// Used entries prefetched at the start of a delivery (two lines' worth).
-const RX_USED_PREFETCH: u16 = 16;
 
 /// How many chains ahead of the one being filled or parsed the next buffer is prefetched.
 pub(super) const PREFETCH_AHEAD: u16 = 2;

@@ -15,8 +15,8 @@ use super::counters::NetCounters;
 use crate::frame::{FrameInfo, MAX_TX_SEGS, SegStore, TxError, TxFrame, parse_tx_descs_into};
 use crate::offload::Offloads;
 use crate::vring::{
-    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, prefetch_used, publish_used_any,
-    set_kicks, wants_interrupt_any,
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, set_kicks,
+    wants_interrupt_any,
 };
 
 use super::connection::Connection;
@@ -74,8 +74,6 @@ pub(super) fn drain_tx_batch(
             return Ok(0);
         };
         st.get_queue_mut().set_next_avail(pos);
-        // The used entries are written once the switch is done with the frames.
-        prefetch_used(&st, &map, packed, heads.len() as u16);
         if broken {
             conn.ring_broken(2 * usize::from(pair) + 1, c);
         }

@@ -26,9 +26,7 @@ pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest};
 pub use map::GuestMap;
 pub(crate) use map::for_each_piece;
 pub use packed::{PackedAvail, PackedChain, PackedRing, event_passed};
-pub(crate) use queue::{
-    prefetch_used, publish_used_any, set_kicks, wants_interrupt, wants_interrupt_any,
-};
+pub(crate) use queue::{publish_used_any, set_kicks, wants_interrupt, wants_interrupt_any};
 pub use split::{Chain, Desc, DescChain, SplitRing, UsedElem, UsedRing};
 
 /// A used entry of either ring layout: the position of the chain's first slot (packed

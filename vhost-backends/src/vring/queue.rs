@@ -77,17 +77,6 @@ pub(crate) fn publish_used_packed(
     (first.pos, new)
 }
 
-/// Prefetches, for writing, where the next `n` used entries of `st`'s queue go (split
-/// rings; a packed ring's used descriptors go where its chains were just read).
-#[inline]
-pub(crate) fn prefetch_used(st: &VringState, map: &GuestMap<'_>, packed: bool, n: u16) {
-    if packed {
-        return;
-    }
-    let q = st.get_queue();
-    UsedRing::new(map, q.used_ring(), q.size()).prefetch(q.next_used(), n);
-}
-
 /// Publishes a batch's used entries on a ring of either layout.
 pub(crate) fn publish_used_any(
     st: &mut VringState,

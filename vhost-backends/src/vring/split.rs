@@ -433,23 +433,6 @@ impl<'m> UsedRing<'m> {
         }
     }
 
-    /// Prefetches, for writing, the lines of the used elements from index `idx` on (`n` of
-    /// them, at most a ring) and of the used index: the guest's CPU read them last, and the
-    /// publish that follows then finds them here.
-    #[inline]
-    pub fn prefetch(&self, idx: u16, n: u16) {
-        let (Some(h), Some(size)) = (&self.host, std::num::NonZeroU16::new(self.size)) else {
-            return;
-        };
-        h.prefetch_write(2);
-        let n = usize::from(n.min(size.get()));
-        let first = usize::from(idx % size);
-        // One element per line is enough (8 to a 64-byte line), plus the last one.
-        for k in (0..n).step_by(8).chain(n.checked_sub(1)) {
-            h.prefetch_write(4 + 8 * ((first + k) % usize::from(size.get())));
-        }
-    }
-
     /// Writes `entries` (head, length) from used index `idx` on, then publishes them with a
     /// single release store of the used index (the elements are visible first). Returns the
     /// new used index. One store of the index per batch, not per entry: that cache line
@@ -631,31 +614,6 @@ mod tests {
             .read_slice(&mut b, GuestAddress(ring_at))
             .unwrap();
         assert_eq!(a, b);
-    }
-
-    /// The used-ring prefetch takes any position and count (none, one, past a ring), on
-    /// rings of any size, inside memory or not; it changes nothing.
-    #[test]
-    fn used_prefetch_takes_any_position_and_count() {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
-        let map = GuestMap::new(&mem);
-        for (addr, size) in [
-            (0x1000, 0u16),
-            (0x1000, 1),
-            (0x1000, 8),
-            (0x1000, 256),
-            (0xff00, 256),
-        ] {
-            let ring = UsedRing::new(&map, addr, size);
-            for idx in [0u16, 7, 255, u16::MAX] {
-                for n in [0u16, 1, 8, 9, 300, u16::MAX] {
-                    ring.prefetch(idx, n);
-                }
-            }
-        }
-        let mut all = vec![0u8; 0x10000];
-        assert!(map.read(0, &mut all));
-        assert!(all.iter().all(|&b| b == 0));
     }
 
     #[test]
