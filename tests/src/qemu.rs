@@ -888,7 +888,7 @@ impl Vm {
             bail!("{}: the VM was killed", self.cfg.name);
         }
         match self.child.try_wait() {
-            Ok(Some(status)) => bail!(self.failure(&format!("QEMU ended: {status}"))),
+            Ok(Some(status)) => bail!(self.failure(&format!("QEMU exited: {status}"))),
             Ok(None) => Ok(()),
             Err(e) => Err(anyhow!("{}: waiting for QEMU: {e}", self.cfg.name)),
         }
@@ -908,7 +908,7 @@ impl Vm {
             );
         }
         let state = match self.child.try_wait() {
-            Ok(Some(st)) => format!("QEMU pid {} ended: {st}", self.child.id()),
+            Ok(Some(st)) => format!("QEMU pid {} exited: {st}", self.child.id()),
             _ if self.killed => "QEMU was killed".to_owned(),
             _ => format!("QEMU pid {} still running", self.child.id()),
         };
