@@ -16,8 +16,8 @@ use crate::topology::{
     VxlanConfig,
 };
 
-/// The VMMs (and VMM front ends) an attach snippet is written for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The VMMs (and VMM front ends) an attach snippet is written for (`--as` of `ctl attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Vmm {
     Qemu,
     Libvirt,

@@ -68,8 +68,8 @@ pub enum CtlCmd {
     /// memory backing it needs) or cloud-hypervisor arguments.
     Attach {
         name: String,
-        #[arg(long = "as", value_enum, default_value_t = AttachAs::Qemu)]
-        vmm: AttachAs,
+        #[arg(long = "as", value_enum, default_value_t = vswitch::attach::Vmm::Qemu)]
+        vmm: vswitch::attach::Vmm,
     },
     /// Impair a port's link, both directions (test networks): loss, delay, jitter, rate.
     Impair {
@@ -149,12 +149,4 @@ pub enum FdbCmd {
         #[arg(long)]
         vlan: Option<u16>,
     },
-}
-
-/// The VMM `ctl attach` writes for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachAs {
-    Qemu,
-    Libvirt,
-    CloudHypervisor,
 }

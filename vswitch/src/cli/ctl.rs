@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use vswitch::control::Request;
+use vswitch::control::client::call as server_call;
 use vswitch::control::server;
 
-use crate::args::{AttachAs, CtlCmd, FdbCmd, PortCmd};
+use crate::args::{CtlCmd, FdbCmd, PortCmd};
 use crate::check;
 
 pub fn ctl(
@@ -71,16 +72,7 @@ fn request_words(cmd: &CtlCmd) -> Vec<String> {
             .chain(name.clone())
             .collect(),
         CtlCmd::Graph => vec!["graph".into()],
-        CtlCmd::Attach { name, vmm } => vec![
-            "attach".into(),
-            name.clone(),
-            match vmm {
-                AttachAs::Qemu => "qemu",
-                AttachAs::Libvirt => "libvirt",
-                AttachAs::CloudHypervisor => "cloud-hypervisor",
-            }
-            .into(),
-        ],
+        CtlCmd::Attach { name, vmm } => vec!["attach".into(), name.clone(), vmm.name().into()],
         CtlCmd::Reload => vec!["reload".into()],
         CtlCmd::Port {
             cmd: PortCmd::Add { switch, name, keys },
@@ -358,25 +350,5 @@ fn print_fdb(out: &mut impl Write, v: &Value) {
 
 /// Sends one request to the control socket at `path` and returns the answer's data.
 pub fn call(path: &Path, cmd: &[String]) -> Result<Value, String> {
-    use std::io::BufRead;
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
-        format!(
-            "{}: {e} (is vfabric running with this topology?)",
-            path.display()
-        )
-    })?;
-    let mut line =
-        serde_json::to_string(&Request { cmd: cmd.to_vec() }).map_err(|e| e.to_string())?;
-    line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    std::io::BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&answer).map_err(|e| format!("bad answer: {e}"))?;
-    if v["ok"] == Value::Bool(true) {
-        Ok(v["data"].clone())
-    } else {
-        Err(v["error"].as_str().unwrap_or("failed").to_string())
-    }
+    server_call(path, cmd, None).map_err(|e| e.to_string())
 }

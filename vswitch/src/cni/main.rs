@@ -215,32 +215,18 @@ fn port_name(container: &str, ifname: &str) -> String {
     format!("cni-{id}-{ifname}")
 }
 
-/// One request to the fabric's control socket.
+/// One request to the fabric's control socket: unreachable is "try again later" (7), a
+/// refusal is ours (11).
 fn ctl(socket: &Path, cmd: &[String]) -> Result<Value, CniError> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        err(
+    use vswitch::control::client::{CallError, call};
+    call(socket, cmd, Some(std::time::Duration::from_secs(30))).map_err(|e| match e {
+        CallError::Unreachable(d) => err(
             7,
             format!("vfabric is not reachable at {}", socket.display()),
-            e.to_string(),
-        )
-    })?;
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-    let req = json!({ "cmd": cmd });
-    writeln!(s, "{req}").map_err(|e| err(7, "writing to vfabric", e.to_string()))?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut line)
-        .map_err(|e| err(7, "reading vfabric's answer", e.to_string()))?;
-    let v: Value = serde_json::from_str(&line)
-        .map_err(|e| err(11, "vfabric's answer is not JSON", e.to_string()))?;
-    if v["ok"] == Value::Bool(true) {
-        Ok(v["data"].clone())
-    } else {
-        Err(err(
-            11,
-            format!("vfabric refused `{}`", cmd.join(" ")),
-            v["error"].as_str().unwrap_or("refused").to_string(),
-        ))
-    }
+            d,
+        ),
+        CallError::Refused(d) => err(11, format!("vfabric refused `{}`", cmd.join(" ")), d),
+    })
 }
 
 /// Runs the IPAM plugin with `command` (CNI delegation: same environment, same

@@ -23,6 +23,7 @@ use crate::fabric::Fabric;
 use crate::topology::Topology;
 
 mod capture;
+pub mod client;
 pub mod commands;
 pub mod metrics;
 pub mod server;
