@@ -25,5 +25,7 @@ mod tx;
 pub use counters::RxDrop;
 pub use device::NetBackend;
 pub use poll::Poller;
-pub use port::{FrameSwitch, MAX_QUEUE_PAIRS, NetPort, NetPortConfig, QUEUE_SIZE, TX_BATCH};
+pub use port::{
+    FrameSwitch, GuestInfo, MAX_QUEUE_PAIRS, NetPort, NetPortConfig, QUEUE_SIZE, TX_BATCH,
+};
 pub use rx::{PackedPlaced, place_rx_for_test, place_rx_packed_for_test, plain_frames};

@@ -120,6 +120,18 @@ impl NetPort {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// What the connected guest negotiated, if a guest is connected.
+    pub fn guest(&self) -> Option<GuestInfo> {
+        let conn = self.conn.load_full()?;
+        let features = conn.features.load(Ordering::Relaxed);
+        Some(GuestInfo {
+            features,
+            queue_pairs: conn.vrings.get().map_or(0, |v| v.len() / 2),
+            packed: Connection::is_packed(features),
+            event_idx: conn.event_idx.load(Ordering::Relaxed),
+        })
+    }
+
     /// Copies `frame` into this port's guest's RX ring (queue pair chosen from `hint`),
     /// counting the outcome. The guest is not interrupted until `notify`.
     pub fn deliver(&self, frame: &TxFrame<'_>, hint: u16) -> Result<(), RxDrop> {
@@ -182,4 +194,70 @@ impl NetPort {
             NetCounters::add(&self.counters.tx_notifications, n);
         }
     }
+}
+
+/// A connected guest's view of its device (`NetPort::guest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestInfo {
+    /// The feature bits the guest acknowledged.
+    pub features: u64,
+    /// Queue pairs set up by the VMM.
+    pub queue_pairs: usize,
+    /// Rings in the packed layout (VIRTIO_F_RING_PACKED).
+    pub packed: bool,
+    /// VIRTIO_RING_F_EVENT_IDX negotiated.
+    pub event_idx: bool,
+}
+
+impl GuestInfo {
+    /// The negotiated feature bits by their virtio names (`bit N` for bits without one).
+    pub fn feature_names(&self) -> Vec<String> {
+        (0..64)
+            .filter(|b| self.features & (1u64 << b) != 0)
+            .map(|b| match feature_name(b) {
+                Some(n) => n.to_string(),
+                None => format!("bit {b}"),
+            })
+            .collect()
+    }
+}
+
+/// The virtio (1.2, section 5.1.3 and 6) name of a virtio-net feature bit.
+fn feature_name(bit: u32) -> Option<&'static str> {
+    Some(match bit {
+        0 => "CSUM",
+        1 => "GUEST_CSUM",
+        2 => "CTRL_GUEST_OFFLOADS",
+        3 => "MTU",
+        5 => "MAC",
+        7 => "GUEST_TSO4",
+        8 => "GUEST_TSO6",
+        9 => "GUEST_ECN",
+        10 => "GUEST_UFO",
+        11 => "HOST_TSO4",
+        12 => "HOST_TSO6",
+        13 => "HOST_ECN",
+        14 => "HOST_UFO",
+        15 => "MRG_RXBUF",
+        16 => "STATUS",
+        17 => "CTRL_VQ",
+        18 => "CTRL_RX",
+        19 => "CTRL_VLAN",
+        21 => "GUEST_ANNOUNCE",
+        22 => "MQ",
+        23 => "CTRL_MAC_ADDR",
+        28 => "RING_INDIRECT_DESC",
+        29 => "RING_EVENT_IDX",
+        30 => "PROTOCOL_FEATURES",
+        32 => "VERSION_1",
+        33 => "ACCESS_PLATFORM",
+        34 => "RING_PACKED",
+        35 => "IN_ORDER",
+        36 => "ORDER_PLATFORM",
+        37 => "SR_IOV",
+        38 => "NOTIFICATION_DATA",
+        39 => "NOTIF_CONFIG_DATA",
+        40 => "RING_RESET",
+        _ => return None,
+    })
 }

@@ -29,6 +29,11 @@ pub enum Command {
         /// `log` only has the kernel log it.
         #[arg(long, value_enum, default_value_t = vswitch::privs::SeccompMode::Off)]
         seccomp: vswitch::privs::SeccompMode,
+        /// Serve the web console (read-only: topology, live rates, drops, port pages,
+        /// capture downloads, trace) and /metrics at ADDR: `8080` (on 127.0.0.1),
+        /// `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080` (every address: think twice).
+        #[arg(long, value_name = "ADDR", value_parser = http_addr)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Validate a topology file without starting anything; exit 1 on errors.
     Check {
@@ -49,6 +54,22 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CtlCmd,
     },
+}
+
+/// `--http`'s address: a port alone listens on loopback.
+fn http_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{port}` is not a port"))?;
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<std::net::SocketAddr>().map_err(|_| {
+        format!("`{s}` is not PORT, ADDRESS:PORT or [IPv6]:PORT (e.g. 127.0.0.1:8080)")
+    })
 }
 
 #[derive(Subcommand)]
@@ -98,6 +119,34 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: PortCmd,
     },
+    /// Explain what the switch would do with a frame arriving on PORT, step by step (VLAN
+    /// classification, port security, learning, FDB lookup, receivers and their tag edits,
+    /// impairments), without sending it or learning anything: like ovs-appctl ofproto/trace.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["dst", "pcap"])))]
+    Trace {
+        port: String,
+        /// Source MAC (default with --dst: 02:00:00:00:00:01).
+        #[arg(long, requires = "dst")]
+        src: Option<String>,
+        /// Destination MAC.
+        #[arg(long)]
+        dst: Option<String>,
+        /// An 802.1Q tag with this VLAN id (the frame as it arrives, tagged).
+        #[arg(long, requires = "dst")]
+        vlan: Option<u16>,
+        /// ipv4, ipv6, arp or a number such as 0x88b5 (default: from --ip, else 0x88b5).
+        #[arg(long, requires = "dst")]
+        ethertype: Option<String>,
+        /// Network-layer source and destination (a UDP packet, or ARP sender and target).
+        #[arg(long, num_args = 2, value_names = ["SRC", "DST"], requires = "dst")]
+        ip: Option<Vec<String>>,
+        /// Trace a captured frame instead (from `ctl capture`, tcpdump, Wireshark).
+        #[arg(long, conflicts_with_all = ["dst", "src", "vlan", "ethertype", "ip"])]
+        pcap: Option<PathBuf>,
+        /// Which frame of the pcap file (1 = the first).
+        #[arg(long, default_value_t = 1, requires = "pcap")]
+        frame: usize,
+    },
     /// Capture a port's frames (both directions) into a pcap file (Wireshark, tcpdump -r).
     Capture {
         port: String,
@@ -123,6 +172,9 @@ pub enum PortCmd {
     },
     /// Remove a port: its guest is disconnected and its socket file removed.
     Del { name: String },
+    /// One port: its settings, counters, learned addresses, policy, guest connection and
+    /// impairment.
+    Show { name: String },
 }
 
 #[derive(Subcommand)]

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use vswitch::control::Request;
+use vswitch::control::capture::{pcap_frame, pcap_writer};
 use vswitch::control::client::call as server_call;
 use vswitch::control::server;
+use vswitch::control::trace::{FrameSpec, synth_frame, to_hex};
 
 use crate::args::{CtlCmd, FdbCmd, PortCmd};
 use crate::check;
@@ -49,7 +51,13 @@ pub fn ctl(
             }
         };
     }
-    let words = request_words(&cmd);
+    let words = match request_words(&cmd) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vfabric ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match call(&path, &words) {
         Ok(v) => {
             print_answer(&cmd, &v, json);
@@ -63,9 +71,35 @@ pub fn ctl(
 }
 
 /// The control socket's request for `cmd` (a relative socket path made absolute: it is the
-/// user's, not vfabric's).
-fn request_words(cmd: &CtlCmd) -> Vec<String> {
-    match cmd {
+/// user's, not vfabric's; a traced frame built or read from its pcap file here).
+fn request_words(cmd: &CtlCmd) -> Result<Vec<String>, String> {
+    if let CtlCmd::Trace {
+        port,
+        src,
+        dst,
+        vlan,
+        ethertype,
+        ip,
+        pcap,
+        frame,
+    } = cmd
+    {
+        let bytes = match pcap {
+            Some(file) => pcap_frame_at(file, *frame)?,
+            None => synth_frame(&FrameSpec {
+                src: src.clone().unwrap_or_else(|| "02:00:00:00:00:01".into()),
+                dst: dst.clone().unwrap_or_default(),
+                vlan: *vlan,
+                ethertype: ethertype.clone(),
+                ip: ip
+                    .as_ref()
+                    .and_then(|v| Some((v.first()?.clone(), v.get(1)?.clone()))),
+            })?,
+        };
+        return Ok(vec!["trace".into(), port.clone(), to_hex(&bytes)]);
+    }
+    Ok(match cmd {
+        CtlCmd::Trace { .. } => vec![],
         CtlCmd::Capture { .. } => vec![],
         CtlCmd::Ports => vec!["ports".into()],
         CtlCmd::Stats { name } => std::iter::once("stats".to_string())
@@ -93,6 +127,9 @@ fn request_words(cmd: &CtlCmd) -> Vec<String> {
         CtlCmd::Port {
             cmd: PortCmd::Del { name },
         } => vec!["port".into(), "del".into(), name.clone()],
+        CtlCmd::Port {
+            cmd: PortCmd::Show { name },
+        } => vec!["port".into(), "show".into(), name.clone()],
         CtlCmd::Impair {
             port,
             loss,
@@ -145,6 +182,43 @@ fn request_words(cmd: &CtlCmd) -> Vec<String> {
             }
             w
         }
+    })
+}
+
+/// Frame `n` (from 1) of a pcap or pcapng file.
+fn pcap_frame_at(file: &Path, n: usize) -> Result<Vec<u8>, String> {
+    let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bad = |e: String| format!("{}: {e}", file.display());
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    if let Ok(mut r) = pcap_file::pcap::PcapReader::new(&data[..]) {
+        while frames.len() < n {
+            match r.next_packet() {
+                Some(Ok(p)) => frames.push(p.data.into_owned()),
+                Some(Err(e)) => return Err(bad(e.to_string())),
+                None => break,
+            }
+        }
+    } else {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&data[..])
+            .map_err(|e| bad(format!("not a pcap or pcapng file ({e})")))?;
+        while frames.len() < n {
+            match r.next_block() {
+                Some(Ok(pcap_file::pcapng::Block::EnhancedPacket(p))) => {
+                    frames.push(p.data.into_owned())
+                }
+                Some(Ok(pcap_file::pcapng::Block::SimplePacket(p))) => {
+                    frames.push(p.data.into_owned())
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(bad(e.to_string())),
+                None => break,
+            }
+        }
+    }
+    match (n, frames.len()) {
+        (0, _) => Err("--frame counts from 1".into()),
+        (n, have) if have < n => Err(bad(format!("has {have} frame(s), not {n}"))),
+        _ => Ok(frames.swap_remove(n - 1)),
     }
 }
 
@@ -177,15 +251,7 @@ fn capture(
         return Err(v["error"].as_str().unwrap_or("refused").to_string());
     }
     let out = std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut w = pcap_file::pcap::PcapWriter::with_header(
-        std::io::BufWriter::new(out),
-        pcap_file::pcap::PcapHeader {
-            datalink: pcap_file::DataLink::ETHERNET,
-            ts_resolution: pcap_file::TsResolution::NanoSecond,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let mut w = pcap_writer(std::io::BufWriter::new(out))?;
     eprintln!("capturing {port} into {}", file.display());
     let mut n = 0u64;
     loop {
@@ -197,8 +263,7 @@ fn capture(
         let len = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
         let mut data = vec![0u8; len as usize];
         r.read_exact(&mut data).map_err(|e| e.to_string())?;
-        let pkt = pcap_file::pcap::PcapPacket::new(std::time::Duration::from_nanos(ns), len, &data);
-        w.write_packet(&pkt).map_err(|e| e.to_string())?;
+        pcap_frame(&mut w, ns, &data)?;
         n += 1;
         if count.is_some_and(|c| n >= c) {
             break;
@@ -227,6 +292,16 @@ fn print_answer(cmd: &CtlCmd, v: &Value, json: bool) {
             let _ = writeln!(out, "{}", v["snippet"].as_str().unwrap_or_default());
         }
         CtlCmd::Ports => print_ports(&mut out, v),
+        CtlCmd::Trace { .. } => print_trace(&mut out, v),
+        CtlCmd::Port {
+            cmd: PortCmd::Show { .. },
+        } => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            );
+        }
         CtlCmd::Stats { .. } => print_stats(&mut out, v),
         CtlCmd::Fdb {
             cmd: FdbCmd::Show { .. },
@@ -298,6 +373,47 @@ fn print_ports(out: &mut impl Write, v: &Value) {
             poll,
             s(&p["socket"])
         );
+    }
+}
+
+/// A trace as steps, verdict and copies.
+fn print_trace(out: &mut impl Write, v: &Value) {
+    let _ = writeln!(
+        out,
+        "frame: {} bytes, {}\non port {} of switch {}",
+        v["frame"]["len"],
+        s(&v["frame"]["summary"]),
+        s(&v["port"]),
+        s(&v["switch"])
+    );
+    for (i, st) in v["steps"].as_array().into_iter().flatten().enumerate() {
+        let mark = if st["pass"] == Value::Bool(true) {
+            "ok  "
+        } else {
+            "STOP"
+        };
+        let _ = writeln!(
+            out,
+            "{:>3}. {mark} {:<13} {}",
+            i + 1,
+            s(&st["step"]),
+            s(&st["text"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "verdict: {} (counter {} on {})",
+        s(&v["verdict"]["text"]),
+        s(&v["verdict"]["counter"]),
+        s(&v["port"])
+    );
+    for o in v["outputs"].as_array().into_iter().flatten() {
+        let cap = if o["captured"] == Value::Bool(true) {
+            ", captured"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  -> {}{cap}", s(&o["text"]));
     }
 }
 

@@ -30,8 +30,12 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { topology } => check::check(&topology),
-        Command::Run { topology, seccomp } => match check::load(&topology) {
-            Some(t) => run::run(&topology, t, seccomp),
+        Command::Run {
+            topology,
+            seccomp,
+            http,
+        } => match check::load(&topology) {
+            Some(t) => run::run(&topology, t, seccomp, http),
             None => ExitCode::FAILURE,
         },
         Command::Ctl {

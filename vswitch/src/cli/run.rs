@@ -5,7 +5,7 @@
 //! 2. the fabric built (TAPs created, VXLAN and NAT sockets bound), every disk image opened
 //!    and locked;
 //! 3. every listening socket bound with its permissions: disks, VM ports, the control socket,
-//!    the metrics address;
+//!    the web console's and metrics addresses;
 //! 4. capabilities dropped (a fabric that needed them for its TAPs);
 //! 5. threads started: disks, ports, pollers, the socket keeper, FDB aging, the control
 //!    thread; then readiness (the attach lines, `vfabric ready`, systemd's READY=1).
@@ -31,7 +31,13 @@ use vswitch::sockets::SocketFiles;
 use vswitch::topology::{DiskFormat, PortKind, Topology};
 
 /// Runs the fabric of `topo` (loaded from `path`) until SIGINT or SIGTERM.
-pub fn run(path: &Path, topo: Topology, seccomp: SeccompMode) -> ExitCode {
+/// `http`: where the web console listens (`--http`), if anywhere.
+pub fn run(
+    path: &Path,
+    topo: Topology,
+    seccomp: SeccompMode,
+    http: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let signals = match block_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -39,7 +45,7 @@ pub fn run(path: &Path, topo: Topology, seccomp: SeccompMode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Daemon::start(path, topo, seccomp) {
+    match Daemon::start(path, topo, seccomp, http) {
         Ok(daemon) => daemon.serve(&signals),
         Err(e) => {
             eprintln!("{e}");
@@ -95,7 +101,12 @@ struct Bound {
 
 impl Daemon {
     /// Stages 1 to 5 (see the module doc). The error is the line to print.
-    fn start(path: &Path, topo: Topology, seccomp: SeccompMode) -> Result<Daemon, String> {
+    fn start(
+        path: &Path,
+        topo: Topology,
+        seccomp: SeccompMode,
+        http: Option<std::net::SocketAddr>,
+    ) -> Result<Daemon, String> {
         let file = path.display();
         // The data-path filter is compiled before anything is made; threads apply it.
         privs::set_data_path_filter(seccomp)
@@ -111,7 +122,7 @@ impl Daemon {
         // Socket files made from here on are removed if starting fails, and at exit.
         let mut sockets = SocketFiles::default();
         let port_sockets = PortSockets(fabric.clone());
-        let bound = bind_sockets(path, &topo, &fabric, &disks, &mut sockets)
+        let bound = bind_sockets(path, &topo, http, &fabric, &disks, &mut sockets)
             .map_err(|e| format!("{file}: {e}; nothing started"))?;
         drop_privileges(&topo, &disks);
         let control = Arc::new(Control {
@@ -227,6 +238,7 @@ fn open_disks(topo: &Topology) -> Result<Vec<Arc<Disk>>, String> {
 fn bind_sockets(
     path: &Path,
     topo: &Topology,
+    http: Option<std::net::SocketAddr>,
     fabric: &Arc<Fabric>,
     disks: &[Arc<Disk>],
     sockets: &mut SocketFiles,
@@ -249,16 +261,21 @@ fn bind_sockets(
     let mut control =
         bound_control.map_err(|e| format!("control: socket {}: {e}", control_path.display()))?;
     sockets.hold(control_path.clone());
-    if let Some(addr) = topo.metrics {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                if let Ok(a) = l.local_addr() {
-                    println!("metrics: http://{a}/metrics");
-                }
-                control.metrics = Some(l);
+    // The web console (`--http`) and the metrics address of the file serve the same
+    // pages (the console and /metrics).
+    for (addr, what) in http
+        .map(|a| (a, "console"))
+        .into_iter()
+        .chain(topo.metrics.map(|a| (a, "metrics")))
+    {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| format!("{what}: {addr}: {e}"))?;
+        if let Ok(a) = l.local_addr() {
+            match what {
+                "console" => println!("console: http://{a}/"),
+                _ => println!("metrics: http://{a}/metrics"),
             }
-            Err(e) => return Err(format!("metrics: {addr}: {e}")),
         }
+        control.http.push(l);
     }
     Ok(Bound {
         disk_roles,

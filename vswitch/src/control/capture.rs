@@ -1,6 +1,9 @@
-//! `capture PORT [COUNT] [VLAN]`: a port's frames streamed to the client after a JSON header
-//! line, as records (timestamp ns u64, length u32, both little endian, then the bytes), until
-//! COUNT frames were sent or the client went away. The capture ends with the stream.
+//! Captures: a port's frames (both directions, optionally one VLAN) as they pass, for
+//! `vfabric ctl capture` (a JSON header line, then records of timestamp ns u64 and length
+//! u32, both little endian, then the bytes) and the web console's pcap download. One
+//! [`Tap`] type serves both; the capture stops when it is dropped. The pcap encoding
+//! (nanosecond timestamps, Ethernet) is [`pcap_writer`] / [`pcap_frame`], used by the CLI and
+//! the web console alike.
 
 use std::io;
 
@@ -9,7 +12,74 @@ use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::Control;
 
+/// A capture running on one port; stopped when dropped.
+pub struct Tap<'c> {
+    control: &'c Control,
+    si: usize,
+    pi: usize,
+    name: String,
+    rx: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+}
+
+impl Tap<'_> {
+    /// The next frame (timestamp in ns, bytes), or `None` when the capture ended.
+    pub async fn next(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Tap<'_> {
+    fn drop(&mut self) {
+        let missed = self.control.fabric.switches()[self.si].stop_capture(self.pi);
+        if missed > 0 {
+            tracing::info!("capture of {}: {missed} frames missed", self.name);
+        }
+    }
+}
+
+/// A pcap writer (nanosecond timestamps, Ethernet) over `w`, its file header written.
+pub fn pcap_writer<W: io::Write>(w: W) -> Result<pcap_file::pcap::PcapWriter<W>, String> {
+    pcap_file::pcap::PcapWriter::with_header(
+        w,
+        pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::ETHERNET,
+            ts_resolution: pcap_file::TsResolution::NanoSecond,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Writes one captured frame.
+pub fn pcap_frame<W: io::Write>(
+    w: &mut pcap_file::pcap::PcapWriter<W>,
+    ns: u64,
+    data: &[u8],
+) -> Result<(), String> {
+    let pkt = pcap_file::pcap::PcapPacket::new(
+        std::time::Duration::from_nanos(ns),
+        data.len() as u32,
+        data,
+    );
+    w.write_packet(&pkt).map(drop).map_err(|e| e.to_string())
+}
+
 impl Control {
+    /// Starts capturing port `name` (only `vlan`'s frames, if given).
+    pub fn open_capture(&self, name: &str, vlan: Option<vlan::VlanId>) -> Result<Tap<'_>, String> {
+        let (si, pi) = self
+            .find_port(name)
+            .ok_or_else(|| format!("no port `{name}`"))?;
+        let rx = self.fabric.switches()[si].start_capture(pi, vlan)?;
+        Ok(Tap {
+            control: self,
+            si,
+            pi,
+            name: name.to_string(),
+            rx,
+        })
+    }
+
     /// `capture PORT [COUNT] [VLAN]`: a JSON header line, then frame records
     /// (timestamp ns u64, length u32, both little endian, then the bytes) until COUNT frames
     /// were sent or the client went away.
@@ -19,20 +89,13 @@ impl Control {
         w: &mut tokio::net::unix::OwnedWriteHalf,
         mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     ) -> io::Result<()> {
-        let found = args.first().and_then(|name| self.find_port(name));
         let count: u64 = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let vlan = args
             .get(2)
             .and_then(|v| v.parse::<u32>().ok())
             .and_then(|v| vlan::VlanId::new(v).ok());
-        let started = match found {
-            Some((si, pi)) => self.fabric.switches()[si]
-                .start_capture(pi, vlan)
-                .map(|rx| (si, pi, rx)),
-            None => Err(format!("no port `{}`", args.first().map_or("", |s| s))),
-        };
-        let (si, pi, mut rx) = match started {
-            Ok(x) => x,
+        let mut tap = match self.open_capture(args.first().map_or("", |s| s), vlan) {
+            Ok(t) => t,
             Err(e) => {
                 let mut out = json!({"ok": false, "error": e}).to_string();
                 out.push('\n');
@@ -46,7 +109,7 @@ impl Control {
         let mut gone = [0u8; 1];
         while result.is_ok() && (count == 0 || sent < count) {
             tokio::select! {
-                f = rx.recv() => {
+                f = tap.next() => {
                     let Some((ns, bytes)) = f else { break };
                     let mut rec = Vec::with_capacity(12 + bytes.len());
                     rec.extend_from_slice(&ns.to_le_bytes());
@@ -63,10 +126,7 @@ impl Control {
                 }
             }
         }
-        let missed = self.fabric.switches()[si].stop_capture(pi);
-        if missed > 0 {
-            tracing::info!("capture of {}: {missed} frames missed", args[0]);
-        }
+        drop(tap);
         let _ = w.shutdown().await;
         result
     }

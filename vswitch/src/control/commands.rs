@@ -41,14 +41,16 @@ impl Control {
                 let s = crate::attach::snippet(&self.topo(), name, vmm)?;
                 Ok(json!({"name": name, "as": vmm.name(), "snippet": s}))
             }
+            ["trace", port, hex] => self.trace(port, hex),
             ["reload"] => self.reload().map(|c| json!({"changes": c})),
             ["port", "add", sw, name, keys @ ..] => self.port_add(sw, name, keys),
             ["port", "del", name] => self.port_del(name),
+            ["port", "show", name] => self.port_show(name),
             ["impair", port, loss, delay, jitter, rate] => {
                 self.impair(port, loss, delay, jitter, rate)
             }
             _ => Err(format!(
-                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, port add|del, graph, attach, reload, impair, capture)",
+                "unknown command `{}` (ports, stats [NAME], fdb show|flush|add|del, port add|del|show, graph, attach, trace, reload, impair, capture)",
                 req.cmd.join(" ")
             )),
         }

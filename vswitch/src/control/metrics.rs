@@ -1,7 +1,7 @@
 //! The Prometheus endpoint (`metrics = "127.0.0.1:9100"`): every counter of every port and
 //! disk, FDB sizes and drops by reason, in the OpenMetrics text format (`prometheus-client`),
 //! rebuilt from the live counters on each scrape (`stats::snapshot`, the same lines the
-//! `stats` command prints). Served on the control thread's runtime.
+//! `stats` command prints). Served at `/metrics` by `http.rs`.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::Control;
 use super::stats::StatsLine;
 
 type Labels = Vec<(String, String)>;
@@ -163,50 +161,4 @@ fn encode_families(f: Families) -> String {
         tracing::warn!("metrics encoding: {e}");
     }
     out
-}
-
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, control: std::sync::Arc<Control>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let control = control.clone();
-        tokio::spawn(async move {
-            // The request head, at most 8 KiB; only the request line matters.
-            let mut buf = vec![0u8; 8192];
-            let mut got = 0;
-            while got < buf.len() {
-                match stream.read(&mut buf[got..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n,
-                }
-                if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..got]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) =
-                if head.starts_with("GET ") && (path == "/metrics" || path == "/") {
-                    (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        render(&control.stats_lines(None)),
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain",
-                        "only GET /metrics\n".to_string(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(resp.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
 }

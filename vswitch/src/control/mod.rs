@@ -22,13 +22,15 @@ use crate::core::PortId;
 use crate::fabric::Fabric;
 use crate::topology::Topology;
 
-mod capture;
+pub mod capture;
 pub mod client;
 pub mod commands;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod show;
 pub mod stats;
+pub mod trace;
 
 /// A request: a command and its arguments.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

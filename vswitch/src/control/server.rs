@@ -5,7 +5,7 @@
 //! given an owner and group; on top of the file permissions, every peer's credentials are
 //! checked (root, vfabric's own user, or a member of the configured group), so a socket
 //! moved or re-moded by mistake still refuses strangers. Served by a single-threaded tokio
-//! runtime on its own thread, with the metrics endpoint when one is configured.
+//! runtime on its own thread, with the web console and metrics endpoints when configured.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -105,8 +105,9 @@ pub struct Listener {
     listener: std::os::unix::net::UnixListener,
     group: Option<nix::unistd::Gid>,
     pub path: PathBuf,
-    /// The Prometheus endpoint, served on the same thread.
-    pub metrics: Option<std::net::TcpListener>,
+    /// The web console and Prometheus endpoints (`--http`, `metrics = ...`), served on
+    /// the same thread.
+    pub http: Vec<std::net::TcpListener>,
 }
 
 /// Creates the control socket (stale files replaced, a live one refused) with its mode,
@@ -118,7 +119,7 @@ pub fn bind(path: &Path, cfg: &ControlConfig) -> io::Result<Listener> {
         listener,
         group,
         path: path.to_path_buf(),
-        metrics: None,
+        http: Vec::new(),
     })
 }
 
@@ -126,14 +127,15 @@ impl Listener {
     /// Serves requests forever on a thread of its own.
     pub fn serve(self, control: Arc<Control>) -> io::Result<()> {
         self.listener.set_nonblocking(true)?;
-        if let Some(m) = &self.metrics {
-            m.set_nonblocking(true)?;
+        for l in &self.http {
+            l.set_nonblocking(true)?;
         }
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
+                    .enable_time()
                     .build()
                 {
                     Ok(rt) => rt,
@@ -143,12 +145,12 @@ impl Listener {
                     }
                 };
                 rt.block_on(async move {
-                    if let Some(m) = self.metrics {
-                        match tokio::net::TcpListener::from_std(m) {
-                            Ok(m) => {
-                                tokio::spawn(super::metrics::serve(m, control.clone()));
+                    for l in self.http {
+                        match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => {
+                                tokio::spawn(super::http::serve(l, control.clone()));
                             }
-                            Err(e) => tracing::error!("metrics endpoint: {e}"),
+                            Err(e) => tracing::error!("http endpoint: {e}"),
                         }
                     }
                     let l = match tokio::net::UnixListener::from_std(self.listener) {

@@ -1,5 +1,6 @@
 //! The commands that describe the fabric: `ports` (every port and disk with its link, VLAN
-//! mode and device settings), `fdb show`, `graph` (Graphviz dot).
+//! mode and device settings), `port show NAME` (one port: counters, FDB entries, policy,
+//! guest connection, impairment), `fdb show`, `graph` (Graphviz dot).
 
 use serde_json::{Value, json};
 
@@ -7,25 +8,7 @@ use super::Control;
 use crate::ports::Port;
 use crate::topology::PortKind;
 
-pub fn vlan_mode(p: &vlan::PortVlan) -> String {
-    match p {
-        vlan::PortVlan::Access(v) => format!("access {}", v.get()),
-        vlan::PortVlan::Tunnel { svlan } => format!("qinq {}", svlan.get()),
-        vlan::PortVlan::Trunk { allowed, native } => {
-            let all = allowed.len() == 4094;
-            let vids = if all {
-                "all".to_string()
-            } else {
-                let v: Vec<String> = allowed.iter().map(|v| v.get().to_string()).collect();
-                v.join(",")
-            };
-            match native {
-                Some(n) => format!("trunk {vids} native {}", n.get()),
-                None => format!("trunk {vids}"),
-            }
-        }
-    }
-}
+pub use crate::core::vlan_mode;
 
 impl Control {
     pub(super) fn ports(&self) -> Value {
@@ -94,6 +77,81 @@ impl Control {
             }));
         }
         Value::Array(out)
+    }
+
+    /// `port show NAME`: one port as the web console's port page shows it: its `ports`
+    /// line, counters, FDB entries, policy, guest connection and impairment.
+    pub(super) fn port_show(&self, name: &str) -> Result<Value, String> {
+        let (si, pi) = self
+            .find_port(name)
+            .ok_or_else(|| format!("no port `{name}`"))?;
+        let line = self
+            .ports()
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["port"] == name).cloned())
+            .unwrap_or(Value::Null);
+        let counters = self
+            .stats_lines(Some(name))
+            .into_iter()
+            .find_map(|l| match l {
+                super::stats::StatsLine::Port { counters, .. } => Some(counters),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let sw = &self.fabric.switches()[si];
+        let fdb: Vec<Value> = self
+            .fdb_show(Some(sw.name()))?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["port"] == name)
+            .cloned()
+            .collect();
+        let policy = self
+            .topo()
+            .switches
+            .get(si)
+            .and_then(|s| s.ports.iter().find(|p| p.name == name))
+            .map(|p| {
+                let pol = &p.policy;
+                json!({
+                    "vlan": vlan_mode(&pol.vlan),
+                    "allowed_macs": pol.allowed_macs.as_ref().map(|m| m.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+                    "allowed_ips": pol.allowed_ips.as_ref().map(|m| m.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+                    "max_macs": pol.max_macs,
+                    "storm_limit": pol.storm_pps,
+                    "isolated": pol.isolated,
+                    "static_macs": p.static_macs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .unwrap_or(Value::Null);
+        let guest = match sw.port(pi) {
+            Some(Port::Vm(v)) => v.net().guest().map(|g| {
+                json!({
+                    "features": g.feature_names(),
+                    "queue_pairs": g.queue_pairs,
+                    "packed": g.packed,
+                    "event_idx": g.event_idx,
+                })
+            }),
+            _ => None,
+        };
+        let impairment = sw.impairment(pi).map(|i| {
+            json!({
+                "loss_pct": i.loss * 100.0,
+                "delay_ms": i.delay.as_secs_f64() * 1000.0,
+                "jitter_ms": i.jitter.as_secs_f64() * 1000.0,
+                "rate_mbit": i.rate_bps.map_or(0.0, |r| r as f64 / 1e6),
+            })
+        });
+        Ok(json!({
+            "port": line,
+            "counters": counters,
+            "fdb": fdb,
+            "policy": policy,
+            "guest": guest,
+            "impairment": impairment,
+        }))
     }
 
     /// A one-line summary for service managers (systemd's STATUS=): ports, how many VM

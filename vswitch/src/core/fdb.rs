@@ -138,6 +138,31 @@ impl Fdb {
         port: PortId,
         limit: Option<usize>,
     ) -> Learn {
+        self.learn_impl::<true>(now, vlan, mac, port, limit)
+    }
+
+    /// What `learn_limited` would do, without doing it (`vfabric ctl trace`).
+    pub fn would_learn(
+        &mut self,
+        now: Time,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        limit: Option<usize>,
+    ) -> Learn {
+        self.learn_impl::<false>(now, vlan, mac, port, limit)
+    }
+
+    /// `learn_limited` (`APPLY`) or only its outcome: one decision for both, so a trace says
+    /// exactly what forwarding does.
+    fn learn_impl<const APPLY: bool>(
+        &mut self,
+        now: Time,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        limit: Option<usize>,
+    ) -> Learn {
         if !mac.is_valid_source() {
             return Learn::InvalidSource;
         }
@@ -148,6 +173,13 @@ impl Fdb {
             Some(e) if e.is_static => return Learn::Static,
             Some(e) if e.port == port => {
                 let expired = now.since(e.last_seen) >= aging;
+                if !APPLY {
+                    return if expired {
+                        Learn::New
+                    } else {
+                        Learn::Refreshed
+                    };
+                }
                 e.last_seen = now;
                 if expired {
                     self.stats.learned += 1;
@@ -160,30 +192,43 @@ impl Fdb {
             Some(e) => {
                 let expired = now.since(e.last_seen) >= aging;
                 let from = e.port;
-                e.last_seen = now;
-                e.port = port;
+                if APPLY {
+                    e.last_seen = now;
+                    e.port = port;
+                }
                 (from, expired)
             }
             None if at_limit => return Learn::PortLimit,
             None if len >= self.max_entries => {
-                self.stats.table_full += 1;
+                if APPLY {
+                    self.stats.table_full += 1;
+                }
                 return Learn::TableFull;
             }
             None => {
-                self.entries.insert(
-                    (vlan, mac),
-                    FdbEntry {
-                        port,
-                        last_seen: now,
-                        is_static: false,
-                    },
-                );
-                *self.count_mut(port) += 1;
-                self.stats.learned += 1;
-                self.version += 1;
+                if APPLY {
+                    self.entries.insert(
+                        (vlan, mac),
+                        FdbEntry {
+                            port,
+                            last_seen: now,
+                            is_static: false,
+                        },
+                    );
+                    *self.count_mut(port) += 1;
+                    self.stats.learned += 1;
+                    self.version += 1;
+                }
                 return Learn::New;
             }
         };
+        if !APPLY {
+            return if expired {
+                Learn::New
+            } else {
+                Learn::Moved { from }
+            };
+        }
         // The address changed ports.
         self.version += 1;
         let c = self.count_mut(from);
@@ -197,6 +242,14 @@ impl Fdb {
             self.stats.moves += 1;
             Learn::Moved { from }
         }
+    }
+
+    /// The live entry for `mac` in `vlan` at `now`, if any.
+    pub fn get(&self, now: Time, vlan: VlanId, mac: MacAddr) -> Option<FdbEntry> {
+        self.entries
+            .get(&(vlan, mac))
+            .filter(|e| !self.expired(e, now))
+            .copied()
     }
 
     /// The port for `mac` in `vlan`, if known and not aged out at `now`.

@@ -11,12 +11,14 @@ pub mod flow_cache;
 pub mod mac;
 pub mod switch;
 pub mod time;
+pub mod trace;
 
 pub use fdb::{Fdb, FdbEntry, FdbStats, Learn};
 pub use flow_cache::{FlowAt, FlowCache};
 pub use mac::MacAddr;
 pub use switch::{Decision, DropReason, PortPolicy, Switch, SwitchPortStats, Verdict};
 pub use time::Time;
+pub use trace::{Step, vlan_mode};
 
 /// A port's number within its switch. Numbers are stable while the port exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -18,6 +18,7 @@ use super::PortId;
 use super::fdb::{Fdb, FdbStats, Learn};
 use super::mac::MacAddr;
 use super::time::Time;
+use super::trace::{self, Observe, Quiet, Step, Steps};
 
 /// Why a frame was not forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -413,38 +414,101 @@ impl Switch {
 
     /// `forward`, with the frame's VLAN and the tag bytes it sheds.
     pub fn decide(&mut self, now: Time, in_port: PortId, frame: &[u8]) -> Decision {
+        self.decide_observed(now, in_port, frame, &mut Quiet)
+    }
+
+    /// The decision `decide` would make for `frame` on `in_port` at `now`, with every check
+    /// it makes on the way, without acting: nothing is learned, counted or spent (the same
+    /// code as `decide`, observed).
+    pub fn trace(&mut self, now: Time, in_port: PortId, frame: &[u8]) -> (Decision, Vec<Step>) {
+        let mut steps = Steps::default();
+        let d = self.decide_observed(now, in_port, frame, &mut steps);
+        (d, steps.0)
+    }
+
+    /// The decision, acting on it (`O::LIVE`: learning, storm budget, counters) or not, and
+    /// reporting each check to `o`.
+    fn decide_observed<O: Observe>(
+        &mut self,
+        now: Time,
+        in_port: PortId,
+        frame: &[u8],
+        o: &mut O,
+    ) -> Decision {
         let drop = |r, vlan| Decision {
             verdict: Verdict::Drop(r),
             vlan,
             strip: 0,
         };
         let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
+            o.step(|| trace::refused("port", format!("no port {} on this switch", in_port.0)));
             return drop(DropReason::UnknownPort, VlanId::DEFAULT);
+        };
+        let count = |slot: &mut PortSlot, r| {
+            if O::LIVE {
+                slot.stats.count(r);
+            }
         };
         let (Some(dst), Some(src), true) = (
             MacAddr::from_slice(frame),
             frame.get(6..).and_then(MacAddr::from_slice),
             frame.len() >= 14,
         ) else {
-            slot.stats.count(DropReason::Runt);
+            o.step(|| {
+                trace::refused(
+                    "header",
+                    format!("{} bytes: shorter than an Ethernet header", frame.len()),
+                )
+            });
+            count(slot, DropReason::Runt);
             return drop(DropReason::Runt, VlanId::DEFAULT);
         };
+        o.step(|| trace::ok("header", format!("{src} > {dst}, {} bytes", frame.len())));
         let policy = &slot.policy;
         let (vlan, strip) = match policy.vlan.ingress(frame) {
-            vlan::Ingress::Accept { vlan, strip } => (vlan, strip as u8),
+            vlan::Ingress::Accept { vlan, strip } => {
+                o.step(|| {
+                    let how = match (vlan::Tags::of(frame).and_then(|t| t.outer), strip) {
+                        (None, _) => "untagged".to_string(),
+                        (Some(t), 0) => format!("tag {} kept inside", t.vid),
+                        (Some(t), _) if t.vid == 0 => "priority tag removed".to_string(),
+                        (Some(t), _) => format!("tagged {}, tag removed", t.vid),
+                    };
+                    let mode = trace::vlan_mode(&policy.vlan);
+                    trace::ok("vlan", format!("{mode}: {how}, in VLAN {}", vlan.get()))
+                });
+                (vlan, strip as u8)
+            }
             vlan::Ingress::Drop(r) => {
-                slot.stats.count(DropReason::Vlan(r));
+                o.step(|| {
+                    let mode = trace::vlan_mode(&policy.vlan);
+                    trace::refused("vlan", format!("{mode}: {}", trace::vlan_drop_text(r)))
+                });
+                count(slot, DropReason::Vlan(r));
                 return drop(DropReason::Vlan(r), VlanId::DEFAULT);
             }
         };
         let refuse = |slot: &mut PortSlot, r| {
-            slot.stats.count(r);
+            count(slot, r);
             drop(r, vlan)
         };
-        if let Some(allowed) = &policy.allowed_macs
-            && !allowed.contains(&src)
-        {
-            return refuse(slot, DropReason::SpoofedMac);
+        if let Some(allowed) = &policy.allowed_macs {
+            let pass = allowed.contains(&src);
+            o.step(|| {
+                let s = format!(
+                    "source {src} {} the port's {} allowed_macs",
+                    if pass { "is among" } else { "is not among" },
+                    allowed.len()
+                );
+                Step {
+                    step: "allowed_macs",
+                    pass,
+                    text: s,
+                }
+            });
+            if !pass {
+                return refuse(slot, DropReason::SpoofedMac);
+            }
         }
         if let Some(allowed) = &policy.allowed_ips {
             // The network header follows all tags (whatever the VLAN mode keeps).
@@ -455,33 +519,109 @@ impl Switch {
             let et = frame
                 .get(at..at + 2)
                 .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-            if let Some((ip, sha)) = ip_claim(frame, et, at + 2) {
+            let claim = ip_claim(frame, et, at + 2);
+            let mut pass = true;
+            if let Some((ip, sha)) = claim {
                 let ip_ok = ip_always_allowed(ip) || allowed.contains(&ip);
                 let sha_ok = match (sha, &policy.allowed_macs) {
                     (Some(sha), Some(macs)) => macs.contains(&sha),
                     (Some(sha), None) => sha == src,
                     (None, _) => true,
                 };
-                if !ip_ok || !sha_ok {
-                    return refuse(slot, DropReason::SpoofedIp);
+                pass = ip_ok && sha_ok;
+            }
+            o.step(|| {
+                let text = match claim {
+                    None => "no IPv4, IPv6 or ARP source to check".to_string(),
+                    Some((ip, _)) if !pass && (ip_always_allowed(ip) || allowed.contains(&ip)) => {
+                        format!("ARP sender {ip} claimed with another MAC than allowed")
+                    }
+                    Some((ip, _)) if ip_always_allowed(ip) => {
+                        format!("source {ip}: always allowed (unspecified or link-local)")
+                    }
+                    Some((ip, _)) => format!(
+                        "source {ip} {} the port's allowed_ips",
+                        if pass { "is among" } else { "is not among" }
+                    ),
+                };
+                Step {
+                    step: "allowed_ips",
+                    pass,
+                    text,
                 }
+            });
+            if !pass {
+                return refuse(slot, DropReason::SpoofedIp);
             }
         }
         if dst.is_multicast()
             && let Some(pps) = policy.storm_pps
-            && !slot.storm.take(now, pps)
         {
-            return refuse(slot, DropReason::Storm);
+            // A trace takes from a copy of the budget.
+            let pass = if O::LIVE {
+                slot.storm.take(now, pps)
+            } else {
+                let mut b = slot.storm;
+                b.take(now, pps)
+            };
+            o.step(|| Step {
+                step: "storm_limit",
+                pass,
+                text: format!(
+                    "broadcast/multicast within {pps} frames/s: {}",
+                    if pass {
+                        "budget left"
+                    } else {
+                        "over the limit"
+                    }
+                ),
+            });
+            if !pass {
+                return refuse(slot, DropReason::Storm);
+            }
         }
         let isolated = policy.isolated;
-        match self
-            .fdb
-            .learn_limited(now, vlan, src, in_port, policy.max_macs)
-        {
+        let max_macs = policy.max_macs;
+        let learned = if O::LIVE {
+            self.fdb.learn_limited(now, vlan, src, in_port, max_macs)
+        } else {
+            self.fdb.would_learn(now, vlan, src, in_port, max_macs)
+        };
+        o.step(|| {
+            let name = |p: PortId| self.port_name(p).unwrap_or("?").to_string();
+            let v = vlan.get();
+            let (pass, text) = match learned {
+                Learn::InvalidSource => (false, format!("{src} is a group or zero address")),
+                Learn::PortLimit => (
+                    false,
+                    format!(
+                        "{src} is new here and the port already has its max_macs ({})",
+                        max_macs.unwrap_or(0)
+                    ),
+                ),
+                Learn::New => (true, format!("{src} would be learned in VLAN {v} here")),
+                Learn::Refreshed => (true, format!("{src} is known here in VLAN {v}: refreshed")),
+                Learn::Moved { from } => (
+                    true,
+                    format!("{src} would move here from {} (VLAN {v})", name(from)),
+                ),
+                Learn::Static => (true, format!("{src} has a static entry: not learned")),
+                Learn::TableFull => (true, format!("{src} not learned: the FDB is full")),
+            };
+            Step {
+                step: "learn",
+                pass,
+                text,
+            }
+        });
+        let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
+            return drop(DropReason::UnknownPort, vlan);
+        };
+        match learned {
             Learn::InvalidSource => return refuse(slot, DropReason::InvalidSource),
             Learn::PortLimit => return refuse(slot, DropReason::MacLimit),
-            Learn::Moved { .. } => slot.stats.mac_moves_in += 1,
-            Learn::New | Learn::Refreshed | Learn::Static | Learn::TableFull => {}
+            Learn::Moved { .. } if O::LIVE => slot.stats.mac_moves_in += 1,
+            _ => {}
         }
         let decided = |verdict| Decision {
             verdict,
@@ -489,31 +629,89 @@ impl Switch {
             strip,
         };
         if dst.is_multicast() {
-            slot.stats.flooded += 1;
+            o.step(|| {
+                let what = if dst.is_broadcast() {
+                    "broadcast"
+                } else {
+                    "multicast"
+                };
+                trace::ok("destination", format!("{dst} is {what}: flooded"))
+            });
+            if O::LIVE {
+                slot.stats.flooded += 1;
+            }
             return decided(Verdict::Flood);
         }
-        match self.fdb.lookup(now, vlan, dst) {
-            Some(p) if p == in_port => refuse(slot, DropReason::SamePort),
+        // A trace did not learn the source: a frame to its own source address finds the
+        // entry forwarding would just have made.
+        let own = matches!(learned, Learn::New | Learn::Refreshed | Learn::Moved { .. });
+        let found = if !O::LIVE && dst == src && own {
+            Some(in_port)
+        } else {
+            self.fdb.lookup(now, vlan, dst)
+        };
+        match found {
             Some(p) => {
+                o.step(|| {
+                    let e = self.fdb.get(now, vlan, dst);
+                    let how = match e {
+                        Some(e) if e.is_static => "static entry".to_string(),
+                        Some(e) => format!("learned {} s ago", now.since(e.last_seen).as_secs()),
+                        None => "learned from this very frame".to_string(),
+                    };
+                    let to = self.port_name(p).unwrap_or("?");
+                    trace::ok(
+                        "destination",
+                        format!("FDB hit: {dst} in VLAN {} is on {to} ({how})", vlan.get()),
+                    )
+                });
                 let target = self.ports.get(p.index()).and_then(Option::as_ref);
                 let reason = match target {
+                    _ if p == in_port => Some(DropReason::SamePort),
                     Some(t) if isolated && t.policy.isolated => Some(DropReason::Isolated),
                     Some(t) if !t.policy.vlan.is_member(vlan) => Some(DropReason::NotMember),
                     _ => None,
                 };
+                if let Some(r) = reason {
+                    o.step(|| {
+                        let text = match r {
+                            DropReason::SamePort => {
+                                "the destination is on the ingress port itself".to_string()
+                            }
+                            DropReason::Isolated => {
+                                "both ports are isolated: they may not talk".to_string()
+                            }
+                            _ => format!(
+                                "the destination port is not a member of VLAN {}",
+                                vlan.get()
+                            ),
+                        };
+                        trace::refused("egress", text)
+                    });
+                }
                 let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
                     return drop(DropReason::UnknownPort, vlan);
                 };
                 match reason {
                     Some(r) => refuse(slot, r),
                     None => {
-                        slot.stats.unicast += 1;
+                        if O::LIVE {
+                            slot.stats.unicast += 1;
+                        }
                         decided(Verdict::Unicast(p))
                     }
                 }
             }
             None => {
-                if let Some(Some(slot)) = self.ports.get_mut(in_port.index()) {
+                o.step(|| {
+                    trace::ok(
+                        "destination",
+                        format!("FDB miss: {dst} unknown in VLAN {}: flooded", vlan.get()),
+                    )
+                });
+                if O::LIVE
+                    && let Some(Some(slot)) = self.ports.get_mut(in_port.index())
+                {
                     slot.stats.flooded += 1;
                 }
                 decided(Verdict::Flood)

@@ -550,3 +550,112 @@ fn isolated_ports_only_talk_to_others() {
     );
     assert_eq!(s.port_stats(i1).unwrap().drop_isolated, 1);
 }
+
+/// What a trace must leave alone: every port's counters, the FDB's entries and counters,
+/// the version.
+fn observable(s: &Switch, now: Time) -> (Vec<SwitchPortStats>, Vec<String>, FdbStats, u64) {
+    let stats = s.ports().filter_map(|p| s.port_stats(p)).collect();
+    let mut fdb: Vec<String> = s
+        .fdb()
+        .entries(now)
+        .map(|(v, m, e)| format!("{v} {m} {e:?}"))
+        .collect();
+    fdb.sort();
+    (stats, fdb, s.fdb_stats(), s.version())
+}
+
+proptest::proptest! {
+    /// `trace` is `decide` without its effects: on any frame sequence over ports with every
+    /// kind of policy, the traced decision is the one forwarding then makes, and tracing
+    /// changes no counter, entry, storm budget or version.
+    #[test]
+    fn trace_decides_as_forwarding_does_and_changes_nothing(
+        frames in proptest::collection::vec(
+            (0u64..400, 0u32..7, 0u8..6, 0u8..6, proptest::option::of(1u16..4), 0u8..4),
+            1..60,
+        ),
+    ) {
+        let mut s = Switch::new("t", Duration::from_secs(120), 6);
+        s.add_port_with("access", policy(PortVlan::Access(v(1))));
+        s.add_port_with("trunk", policy(trunk(&[1, 2, 3], Some(1))));
+        s.add_port_with("locked", PortPolicy {
+            allowed_macs: Some(vec![mac(1), mac(2)]),
+            allowed_ips: Some(vec!["10.0.0.1".parse().unwrap()]),
+            ..PortPolicy::default()
+        });
+        s.add_port_with("stormy", PortPolicy { storm_pps: Some(2), max_macs: Some(2), ..PortPolicy::default() });
+        s.add_port_with("iso1", PortPolicy { isolated: true, ..PortPolicy::default() });
+        s.add_port_with("iso2", PortPolicy { isolated: true, vlan: PortVlan::Access(v(2)), ..PortPolicy::default() });
+        s.add_static(secs(0), v(1), mac(5), PortId(0));
+        let mut t = 0;
+        for (dt, port, dst, src, vid, kind) in frames {
+            t += dt;
+            let now = Time(t * 100);
+            let dst = if dst == 0 { MacAddr::BROADCAST } else { mac(dst) };
+            let src = if src == 0 { MacAddr([1, 0, 0x5e, 0, 0, 1]) } else { mac(src) };
+            let tags: Vec<(u16, u16)> = vid.map(|v| (Q, v)).into_iter().collect();
+            let f = match kind {
+                0 => tagged(dst, src, &tags, 0x88b5, &[]),
+                1 => {
+                    let mut ip = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, src.0[5], 10, 0, 0, 9];
+                    ip.resize(28, 0);
+                    tagged(dst, src, &tags, 0x0800, &ip)
+                }
+                2 => tagged(dst, src, &tags, 0x0800, &[0x45]),
+                _ => tagged(dst, src, &tags, 0x88b5, &[])[..13].to_vec(),
+            };
+            let port = PortId(port);
+            let before = observable(&s, now);
+            let (traced, steps) = s.trace(now, port, &f);
+            proptest::prop_assert_eq!(&observable(&s, now), &before);
+            proptest::prop_assert!(!steps.is_empty());
+            // Some step stops the frame exactly when it is dropped.
+            let dropped = matches!(traced.verdict, Verdict::Drop(_));
+            proptest::prop_assert_eq!(steps.iter().any(|s| !s.pass), dropped);
+            let decided = s.decide(now, port, &f);
+            proptest::prop_assert_eq!(traced, decided);
+        }
+    }
+}
+
+#[test]
+fn a_trace_names_each_check_and_the_counter_a_drop_raises() {
+    let mut s = Switch::new("t", Duration::from_secs(300), 1 << 20);
+    let a = s.add_port_with("a", policy(PortVlan::Access(v(10))));
+    let b = s.add_port_with("b", policy(PortVlan::Access(v(10))));
+    s.forward(secs(0), b, &frame(mac(1), mac(2)));
+    let (d, steps) = s.trace(secs(3), a, &frame(mac(2), mac(1)));
+    assert_eq!(d.verdict, Verdict::Unicast(b));
+    let names: Vec<&str> = steps.iter().map(|s| s.step).collect();
+    assert_eq!(names, ["header", "vlan", "learn", "destination"]);
+    assert!(steps.iter().all(|s| s.pass));
+    assert_eq!(steps[1].text, "access 10: untagged, in VLAN 10");
+    assert!(
+        steps[2].text.contains("would be learned in VLAN 10"),
+        "{}",
+        steps[2].text
+    );
+    assert!(
+        steps[3].text.contains("FDB hit") && steps[3].text.contains("on b (learned 3 s ago)"),
+        "{}",
+        steps[3].text
+    );
+    // Not learned by the trace: a second trace still says "would be learned".
+    let (_, again) = s.trace(secs(4), a, &frame(mac(2), mac(1)));
+    assert!(again[2].text.contains("would be learned"));
+    // A tagged frame on an access port: the VLAN step stops it, naming the counter.
+    let (d, steps) = s.trace(secs(5), a, &tagged(mac(2), mac(1), &[(Q, 10)], 0x0800, &[]));
+    assert_eq!(
+        d.verdict,
+        Verdict::Drop(DropReason::Vlan(vlan::VlanDrop::TaggedOnAccess))
+    );
+    assert_eq!(
+        steps.last().map(|s| (s.step, s.pass)),
+        Some(("vlan", false))
+    );
+    assert_eq!(
+        DropReason::Vlan(vlan::VlanDrop::TaggedOnAccess).counter(),
+        "drop_vlan_tagged"
+    );
+    assert_eq!(s.port_stats(a).unwrap().drop_vlan_tagged, 0);
+}

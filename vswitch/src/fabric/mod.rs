@@ -36,10 +36,12 @@ mod forward;
 mod impair;
 mod poll;
 mod reload;
+mod trace;
 
 pub use capture::Capture;
 use impair::DelayLine;
 pub use impair::Impairment;
+pub use trace::{Trace, summarize};
 
 /// Most ports one switch may have (port numbers index fixed tables of captures and
 /// impairments, and the low 16 bits of a port's key).
