@@ -17,7 +17,8 @@ fi
 $SUDO apt-get update -q
 # systemd: systemd-analyze verifies contrib/systemd (nothing is started through it).
 # containernetworking-plugins: the IPAM plugins (host-local...) vfabric-cni delegates to.
-pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd containernetworking-plugins)
+# chromium: the web console's test opens it in a real (headless) browser.
+pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd containernetworking-plugins chromium)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(dpdk-dev openvswitch-switch-dpdk passt); fi
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 # QEMU 10.0 and its dependencies (seabios, qemu-system-data...) from backports.

@@ -91,6 +91,8 @@ pub struct Fabric {
     netns: Option<String>,
     /// Options of `vfabric run` before the topology file.
     run_args: Vec<String>,
+    /// The web console's address (`run --http`), as vfabric announced it.
+    console: Option<String>,
 }
 
 impl Fabric {
@@ -112,6 +114,17 @@ impl Fabric {
         ports: &[PortSpec],
         extra: &str,
         netns: Option<&str>,
+    ) -> Result<Fabric> {
+        Fabric::start_with_args(dir, ports, extra, netns, &[])
+    }
+
+    /// `start_in`, with options of `vfabric run` (kept for restarts).
+    pub fn start_with_args(
+        dir: &Path,
+        ports: &[PortSpec],
+        extra: &str,
+        netns: Option<&str>,
+        run_args: &[String],
     ) -> Result<Fabric> {
         fs::create_dir_all(dir)?;
         let mut toml = String::from("[[switch]]\nname = \"lab\"\n");
@@ -136,7 +149,8 @@ impl Fabric {
             env: Vec::new(),
             control: None,
             netns: netns.map(str::to_string),
-            run_args: Vec::new(),
+            run_args: run_args.to_vec(),
+            console: None,
         };
         f.launch()?;
         Ok(f)
@@ -231,10 +245,14 @@ impl Fabric {
         self.child = Some(child);
         self.lines = Some(rx);
         let mut control = None;
+        let mut console = None;
         self.wait_line(
             |l| {
                 if let Some(rest) = l.strip_prefix("control: ") {
                     control = rest.split(' ').next().map(PathBuf::from);
+                }
+                if let Some(url) = l.strip_prefix("console: ") {
+                    console = Some(url.to_string());
                 }
                 l == "vfabric ready"
             },
@@ -242,7 +260,13 @@ impl Fabric {
         )
         .with_context(|| format!("vfabric did not get ready; log:\n{}", self.log_tail()))?;
         self.control = control;
+        self.console = console;
         Ok(())
+    }
+
+    /// The web console's URL (`http://ADDR/`), when vfabric runs with `--http`.
+    pub fn console_url(&self) -> Option<&str> {
+        self.console.as_deref()
     }
 
     fn wait_line(

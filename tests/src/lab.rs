@@ -38,6 +38,8 @@ pub struct GuestOpts {
     pub allow_reboot: bool,
     /// Guests (by number) whose NIC uses packed virtqueues (QEMU `packed=on`).
     pub packed: Vec<usize>,
+    /// Options of `vfabric run` before the topology file (e.g. `--http 127.0.0.1:0`).
+    pub run_args: Vec<String>,
 }
 
 impl Default for GuestOpts {
@@ -55,6 +57,7 @@ impl Default for GuestOpts {
             no_address: false,
             allow_reboot: false,
             packed: Vec::new(),
+            run_args: Vec::new(),
         }
     }
 }
@@ -97,11 +100,12 @@ impl NetLab {
                 ),
             })
             .collect();
-        let fabric = Fabric::start_in(
+        let fabric = Fabric::start_with_args(
             dir.path(),
             &ports,
             &opts.topology_extra,
             opts.fabric_netns.as_deref(),
+            &opts.run_args,
         )?;
         let mut lab = NetLab {
             fabric,

@@ -65,6 +65,15 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// The VMM process connected to a port or disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    /// Its executable's name (`qemu-system-x86_64`, `cloud-hypervisor`), when readable.
+    pub program: Option<String>,
+}
+
 /// Ends a port's thread from another thread: no new connection is taken, the current one
 /// is cut (the VMM sees a disconnect, as when vfabric stops), and `run_port` returns.
 #[derive(Debug, Default)]
@@ -124,6 +133,30 @@ impl PortStop {
                 false
             }
         }
+    }
+
+    /// The process at the other end of the connection being served (the VMM), if any:
+    /// its pid and program name (from `/proc`, when readable).
+    pub fn peer(&self) -> Option<Peer> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let cred =
+            nix::sys::socket::getsockopt(c.as_ref()?, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()
+                .filter(|c| c.pid() > 0)?;
+        let proc = PathBuf::from(format!("/proc/{}", cred.pid()));
+        let program = fs::read_link(proc.join("exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| {
+                fs::read_to_string(proc.join("comm"))
+                    .ok()
+                    .map(|c| c.trim_end().to_string())
+            });
+        Some(Peer {
+            pid: cred.pid() as u32,
+            uid: cred.uid(),
+            program,
+        })
     }
 
     /// Remembers the connection being served; false if the port is already stopping.

@@ -552,3 +552,356 @@ fn systemd_unit_verifies_and_its_commands_work() {
     assert_eq!(String::from_utf8_lossy(&reload.stdout), "nothing changed\n");
     assert!(stop(child).success());
 }
+
+/// A `vfabric run` stopped when dropped (a failing test leaves nothing running).
+struct Stopped(Option<std::process::Child>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            stop(c);
+        }
+    }
+}
+
+/// `vfabric ctl` with `args` against the control socket `sock`: (exit code, stdout, stderr).
+fn ctl(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One HTTP/1.1 GET (or `method`) to `addr` naming `host`: (status line, headers, body).
+fn http(addr: &str, method: &str, path: &str, host: &str) -> (String, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    (
+        status.to_string(),
+        headers.to_string(),
+        out[split + 4..].to_vec(),
+    )
+}
+
+/// `ctl trace` explains a frame's path with the switch's own decision (flood, then unicast
+/// once the destination is known, drops naming their counter) and learns nothing; the web
+/// console (`run --http`) serves its page, the same trace and port pages as JSON, pcap
+/// downloads, and refuses changes and foreign host names.
+#[test]
+fn trace_and_the_web_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[switch]]\nname = \"lab\"\n\
+         [[switch.port]]\nname = \"a\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nvlan = 10\n\
+         [[switch.port]]\nname = \"b\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nvlan = 10\n\
+         [[switch.port]]\nname = \"c\"\ntype = \"vhost-user-net\"\nsocket = \"{}\"\nvlan = 20\n",
+        dir.path().join("a.sock").display(),
+        dir.path().join("b.sock").display(),
+        dir.path().join("c.sock").display(),
+    );
+    let topo = write(dir.path(), "t.toml", &text);
+    let child = Command::new(BIN)
+        .args(["run", "--http", "127.0.0.1:0"])
+        .arg(&topo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ended (SIGTERM) whatever happens to the test.
+    let mut child = Stopped(Some(child));
+    let stdout = child.0.as_mut().and_then(|c| c.stdout.take()).unwrap();
+    let mut seen = Vec::new();
+    for l in BufReader::new(stdout).lines() {
+        let l = l.unwrap();
+        if l == "vfabric ready" {
+            break;
+        }
+        seen.push(l);
+    }
+    let addr = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("console: http://")?.strip_suffix('/'))
+        .expect("vfabric printed its console address")
+        .to_string();
+    let sock = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("control: ")?.split(' ').next())
+        .expect("the control socket")
+        .to_string();
+    let sock = Path::new(&sock);
+
+    // Unknown destination: flooded to b (VLAN 10) only, b has no guest.
+    let (code, out, err) = ctl(
+        sock,
+        &[
+            "trace",
+            "a",
+            "--src",
+            "52:54:00:00:00:01",
+            "--dst",
+            "52:54:00:00:00:02",
+            "--ip",
+            "10.0.0.1",
+            "10.0.0.2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for want in [
+        "52:54:00:00:00:01 > 52:54:00:00:00:02, IPv4 10.0.0.1 > 10.0.0.2",
+        "vlan          access 10: untagged, in VLAN 10",
+        "learn         52:54:00:00:00:01 would be learned in VLAN 10 here",
+        "FDB miss: 52:54:00:00:00:02 unknown in VLAN 10: flooded",
+        "verdict: flooded in VLAN 10 to 1 port(s) (counter switch_flooded on a)",
+        "-> to b, unchanged, link down: dropped there (tx_drop_link_down)",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    // A trace learns nothing.
+    let (_, fdb, _) = ctl(sock, &["--json", "fdb", "show"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&fdb).unwrap(),
+        serde_json::json!([])
+    );
+    // Known destination (a static entry): unicast; on c's VLAN: not a member.
+    assert_eq!(
+        ctl(
+            sock,
+            &[
+                "fdb",
+                "add",
+                "lab",
+                "52:54:00:00:00:02",
+                "b",
+                "--vlan",
+                "10"
+            ]
+        )
+        .0,
+        Some(0)
+    );
+    let (_, j, _) = ctl(
+        sock,
+        &["--json", "trace", "a", "--dst", "52:54:00:00:00:02"],
+    );
+    let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(j["verdict"]["action"], "unicast");
+    assert_eq!(j["verdict"]["counter"], "switch_unicast");
+    assert_eq!(j["outputs"][0]["port"], "b");
+    assert!(
+        j["steps"][3]["text"]
+            .as_str()
+            .unwrap()
+            .contains("FDB hit: 52:54:00:00:00:02 in VLAN 10 is on b (static entry)"),
+        "{j}"
+    );
+    // A tagged frame on an access port: dropped at the VLAN step, naming the counter.
+    let (_, out, _) = ctl(
+        sock,
+        &["trace", "a", "--dst", "52:54:00:00:00:02", "--vlan", "10"],
+    );
+    assert!(
+        out.contains("STOP vlan          access 10: a VLAN-tagged frame on an access port"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verdict: dropped, counted as drop_vlan_tagged on a"),
+        "{out}"
+    );
+    // A frame from a pcap file (its second frame), and the errors of bad arguments.
+    let mut pcap = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    for dst in [[0xffu8; 6], [0x52, 0x54, 0, 0, 0, 2]] {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 3, 0x88, 0xb5]);
+        f.resize(60, 0);
+        pcap.extend_from_slice(&[0; 8]);
+        pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        pcap.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        pcap.extend_from_slice(&f);
+    }
+    let file = write(dir.path(), "f.pcap", "");
+    std::fs::write(&file, &pcap).unwrap();
+    let (code, out, err) = ctl(
+        sock,
+        &[
+            "trace",
+            "b",
+            "--pcap",
+            file.to_str().unwrap(),
+            "--frame",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("FDB hit: 52:54:00:00:00:02 in VLAN 10 is on b (static entry)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("STOP egress        the destination is on the ingress port itself"),
+        "{out}"
+    );
+    assert!(out.contains("counted as drop_same_port on b"), "{out}");
+    let (code, _, err) = ctl(
+        sock,
+        &[
+            "trace",
+            "b",
+            "--pcap",
+            file.to_str().unwrap(),
+            "--frame",
+            "3",
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("has 2 frame(s), not 3"), "{err}");
+    let (code, _, err) = ctl(sock, &["trace", "a", "--dst", "nope"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("dst:"), "{err}");
+    let (code, _, err) = ctl(
+        sock,
+        &[
+            "trace",
+            "a",
+            "--dst",
+            "52:54:00:00:00:02",
+            "--ethertype",
+            "ipv4",
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("needs --ip"), "{err}");
+    let (code, _, err) = ctl(sock, &["trace", "zz", "--dst", "52:54:00:00:00:02"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no port `zz`"), "{err}");
+
+    // The console: page, assets, and the same answers as the control socket.
+    let host = addr.as_str();
+    let (status, headers, body) = http(&addr, "GET", "/", host);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Type: text/html"), "{headers}");
+    assert!(String::from_utf8_lossy(&body).contains("/app.js"));
+    for asset in ["/app.js", "/app.css"] {
+        let (status, _, body) = http(&addr, "GET", asset, "localhost");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{asset}");
+        assert!(!body.is_empty());
+    }
+    let (_, _, body) = http(
+        &addr,
+        "GET",
+        "/api/trace?port=a&src=52:54:00:00:00:01&dst=52:54:00:00:00:02&ip_src=10.0.0.1&ip_dst=10.0.0.2",
+        host,
+    );
+    let web: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (_, cli, _) = ctl(
+        sock,
+        &[
+            "--json",
+            "trace",
+            "a",
+            "--src",
+            "52:54:00:00:00:01",
+            "--dst",
+            "52:54:00:00:00:02",
+            "--ip",
+            "10.0.0.1",
+            "10.0.0.2",
+        ],
+    );
+    assert_eq!(
+        web,
+        serde_json::from_str::<serde_json::Value>(&cli).unwrap()
+    );
+    let (status, _, body) = http(&addr, "GET", "/api/trace?port=a&dst=xx", host);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    assert!(String::from_utf8_lossy(&body).contains("dst:"));
+    let (status, _, body) = http(&addr, "GET", "/api/port/b", host);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(b["port"]["port"], "b");
+    assert_eq!(b["policy"]["vlan"], "access 10");
+    assert_eq!(b["guest"], serde_json::Value::Null);
+    assert_eq!(b["fdb"][0]["mac"], "52:54:00:00:00:02");
+    assert_eq!(b["counters"]["tx_frames"], 0);
+    let (_, cli, _) = ctl(sock, &["--json", "port", "show", "b"]);
+    assert_eq!(b, serde_json::from_str::<serde_json::Value>(&cli).unwrap());
+    assert_eq!(
+        http(&addr, "GET", "/api/port/zz", host).0,
+        "HTTP/1.1 404 Not Found"
+    );
+    for (path, key) in [
+        ("/api/ports", "port"),
+        ("/api/stats", "port"),
+        ("/api/fdb", "mac"),
+    ] {
+        let (status, _, body) = http(&addr, "GET", path, host);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v.as_array().unwrap().iter().any(|l| l.get(key).is_some()),
+            "{path}: {v}"
+        );
+    }
+    // A capture download: a pcap header and nothing else when nothing passes (1 s).
+    let (status, headers, body) = http(&addr, "GET", "/api/capture?port=a&count=5&seconds=1", host);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: application/vnd.tcpdump.pcap"),
+        "{headers}"
+    );
+    assert!(headers.contains("filename=\"a.pcap\""), "{headers}");
+    assert_eq!(body.len(), 24);
+    assert_eq!(
+        &body[..4],
+        &0xa1b2_3c4du32.to_ne_bytes(),
+        "nanosecond pcap magic"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/api/capture?port=a&count=0", host).0,
+        "HTTP/1.1 400 Bad Request"
+    );
+    // Read-only, and not for pages that name another host (DNS rebinding).
+    assert_eq!(
+        http(&addr, "POST", "/api/ports", host).0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/api/ports", "evil.example").0,
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/metrics", "prometheus.example").0,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/nothing", host).0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert!(stop(child.0.take().unwrap()).success());
+    // `--http` takes a port alone (loopback) and refuses what is not an address.
+    let out = Command::new(BIN)
+        .args(["run", "--http", "nowhere"])
+        .arg(&topo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not PORT, ADDRESS:PORT"));
+}

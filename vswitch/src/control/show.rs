@@ -127,11 +127,13 @@ impl Control {
             .unwrap_or(Value::Null);
         let guest = match sw.port(pi) {
             Some(Port::Vm(v)) => v.net().guest().map(|g| {
+                let vmm = v.port_stop().peer();
                 json!({
                     "features": g.feature_names(),
                     "queue_pairs": g.queue_pairs,
                     "packed": g.packed,
                     "event_idx": g.event_idx,
+                    "vmm": vmm.map(|p| json!({"pid": p.pid, "uid": p.uid, "program": p.program})),
                 })
             }),
             _ => None,
