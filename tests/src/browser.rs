@@ -31,18 +31,32 @@ pub fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// One GET to Chromium's DevTools HTTP endpoint (which keeps connections open: the body is
+/// read by its Content-Length).
 fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+    let mut r = BufReader::new(s);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            bail!("devtools {path}: connection closed in the header");
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(String::from_utf8(body)?)
 }
 
 fn connect(port: u16, path: &str) -> Result<Socket> {
@@ -73,6 +87,9 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--hide-scrollbars",
+                // No crash reporter processes left behind.
+                "--disable-crash-reporter",
+                "--disable-breakpad",
                 "--remote-debugging-port=0",
                 "--remote-allow-origins=*",
             ])
@@ -248,5 +265,47 @@ impl Drop for Browser {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver itself: a page opened, its DOM read and clicked, a screenshot taken, a
+    /// download landing in its directory.
+    #[test]
+    fn drives_a_page() -> Result<()> {
+        let mut b = Browser::start(640, 480)?;
+        let dir = tempfile::tempdir()?;
+        b.download_to(dir.path())?;
+        b.navigate("data:text/html,<p id=x>hello</p><button onclick=\"document.getElementById('x').textContent='clicked'\">b</button><a id=d download=f.txt href='data:text/plain,abc'>d</a>")?;
+        b.wait_for(
+            "document.getElementById('x') !== null",
+            Duration::from_secs(30),
+        )?;
+        assert_eq!(
+            b.eval("document.getElementById('x').textContent")?,
+            json!("hello")
+        );
+        b.eval("document.querySelector('button').click()")?;
+        assert_eq!(
+            b.wait_for(
+                "document.getElementById('x').textContent === 'clicked'",
+                Duration::from_secs(5)
+            )?,
+            json!(true)
+        );
+        let png = dir.path().join("p.png");
+        b.screenshot(&png)?;
+        assert_eq!(&std::fs::read(&png)?[..4], b"\x89PNG");
+        b.eval("document.getElementById('d').click()")?;
+        let f = dir.path().join("f.txt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(std::fs::read_to_string(&f)?, "abc");
+        Ok(())
     }
 }

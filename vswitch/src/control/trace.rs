@@ -173,3 +173,69 @@ impl Control {
         serde_json::to_value(t).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::summarize;
+
+    fn spec(et: Option<&str>, ip: Option<(&str, &str)>, vlan: Option<u16>) -> FrameSpec {
+        FrameSpec {
+            src: "52:54:00:00:00:01".into(),
+            dst: "ff:ff:ff:ff:ff:ff".into(),
+            vlan,
+            ethertype: et.map(str::to_string),
+            ip: ip.map(|(a, b)| (a.into(), b.into())),
+        }
+    }
+
+    #[test]
+    fn synthetic_frames_are_what_they_say() {
+        let cases = [
+            (
+                spec(None, None, None),
+                "52:54:00:00:00:01 > ff:ff:ff:ff:ff:ff, ethertype 0x88b5",
+            ),
+            (
+                spec(None, Some(("10.0.0.1", "10.0.0.2")), Some(10)),
+                "52:54:00:00:00:01 > ff:ff:ff:ff:ff:ff, VLAN 10, IPv4 10.0.0.1 > 10.0.0.2",
+            ),
+            (
+                spec(Some("ipv6"), Some(("fd00::1", "fd00::2")), None),
+                "52:54:00:00:00:01 > ff:ff:ff:ff:ff:ff, IPv6 fd00::1 > fd00::2",
+            ),
+            (
+                spec(Some("arp"), Some(("10.0.0.1", "10.0.0.9")), None),
+                "52:54:00:00:00:01 > ff:ff:ff:ff:ff:ff, ARP request 10.0.0.1 > 10.0.0.9",
+            ),
+            (
+                spec(Some("0x88cc"), None, Some(4094)),
+                "52:54:00:00:00:01 > ff:ff:ff:ff:ff:ff, VLAN 4094, ethertype 0x88cc",
+            ),
+        ];
+        for (s, want) in cases {
+            let f = synth_frame(&s).unwrap();
+            assert!(f.len() >= 60);
+            assert_eq!(summarize(&f), want);
+            assert_eq!(from_hex(&to_hex(&f)).unwrap(), f);
+        }
+        for (s, err) in [
+            (spec(Some("ipv4"), None, None), "needs --ip"),
+            (
+                spec(Some("arp"), Some(("fd00::1", "fd00::2")), None),
+                "ARP takes IPv4",
+            ),
+            (
+                spec(Some("ipv6"), Some(("10.0.0.1", "10.0.0.2")), None),
+                "does not match",
+            ),
+            (spec(Some("0x0100"), None, None), "ethertype"),
+            (spec(None, None, Some(4095)), "vlan: 4095"),
+            (spec(None, Some(("10.0.0.1", "x")), None), "ip destination"),
+        ] {
+            let e = synth_frame(&s).unwrap_err();
+            assert!(e.contains(err), "{e}");
+        }
+        assert!(from_hex("abc").is_err() && from_hex("zz").is_err());
+    }
+}

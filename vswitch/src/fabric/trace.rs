@@ -121,9 +121,13 @@ pub fn summarize(frame: &[u8]) -> String {
                 <[u8; 4]>::try_from(b)
                     .map_or("?".to_string(), |a| std::net::Ipv4Addr::from(a).to_string())
             };
+            let op = match a.operation() {
+                etherparse::ArpOperation::REQUEST => "request".to_string(),
+                etherparse::ArpOperation::REPLY => "reply".to_string(),
+                o => format!("operation {}", o.0),
+            };
             s += &format!(
-                ", ARP {:?} {} > {}",
-                a.operation(),
+                ", ARP {op} {} > {}",
                 ip(a.sender_protocol_addr()),
                 ip(a.target_protocol_addr())
             );
