@@ -74,6 +74,17 @@ pub struct SplitRing<'r, 'm> {
     /// flags, idx, `size` entries and used_event; only when 2-aligned (as virtio-queue
     /// requires for its atomic loads; a misaligned ring goes through vm-memory, and fails).
     avail_host: Option<HostRange<'m>>,
+    /// The avail ring lies over the used ring: every used entry the device writes would
+    /// change what the driver offers (a ring that never empties). Judged broken.
+    overlaps_used: bool,
+}
+
+/// Whether the guest ranges `[a, a + alen)` and `[b, b + blen)` share a byte (ranges that
+/// wrap past the top of the address space count as reaching it).
+fn overlap(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    let a_end = a.saturating_add(alen);
+    let b_end = b.saturating_add(blen);
+    a < b_end && b < a_end
 }
 
 impl<'r, 'm> SplitRing<'r, 'm> {
@@ -89,6 +100,7 @@ impl<'r, 'm> SplitRing<'r, 'm> {
                 .is_multiple_of(2)
                 .then(|| map.host(avail_ring, 6 + 2 * size_u))
                 .flatten(),
+            overlaps_used: false,
         }
     }
 
@@ -105,6 +117,7 @@ impl<'r, 'm> SplitRing<'r, 'm> {
                 .is_multiple_of(2)
                 .then(|| map.host(avail_ring, 6 + 2 * usize::from(size)))
                 .flatten(),
+            overlaps_used: false,
         }
     }
 
@@ -114,7 +127,11 @@ impl<'r, 'm> SplitRing<'r, 'm> {
     pub fn of_queue(map: &'r GuestMap<'m>, q: &virtio_queue::Queue) -> Option<(Self, u16)> {
         use virtio_queue::QueueT;
         (q.ready() && q.avail_ring() != 0).then(|| {
-            let ring = SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size());
+            let mut ring = SplitRing::new(map, q.desc_table(), q.avail_ring(), q.size());
+            let n = u64::from(q.size());
+            // The parts every driver has (flags, index, entries); used_event and avail_event exist
+            // only with EVENT_IDX, and VMMs lay the used ring right after the avail entries.
+            ring.overlaps_used = overlap(q.avail_ring(), 4 + 2 * n, q.used_ring(), 4 + 8 * n);
             (ring, q.next_avail())
         })
     }
@@ -148,9 +165,13 @@ impl<'r, 'm> SplitRing<'r, 'm> {
         self.avail_u16(4 + 2 * u64::from(self.size))
     }
 
-    /// The chains available from the device's position `next_avail`: `None` when the index
-    /// cannot be read or lies more than a ring ahead (the ring is broken).
+    /// The chains available from the device's position `next_avail`: `None` when the ring
+    /// is broken: its index cannot be read or lies more than a ring ahead, or the avail ring
+    /// lies over the used ring (`of_queue`; every publication would offer more).
     pub fn avail(&self, next_avail: u16) -> Option<Chain<'_, 'r, 'm>> {
+        if self.overlaps_used {
+            return None;
+        }
         let idx = self.avail_idx()?;
         if idx.wrapping_sub(next_avail) > self.size {
             return None;
@@ -620,5 +641,33 @@ mod tests {
     fn used_entries_and_index_are_virtio_queue_s_in_one_region_and_across_two() {
         same_used(0x1000);
         same_used(0x2000 - 16);
+    }
+
+    /// An avail ring laid over the used ring (its flags, index or entries) is broken:
+    /// nothing is taken from it; apart, the same ring serves.
+    #[test]
+    fn an_avail_ring_over_the_used_ring_is_broken() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let mock = MockSplitQueue::create(&mem, GuestAddress(0), SIZE);
+        mock.avail().idx().store(1u16.to_le());
+        let mut q: Queue = mock.create_queue().unwrap();
+        q.set_ready(true);
+        q.set_used_ring_address(Some(0x2000), Some(0));
+        let map = GuestMap::new(&mem);
+        let avail = q.avail_ring();
+        let n = u64::from(SIZE);
+        let (ring, next) = SplitRing::of_queue(&map, &q).unwrap();
+        assert_eq!(ring.avail(next).map(|c| c.count()), Some(1));
+        for used in [avail, avail + 2, avail + 2 + 2 * n, avail - (4 + 8 * n) + 2] {
+            q.set_used_ring_address(Some(used as u32), Some((used >> 32) as u32));
+            let (ring, next) = SplitRing::of_queue(&map, &q).unwrap();
+            assert!(ring.avail(next).is_none(), "used ring at {used:#x}");
+        }
+        // Right after the avail entries, or right before the avail ring: apart.
+        for used in [avail + 4 + 2 * n, avail - (4 + 8 * n)] {
+            q.set_used_ring_address(Some(used as u32), Some((used >> 32) as u32));
+            let (ring, next) = SplitRing::of_queue(&map, &q).unwrap();
+            assert!(ring.avail(next).is_some(), "used ring at {used:#x}");
+        }
     }
 }
