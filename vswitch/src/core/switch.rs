@@ -48,6 +48,28 @@ pub enum DropReason {
     NotMember,
 }
 
+impl DropReason {
+    /// The ingress port's counter this drop raises (as `vfabric ctl stats` names it).
+    pub fn counter(self) -> &'static str {
+        match self {
+            DropReason::Runt => "drop_runt",
+            DropReason::InvalidSource => "drop_invalid_source",
+            DropReason::SamePort => "drop_same_port",
+            DropReason::UnknownPort => "none (the port does not exist)",
+            DropReason::Vlan(VlanDrop::TaggedOnAccess) => "drop_vlan_tagged",
+            DropReason::Vlan(VlanDrop::NotAllowed(_)) => "drop_vlan_not_allowed",
+            DropReason::Vlan(VlanDrop::UntaggedOnTrunk) => "drop_vlan_untagged",
+            DropReason::Vlan(VlanDrop::Malformed) => "drop_vlan_malformed",
+            DropReason::SpoofedMac => "drop_spoofed_mac",
+            DropReason::SpoofedIp => "drop_spoofed_ip",
+            DropReason::MacLimit => "drop_mac_limit",
+            DropReason::Storm => "drop_storm",
+            DropReason::Isolated => "drop_isolated",
+            DropReason::NotMember => "drop_not_member",
+        }
+    }
+}
+
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -209,6 +231,27 @@ struct PortSlot {
     stats: SwitchPortStats,
     policy: PortPolicy,
     storm: Bucket,
+}
+
+/// A decision to drop, for `r`, in `vlan`.
+fn dropped(r: DropReason, vlan: VlanId) -> Decision {
+    Decision {
+        verdict: Verdict::Drop(r),
+        vlan,
+        strip: 0,
+    }
+}
+
+/// Why the destination port refused a frame, in words.
+fn egress_refusal(r: DropReason, vlan: VlanId) -> String {
+    match r {
+        DropReason::SamePort => "the destination is on the ingress port itself".to_string(),
+        DropReason::Isolated => "both ports are isolated: they may not talk".to_string(),
+        _ => format!(
+            "the destination port is not a member of VLAN {}",
+            vlan.get()
+        ),
+    }
 }
 
 /// One learning switch: its ports and its forwarding database.
@@ -435,19 +478,9 @@ impl Switch {
         frame: &[u8],
         o: &mut O,
     ) -> Decision {
-        let drop = |r, vlan| Decision {
-            verdict: Verdict::Drop(r),
-            vlan,
-            strip: 0,
-        };
         let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
             o.step(|| trace::refused("port", format!("no port {} on this switch", in_port.0)));
-            return drop(DropReason::UnknownPort, VlanId::DEFAULT);
-        };
-        let count = |slot: &mut PortSlot, r| {
-            if O::LIVE {
-                slot.stats.count(r);
-            }
+            return dropped(DropReason::UnknownPort, VlanId::DEFAULT);
         };
         let (Some(dst), Some(src), true) = (
             MacAddr::from_slice(frame),
@@ -455,171 +488,35 @@ impl Switch {
             frame.len() >= 14,
         ) else {
             o.step(|| {
+                let n = frame.len();
                 trace::refused(
                     "header",
-                    format!("{} bytes: shorter than an Ethernet header", frame.len()),
+                    format!("{n} bytes: shorter than an Ethernet header"),
                 )
             });
-            count(slot, DropReason::Runt);
-            return drop(DropReason::Runt, VlanId::DEFAULT);
+            return slot.refuse::<O>(DropReason::Runt, VlanId::DEFAULT);
         };
         o.step(|| trace::ok("header", format!("{src} > {dst}, {} bytes", frame.len())));
-        let policy = &slot.policy;
-        let (vlan, strip) = match policy.vlan.ingress(frame) {
-            vlan::Ingress::Accept { vlan, strip } => {
-                o.step(|| {
-                    let how = match (vlan::Tags::of(frame).and_then(|t| t.outer), strip) {
-                        (None, _) => "untagged".to_string(),
-                        (Some(t), 0) => format!("tag {} kept inside", t.vid),
-                        (Some(t), _) if t.vid == 0 => "priority tag removed".to_string(),
-                        (Some(t), _) => format!("tagged {}, tag removed", t.vid),
-                    };
-                    let mode = trace::vlan_mode(&policy.vlan);
-                    trace::ok("vlan", format!("{mode}: {how}, in VLAN {}", vlan.get()))
-                });
-                (vlan, strip as u8)
-            }
-            vlan::Ingress::Drop(r) => {
-                o.step(|| {
-                    let mode = trace::vlan_mode(&policy.vlan);
-                    trace::refused("vlan", format!("{mode}: {}", trace::vlan_drop_text(r)))
-                });
-                count(slot, DropReason::Vlan(r));
-                return drop(DropReason::Vlan(r), VlanId::DEFAULT);
-            }
+        let (vlan, strip) = match slot.classify(frame, o) {
+            Ok(v) => v,
+            Err(d) => return d,
         };
-        let refuse = |slot: &mut PortSlot, r| {
-            count(slot, r);
-            drop(r, vlan)
-        };
-        if let Some(allowed) = &policy.allowed_macs {
-            let pass = allowed.contains(&src);
-            o.step(|| {
-                let s = format!(
-                    "source {src} {} the port's {} allowed_macs",
-                    if pass { "is among" } else { "is not among" },
-                    allowed.len()
-                );
-                Step {
-                    step: "allowed_macs",
-                    pass,
-                    text: s,
-                }
-            });
-            if !pass {
-                return refuse(slot, DropReason::SpoofedMac);
-            }
+        if let Err(d) = slot.police(now, frame, src, dst, vlan, o) {
+            return d;
         }
-        if let Some(allowed) = &policy.allowed_ips {
-            // The network header follows all tags (whatever the VLAN mode keeps).
-            let tags = vlan::Tags::of(frame).map_or(0, |t| {
-                usize::from(t.outer.is_some()) + usize::from(t.inner.is_some())
-            });
-            let at = 12 + 4 * tags;
-            let et = frame
-                .get(at..at + 2)
-                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-            let claim = ip_claim(frame, et, at + 2);
-            let mut pass = true;
-            if let Some((ip, sha)) = claim {
-                let ip_ok = ip_always_allowed(ip) || allowed.contains(&ip);
-                let sha_ok = match (sha, &policy.allowed_macs) {
-                    (Some(sha), Some(macs)) => macs.contains(&sha),
-                    (Some(sha), None) => sha == src,
-                    (None, _) => true,
-                };
-                pass = ip_ok && sha_ok;
-            }
-            o.step(|| {
-                let text = match claim {
-                    None => "no IPv4, IPv6 or ARP source to check".to_string(),
-                    Some((ip, _)) if !pass && (ip_always_allowed(ip) || allowed.contains(&ip)) => {
-                        format!("ARP sender {ip} claimed with another MAC than allowed")
-                    }
-                    Some((ip, _)) if ip_always_allowed(ip) => {
-                        format!("source {ip}: always allowed (unspecified or link-local)")
-                    }
-                    Some((ip, _)) => format!(
-                        "source {ip} {} the port's allowed_ips",
-                        if pass { "is among" } else { "is not among" }
-                    ),
-                };
-                Step {
-                    step: "allowed_ips",
-                    pass,
-                    text,
-                }
-            });
-            if !pass {
-                return refuse(slot, DropReason::SpoofedIp);
-            }
-        }
-        if dst.is_multicast()
-            && let Some(pps) = policy.storm_pps
-        {
-            // A trace takes from a copy of the budget.
-            let pass = if O::LIVE {
-                slot.storm.take(now, pps)
-            } else {
-                let mut b = slot.storm;
-                b.take(now, pps)
-            };
-            o.step(|| Step {
-                step: "storm_limit",
-                pass,
-                text: format!(
-                    "broadcast/multicast within {pps} frames/s: {}",
-                    if pass {
-                        "budget left"
-                    } else {
-                        "over the limit"
-                    }
-                ),
-            });
-            if !pass {
-                return refuse(slot, DropReason::Storm);
-            }
-        }
-        let isolated = policy.isolated;
-        let max_macs = policy.max_macs;
+        let (isolated, max_macs) = (slot.policy.isolated, slot.policy.max_macs);
         let learned = if O::LIVE {
             self.fdb.learn_limited(now, vlan, src, in_port, max_macs)
         } else {
             self.fdb.would_learn(now, vlan, src, in_port, max_macs)
         };
-        o.step(|| {
-            let name = |p: PortId| self.port_name(p).unwrap_or("?").to_string();
-            let v = vlan.get();
-            let (pass, text) = match learned {
-                Learn::InvalidSource => (false, format!("{src} is a group or zero address")),
-                Learn::PortLimit => (
-                    false,
-                    format!(
-                        "{src} is new here and the port already has its max_macs ({})",
-                        max_macs.unwrap_or(0)
-                    ),
-                ),
-                Learn::New => (true, format!("{src} would be learned in VLAN {v} here")),
-                Learn::Refreshed => (true, format!("{src} is known here in VLAN {v}: refreshed")),
-                Learn::Moved { from } => (
-                    true,
-                    format!("{src} would move here from {} (VLAN {v})", name(from)),
-                ),
-                Learn::Static => (true, format!("{src} has a static entry: not learned")),
-                Learn::TableFull => (true, format!("{src} not learned: the FDB is full")),
-            };
-            Step {
-                step: "learn",
-                pass,
-                text,
-            }
-        });
+        o.step(|| self.learn_step(learned, src, vlan, max_macs));
         let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
-            return drop(DropReason::UnknownPort, vlan);
+            return dropped(DropReason::UnknownPort, vlan);
         };
         match learned {
-            Learn::InvalidSource => return refuse(slot, DropReason::InvalidSource),
-            Learn::PortLimit => return refuse(slot, DropReason::MacLimit),
+            Learn::InvalidSource => return slot.refuse::<O>(DropReason::InvalidSource, vlan),
+            Learn::PortLimit => return slot.refuse::<O>(DropReason::MacLimit, vlan),
             Learn::Moved { .. } if O::LIVE => slot.stats.mac_moves_in += 1,
             _ => {}
         }
@@ -650,73 +547,88 @@ impl Switch {
         } else {
             self.fdb.lookup(now, vlan, dst)
         };
-        match found {
-            Some(p) => {
-                o.step(|| {
-                    let e = self.fdb.get(now, vlan, dst);
-                    let how = match e {
-                        Some(e) if e.is_static => "static entry".to_string(),
-                        Some(e) => format!("learned {} s ago", now.since(e.last_seen).as_secs()),
-                        None => "learned from this very frame".to_string(),
-                    };
-                    let to = self.port_name(p).unwrap_or("?");
-                    trace::ok(
-                        "destination",
-                        format!("FDB hit: {dst} in VLAN {} is on {to} ({how})", vlan.get()),
-                    )
-                });
-                let target = self.ports.get(p.index()).and_then(Option::as_ref);
-                let reason = match target {
-                    _ if p == in_port => Some(DropReason::SamePort),
-                    Some(t) if isolated && t.policy.isolated => Some(DropReason::Isolated),
-                    Some(t) if !t.policy.vlan.is_member(vlan) => Some(DropReason::NotMember),
-                    _ => None,
-                };
-                if let Some(r) = reason {
-                    o.step(|| {
-                        let text = match r {
-                            DropReason::SamePort => {
-                                "the destination is on the ingress port itself".to_string()
-                            }
-                            DropReason::Isolated => {
-                                "both ports are isolated: they may not talk".to_string()
-                            }
-                            _ => format!(
-                                "the destination port is not a member of VLAN {}",
-                                vlan.get()
-                            ),
-                        };
-                        trace::refused("egress", text)
-                    });
-                }
-                let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
-                    return drop(DropReason::UnknownPort, vlan);
-                };
-                match reason {
-                    Some(r) => refuse(slot, r),
-                    None => {
-                        if O::LIVE {
-                            slot.stats.unicast += 1;
-                        }
-                        decided(Verdict::Unicast(p))
-                    }
-                }
+        let Some(p) = found else {
+            o.step(|| {
+                let v = vlan.get();
+                trace::ok(
+                    "destination",
+                    format!("FDB miss: {dst} unknown in VLAN {v}: flooded"),
+                )
+            });
+            if O::LIVE {
+                slot.stats.flooded += 1;
             }
+            return decided(Verdict::Flood);
+        };
+        o.step(|| self.hit_step(now, dst, vlan, p));
+        let target = self.ports.get(p.index()).and_then(Option::as_ref);
+        let reason = match target {
+            _ if p == in_port => Some(DropReason::SamePort),
+            Some(t) if isolated && t.policy.isolated => Some(DropReason::Isolated),
+            Some(t) if !t.policy.vlan.is_member(vlan) => Some(DropReason::NotMember),
+            _ => None,
+        };
+        if let Some(r) = reason {
+            o.step(|| trace::refused("egress", egress_refusal(r, vlan)));
+        }
+        let Some(Some(slot)) = self.ports.get_mut(in_port.index()) else {
+            return dropped(DropReason::UnknownPort, vlan);
+        };
+        match reason {
+            Some(r) => slot.refuse::<O>(r, vlan),
             None => {
-                o.step(|| {
-                    trace::ok(
-                        "destination",
-                        format!("FDB miss: {dst} unknown in VLAN {}: flooded", vlan.get()),
-                    )
-                });
-                if O::LIVE
-                    && let Some(Some(slot)) = self.ports.get_mut(in_port.index())
-                {
-                    slot.stats.flooded += 1;
+                if O::LIVE {
+                    slot.stats.unicast += 1;
                 }
-                decided(Verdict::Flood)
+                decided(Verdict::Unicast(p))
             }
         }
+    }
+
+    /// The learning step's report.
+    fn learn_step(&self, learned: Learn, src: MacAddr, vlan: VlanId, max: Option<usize>) -> Step {
+        let v = vlan.get();
+        let (pass, text) = match learned {
+            Learn::InvalidSource => (false, format!("{src} is a group or zero address")),
+            Learn::PortLimit => (
+                false,
+                format!(
+                    "{src} is new here and the port already has its max_macs ({})",
+                    max.unwrap_or(0)
+                ),
+            ),
+            Learn::New => (true, format!("{src} would be learned in VLAN {v} here")),
+            Learn::Refreshed => (true, format!("{src} is known here in VLAN {v}: refreshed")),
+            Learn::Moved { from } => {
+                let from = self.port_name(from).unwrap_or("?");
+                (
+                    true,
+                    format!("{src} would move here from {from} (VLAN {v})"),
+                )
+            }
+            Learn::Static => (true, format!("{src} has a static entry: not learned")),
+            Learn::TableFull => (true, format!("{src} not learned: the FDB is full")),
+        };
+        Step {
+            step: "learn",
+            pass,
+            text,
+        }
+    }
+
+    /// The report of an FDB hit: where, and how old the entry is.
+    fn hit_step(&self, now: Time, dst: MacAddr, vlan: VlanId, p: PortId) -> Step {
+        let how = match self.fdb.get(now, vlan, dst) {
+            Some(e) if e.is_static => "static entry".to_string(),
+            Some(e) => format!("learned {} s ago", now.since(e.last_seen).as_secs()),
+            None => "learned from this very frame".to_string(),
+        };
+        let to = self.port_name(p).unwrap_or("?");
+        let v = vlan.get();
+        trace::ok(
+            "destination",
+            format!("FDB hit: {dst} in VLAN {v} is on {to} ({how})"),
+        )
     }
 
     /// Decides a batch of frames that arrived together on `in_port` at `now`, handing one
@@ -789,6 +701,9 @@ impl Switch {
         vlan::port::edit(usize::from(d.strip), egress)
     }
 }
+
+#[path = "switch_policy.rs"]
+mod policy;
 
 #[cfg(test)]
 #[path = "switch_tests.rs"]

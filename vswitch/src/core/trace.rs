@@ -7,8 +7,6 @@ use std::fmt::Write as _;
 
 use vlan::{PortVlan, VlanDrop};
 
-use super::switch::DropReason;
-
 /// One check of a decision, as `vfabric ctl trace` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Step {
@@ -99,27 +97,5 @@ pub(super) fn vlan_drop_text(d: VlanDrop) -> String {
         VlanDrop::NotAllowed(vid) => format!("VLAN {vid} is not carried by this port"),
         VlanDrop::UntaggedOnTrunk => "an untagged frame on a trunk without a native VLAN".into(),
         VlanDrop::Malformed => "too short to hold its VLAN tags".into(),
-    }
-}
-
-impl DropReason {
-    /// The ingress port's counter this drop raises (as `vfabric ctl stats` names it).
-    pub fn counter(self) -> &'static str {
-        match self {
-            DropReason::Runt => "drop_runt",
-            DropReason::InvalidSource => "drop_invalid_source",
-            DropReason::SamePort => "drop_same_port",
-            DropReason::UnknownPort => "none (the port does not exist)",
-            DropReason::Vlan(VlanDrop::TaggedOnAccess) => "drop_vlan_tagged",
-            DropReason::Vlan(VlanDrop::NotAllowed(_)) => "drop_vlan_not_allowed",
-            DropReason::Vlan(VlanDrop::UntaggedOnTrunk) => "drop_vlan_untagged",
-            DropReason::Vlan(VlanDrop::Malformed) => "drop_vlan_malformed",
-            DropReason::SpoofedMac => "drop_spoofed_mac",
-            DropReason::SpoofedIp => "drop_spoofed_ip",
-            DropReason::MacLimit => "drop_mac_limit",
-            DropReason::Storm => "drop_storm",
-            DropReason::Isolated => "drop_isolated",
-            DropReason::NotMember => "drop_not_member",
-        }
     }
 }
