@@ -205,11 +205,19 @@ impl Browser {
     }
 
     /// Evaluates `expr` until it is truthy (not null, false, 0 or ""), at most `timeout`;
-    /// returns that value.
+    /// returns that value. An expression that throws (the page still loading) counts as
+    /// not yet.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.eval(expr)?;
+            let v = match self.eval(expr) {
+                Ok(v) => v,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
             let truthy = match &v {
                 Value::Null => false,
                 Value::Bool(b) => *b,

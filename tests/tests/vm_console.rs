@@ -136,6 +136,7 @@ fn web_console_in_a_real_browser() -> Result<()> {
         b.eval("[...document.querySelectorAll('#trace-result tr[data-out-port]')].map(r => r.dataset.outPort)")?,
         json!(["vm2"])
     );
+    b.eval("document.getElementById('trace-result').scrollIntoView(); true")?;
     b.screenshot(&shots.join("console-trace.png"))?;
     lab.vm(1).run("pkill iperf3", CMD)?;
     Ok(())

@@ -11,7 +11,7 @@ use vswitch::control::Request;
 use vswitch::control::capture::{pcap_frame, pcap_writer};
 use vswitch::control::client::call as server_call;
 use vswitch::control::server;
-use vswitch::control::trace::{FrameSpec, synth_frame, to_hex};
+use vswitch::control::trace::{DEFAULT_SRC, FrameSpec, synth_frame, to_hex};
 
 use crate::args::{CtlCmd, FdbCmd, PortCmd};
 use crate::check;
@@ -87,7 +87,7 @@ fn request_words(cmd: &CtlCmd) -> Result<Vec<String>, String> {
         let bytes = match pcap {
             Some(file) => pcap_frame_at(file, *frame)?,
             None => synth_frame(&FrameSpec {
-                src: src.clone().unwrap_or_else(|| "02:00:00:00:00:01".into()),
+                src: src.clone().unwrap_or_else(|| DEFAULT_SRC.into()),
                 dst: dst.clone().unwrap_or_default(),
                 vlan: *vlan,
                 ethertype: ethertype.clone(),

@@ -37,13 +37,22 @@ impl Drop for Tap<'_> {
     }
 }
 
-/// A pcap writer (nanosecond timestamps, Ethernet) over `w`, its file header written.
+/// A pcap writer (nanosecond timestamps, Ethernet, the host's byte order) over `w`, its
+/// file header written.
 pub fn pcap_writer<W: io::Write>(w: W) -> Result<pcap_file::pcap::PcapWriter<W>, String> {
     pcap_file::pcap::PcapWriter::with_header(
         w,
         pcap_file::pcap::PcapHeader {
             datalink: pcap_file::DataLink::ETHERNET,
             ts_resolution: pcap_file::TsResolution::NanoSecond,
+            // The host's byte order, as tcpdump writes (the crate's default is big endian).
+            endianness: if cfg!(target_endian = "little") {
+                pcap_file::Endianness::Little
+            } else {
+                pcap_file::Endianness::Big
+            },
+            // Frames up to 64 KiB + headers (TSO super-frames) are kept whole.
+            snaplen: 262_144,
             ..Default::default()
         },
     )

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::trace::{FrameSpec, synth_frame, to_hex};
+use super::trace::{DEFAULT_SRC, FrameSpec, synth_frame, to_hex};
 use super::{Control, Request};
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -248,7 +248,7 @@ fn trace(control: &Control, q: &[(String, String)]) -> Answer {
         _ => return Answer::error("400 Bad Request", "give both ip_src and ip_dst, or neither"),
     };
     let spec = FrameSpec {
-        src: param(q, "src").unwrap_or("").to_string(),
+        src: param(q, "src").unwrap_or(DEFAULT_SRC).to_string(),
         dst: param(q, "dst").unwrap_or("").to_string(),
         vlan,
         ethertype: param(q, "ethertype").map(str::to_string),

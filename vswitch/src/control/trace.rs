@@ -8,6 +8,9 @@ use serde_json::Value;
 use super::Control;
 use crate::core::MacAddr;
 
+/// The source address of a synthetic frame when none is given (locally administered).
+pub const DEFAULT_SRC: &str = "02:00:00:00:00:01";
+
 /// A synthetic frame: what `vfabric ctl trace --src --dst [--vlan] [--ethertype] [--ip]`
 /// describes.
 #[derive(Clone, Debug, Default)]
