@@ -576,3 +576,83 @@ fn a_hostile_guest_does_not_disturb_the_others() {
     assert_eq!(cc.tx_frames, 201);
     assert_eq!(cc.tx_drop_no_buffer + cc.tx_drop_bad_descriptor, 0);
 }
+
+/// A hostile layout: the avail ring laid over the used ring (every used entry would offer
+/// more, a ring that never empties). The ring is judged broken once; the others keep going.
+#[test]
+fn a_ring_laid_over_its_used_ring_is_judged_broken_once() {
+    let lab = Lab::new(3, "");
+    let mut evil = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let mut c = lab.guest(2, Order::Qemu);
+    c.post_rx(0, 64, 2048);
+    evil.lay_avail_over_used(1);
+    for _ in 0..100 {
+        evil.kick(1);
+    }
+    wait_for(
+        T,
+        || lab.counters(0).ring_broken == 1,
+        || format!("{:?}", lab.counters(0)),
+    );
+    let sent: Vec<Vec<u8>> = (0..20u8).map(|i| frame(mac(3), mac(2), &[i; 40])).collect();
+    for f in &sent {
+        b.send(0, f);
+    }
+    let got: Vec<Vec<u8>> = c.recv(0, 20, T).into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, sent);
+    let e = lab.counters(0);
+    assert_eq!((e.ring_broken, e.rx_frames), (1, 0), "{e:?}");
+}
+
+/// A VMM that truncates its guest's memory file after handing it over: vfabric's next
+/// access to the cut part faults (SIGBUS). Only that connection ends (nothing of its guest
+/// is served any more, `memory_cut` counted once); this process, and so every other port,
+/// lives on, and the other guests lose nothing.
+#[test]
+fn a_vmm_that_cuts_guest_memory_ends_only_its_own_connection() {
+    let lab = Lab::new(3, "");
+    let mut evil = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    let mut c = lab.guest(2, Order::Qemu);
+    evil.post_rx(0, 16, 2048);
+    c.post_rx(0, 128, 2048);
+    // Before the cut, the hostile guest is an ordinary one.
+    let hello = frame(BCAST, mac(2), b"before");
+    b.send(0, &hello);
+    assert_eq!(c.recv(0, 1, T), vec![(1, hello.clone())]);
+    assert_eq!(evil.recv(0, 1, T), vec![(1, hello)]);
+    // The buffers' part of the file is cut; a frame from there is offered on TX, and
+    // broadcasts go to its RX buffers, which are gone too.
+    let hdr = evil.alloc_raw(12);
+    let body = evil.alloc_raw(60);
+    evil.cut_memory(Guest::buffers_offset());
+    evil.add_chain(1, &[(hdr, 12, false), (body, 60, false)], false);
+    evil.kick(1);
+    let mut sent = Vec::new();
+    for i in 0..100u8 {
+        let f = frame(if i % 2 == 0 { BCAST } else { mac(3) }, mac(2), &[i; 50]);
+        b.send(0, &f);
+        sent.push(f);
+    }
+    let got: Vec<Vec<u8>> = c.recv(0, 100, T).into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, sent, "the other guests lose nothing");
+    wait_for(
+        T,
+        || lab.counters(0).memory_cut == 1,
+        || format!("{:?}", lab.counters(0)),
+    );
+    let e = lab.counters(0);
+    assert_eq!(
+        e.rx_frames, 0,
+        "nothing read from cut memory was forwarded: {e:?}"
+    );
+    assert_eq!(e.memory_cut, 1);
+    // Still one cut counted, however much more comes its way.
+    for i in 0..10u8 {
+        b.send(0, &frame(BCAST, mac(2), &[i; 50]));
+        evil.kick(1);
+    }
+    assert_eq!(c.recv(0, 10, T).len(), 10);
+    assert_eq!(lab.counters(0).memory_cut, 1);
+}

@@ -71,6 +71,10 @@ counters! {
         /// used (a broken or hostile driver). Counted once per ring and connection; the ring
         /// is not touched again until the guest resets the device.
         ring_broken,
+        /// The VMM cut the guest's memory under vfabric (truncated its shared file): the
+        /// access was caught (`vring::sigbus`), and the connection is no longer served.
+        /// Counted once per connection.
+        memory_cut,
     }
 }
 

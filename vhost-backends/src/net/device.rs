@@ -94,6 +94,8 @@ impl NetBackend {
                 rx_pending: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
                 rx_checked: (0..pairs).map(|_| AtomicU16::new(0)).collect(),
                 broken: (0..2 * pairs).map(|_| AtomicBool::new(false)).collect(),
+                guards: std::sync::Mutex::new(Vec::new()),
+                cut: AtomicBool::new(false),
             }),
             port,
             switch,
@@ -351,7 +353,9 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
-        // The daemon updates the same GuestMemoryAtomic we hold; nothing to do.
+        // The daemon updates the same GuestMemoryAtomic we hold: its regions go under the
+        // SIGBUS guard (a VMM that later cuts them ends only this connection).
+        self.conn.guard_memory();
         Ok(())
     }
 

@@ -45,6 +45,9 @@ impl Connection {
         let Some(vrings) = self.vrings.get() else {
             return link_down(&mut frames, &mut outcome);
         };
+        if self.memory_cut(c) {
+            return link_down(&mut frames, &mut outcome);
+        }
         let pairs = vrings.len() / 2;
         let mem = self.mem.memory();
         let features = self.features.load(Ordering::Relaxed);

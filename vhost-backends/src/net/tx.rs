@@ -32,11 +32,14 @@ pub(super) fn drain_tx_batch(
     pair: u16,
     vring: &VringRwLock,
 ) -> io::Result<usize> {
+    let c = &port.counters;
+    if conn.memory_cut(c) {
+        return Ok(0);
+    }
     let mem = conn.mem.memory();
     let features = conn.features.load(Ordering::Relaxed);
     let offloads = Offloads::from_guest_tx(features);
     let packed = Connection::is_packed(features);
-    let c = &port.counters;
     let mut heads = ArrayVec::<Used, TX_BATCH>::new();
     let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
     let mut store = SegStore::new();
@@ -79,7 +82,8 @@ pub(super) fn drain_tx_batch(
         }
     }
     let taken = heads.len();
-    if taken == 0 {
+    // What was read from cut memory (zeros) is never forwarded.
+    if taken == 0 || conn.memory_cut(c) {
         return Ok(0);
     }
     let frames: ArrayVec<TxFrame<'_>, TX_BATCH> =
@@ -91,6 +95,9 @@ pub(super) fn drain_tx_batch(
     }
     // The frames borrow guest buffers: done with them before handing them back.
     drop(frames);
+    if conn.memory_cut(c) {
+        return Ok(0);
+    }
     let wanted = {
         let mut st = vring.get_mut();
         let (old, new) = publish_used_any(&mut st, &map, packed, &heads);

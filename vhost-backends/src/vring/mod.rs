@@ -20,6 +20,7 @@ mod host;
 mod map;
 mod packed;
 mod queue;
+pub mod sigbus;
 mod split;
 
 pub use host::{HostRange, copy_from_guest, copy_guest_to_guest, copy_to_guest};

@@ -299,6 +299,18 @@ impl Guest {
         self.kick(q);
     }
 
+    /// A hostile VMM: truncates the guest's shared memory file to its first `keep` bytes
+    /// (the rings stay; buffers, from `BUF_BASE` on, are gone). This process must not touch
+    /// the cut part afterwards (its own mapping would fault).
+    pub fn cut_memory(&mut self, keep: u64) {
+        self._file.set_len(keep).unwrap();
+    }
+
+    /// Where buffers start, as an offset into the memory file.
+    pub fn buffers_offset() -> u64 {
+        BUF_BASE - MEM_BASE
+    }
+
     /// Guest memory for `len` bytes (not written).
     pub fn alloc_raw(&mut self, len: u32) -> u64 {
         self.alloc(len)
