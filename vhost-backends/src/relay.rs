@@ -31,10 +31,78 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// At most this many file descriptors ride on one message (the `vhost` crate's own limit).
 const MAX_FDS: usize = 32;
 
+/// At most this many guest memory regions mapped per connection (QEMU uses 8 by default,
+/// up to the backend's slot count with CONFIGURE_MEM_SLOTS).
+pub const MAX_REGIONS: usize = 64;
+/// At most this much guest memory mapped per connection (1 TiB): one VMM cannot take
+/// vfabric's address space.
+pub const MAX_MAPPED: u64 = 1 << 40;
+
+/// The guest memory a VMM has vfabric map on one connection: guest address -> size.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Mapped(BTreeMap<u64, u64>);
+
+impl Mapped {
+    /// The table after `msg` (`SET_MEM_TABLE` replaces it, `ADD_MEM_REG` adds, `REM_MEM_REG`
+    /// removes), or why it would be over the connection's bounds. `None`: `msg` maps nothing.
+    fn after(&self, msg: &Message) -> Result<Option<Mapped>, String> {
+        let req = msg.request();
+        let p = msg.payload();
+        let region = |r: &[u8]| -> Option<(u64, u64)> {
+            let at = |o: usize| Some(u64::from_le_bytes(r.get(o..o + 8)?.try_into().ok()?));
+            Some((at(0)?, at(8)?))
+        };
+        let next = if req == FrontendReq::SET_MEM_TABLE as u32 {
+            let n = p
+                .get(0..4)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+            if n as usize > MAX_REGIONS {
+                return Err(format!(
+                    "{n} memory regions: more than the {MAX_REGIONS} a connection may map"
+                ));
+            }
+            let regions = p.get(8..).unwrap_or_default().chunks_exact(32);
+            Mapped(regions.take(n as usize).filter_map(region).collect())
+        } else if req == FrontendReq::ADD_MEM_REG as u32 {
+            let mut m = self.clone();
+            if let Some((gpa, size)) = p.get(8..40).and_then(region) {
+                m.0.insert(gpa, size);
+            }
+            m
+        } else if req == FrontendReq::REM_MEM_REG as u32 {
+            let mut m = self.clone();
+            if let Some((gpa, _)) = p.get(8..40).and_then(region) {
+                m.0.remove(&gpa);
+            }
+            m
+        } else {
+            return Ok(None);
+        };
+        if next.0.len() > MAX_REGIONS {
+            return Err(format!(
+                "{} memory regions: more than the {MAX_REGIONS} a connection may map",
+                next.0.len()
+            ));
+        }
+        let total = next
+            .0
+            .values()
+            .try_fold(0u64, |t, &s| t.checked_add(s))
+            .filter(|&t| t <= MAX_MAPPED);
+        if total.is_none() {
+            return Err(format!(
+                "memory regions of more than {} GiB: over what a connection may map",
+                MAX_MAPPED >> 30
+            ));
+        }
+        Ok(Some(next))
+    }
+}
+
 /// Memory regions of `SET_MEM_TABLE` and `ADD_MEM_REG` must lie inside their files: a
 /// mapping that runs past the end of a regular file maps pages that do not exist, and the
-/// first guest access to them would kill the whole process with SIGBUS. (A VMM that shrinks
-/// the file *after* sharing it can still do that; nothing short of catching SIGBUS helps.)
+/// first guest access to them would fault (SIGBUS). (A VMM that shrinks the file *after*
+/// sharing it is caught by `vring::sigbus`, which ends only that connection.)
 fn check_regions(msg: &Message) -> Result<(), String> {
     let req = msg.request();
     let p = msg.payload();
@@ -161,6 +229,7 @@ fn read_exact_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> 
             Err(e) => return Err(e.into()),
         };
         let n = msg.bytes;
+        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
         for c in msg.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 for fd in raw {
@@ -169,6 +238,12 @@ fn read_exact_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> 
                     fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
+        }
+        if truncated {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a vhost-user message with more than {MAX_FDS} file descriptors"),
+            ));
         }
         if n == 0 {
             if got == 0 {
@@ -316,6 +391,8 @@ pub trait RelayHooks {
     }
     /// Ring `index` was enabled and the backend's handler has applied it.
     fn ring_enabled(&self, _index: u32) {}
+    /// The connection is being closed for breaking the protocol or a bound (`why`).
+    fn refused(&self, _why: &str) {}
 }
 
 /// No hooks: the relay only absorbs early enables.
@@ -361,6 +438,7 @@ pub fn run_with(
         have_memory: false,
         memory_due: None,
         awaited: Default::default(),
+        mapped: Mapped::default(),
     };
     loop {
         let (f_ready, b_ready) = relay.wait()?;
@@ -391,6 +469,8 @@ struct Relay<'h> {
     /// Ring enables forwarded to the handler whose reply is awaited: (ring, enabled, whether
     /// the VMM asked for the reply).
     awaited: std::collections::VecDeque<(u32, bool, bool)>,
+    /// The guest memory mapped so far (bounded by `MAX_REGIONS` and `MAX_MAPPED`).
+    mapped: Mapped,
 }
 
 impl Relay<'_> {
@@ -472,9 +552,15 @@ impl Relay<'_> {
             return Ok(false);
         };
         let req = msg.request();
-        if let Err(e) = check_regions(&msg) {
-            log::error!("{}: {e}; closing the connection", self.hooks.label());
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        let mapped = check_regions(&msg).and_then(|()| self.mapped.after(&msg));
+        match mapped {
+            Err(e) => {
+                log::error!("{}: {e}; closing the connection", self.hooks.label());
+                self.hooks.refused(&e);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            Ok(Some(m)) => self.mapped = m,
+            Ok(None) => {}
         }
         nonblocking_ring_fds(&msg);
         if (req == FrontendReq::SET_MEM_TABLE as u32 || req == FrontendReq::ADD_MEM_REG as u32)
@@ -612,6 +698,84 @@ mod tests {
         let mut m = Message::new(req, 0x1, &p);
         m.fds.push(OwnedFd::from(f));
         m
+    }
+
+    /// A memory message without descriptors: `regions` (guest address, size).
+    fn table_msg(req: FrontendReq, regions: &[(u64, u64)]) -> Message {
+        let mut p = Vec::new();
+        if req == FrontendReq::SET_MEM_TABLE {
+            p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
+            p.extend_from_slice(&0u32.to_le_bytes());
+        } else {
+            p.extend_from_slice(&0u64.to_le_bytes());
+        }
+        for &(gpa, size) in regions {
+            for v in [gpa, size, 0x7f00_0000_0000, 0] {
+                p.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Message::new(req, 0x1, &p)
+    }
+
+    #[test]
+    fn a_connection_maps_at_most_its_bounds_of_regions_and_bytes() {
+        let gib = 1u64 << 30;
+        let m = Mapped::default();
+        // A table of MAX_REGIONS regions is fine; one more is refused.
+        let full: Vec<(u64, u64)> = (0..MAX_REGIONS as u64).map(|i| (i * gib, gib)).collect();
+        let m = m
+            .after(&table_msg(FrontendReq::SET_MEM_TABLE, &full))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.0.len(), MAX_REGIONS);
+        let mut over = full.clone();
+        over.push((1 << 45, 4096));
+        let e = Mapped::default()
+            .after(&table_msg(FrontendReq::SET_MEM_TABLE, &over))
+            .unwrap_err();
+        assert!(e.contains("65 memory regions"), "{e}");
+        // Added one by one: the same bound.
+        let e = m
+            .after(&table_msg(FrontendReq::ADD_MEM_REG, &[(1 << 45, 4096)]))
+            .unwrap_err();
+        assert!(e.contains("more than the 64"), "{e}");
+        // Removing one makes room again.
+        let less = m
+            .after(&table_msg(FrontendReq::REM_MEM_REG, &[(0, gib)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(less.0.len(), MAX_REGIONS - 1);
+        assert!(
+            less.after(&table_msg(FrontendReq::ADD_MEM_REG, &[(1 << 45, 4096)]))
+                .is_ok()
+        );
+        // Bytes: 1 TiB in all is the most; a size that overflows is refused too.
+        let big = [(0, MAX_MAPPED / 2), (MAX_MAPPED, MAX_MAPPED / 2)];
+        assert!(
+            Mapped::default()
+                .after(&table_msg(FrontendReq::SET_MEM_TABLE, &big))
+                .is_ok()
+        );
+        let e = Mapped::default()
+            .after(&table_msg(
+                FrontendReq::SET_MEM_TABLE,
+                &[(0, MAX_MAPPED), (MAX_MAPPED, 1)],
+            ))
+            .unwrap_err();
+        assert!(e.contains("1024 GiB"), "{e}");
+        assert!(
+            Mapped::default()
+                .after(&table_msg(
+                    FrontendReq::SET_MEM_TABLE,
+                    &[(0, u64::MAX), (1, u64::MAX)]
+                ))
+                .is_err()
+        );
+        // Other messages map nothing.
+        assert_eq!(
+            m.after(&table_msg(FrontendReq::GET_FEATURES, &[])),
+            Ok(None)
+        );
     }
 
     #[test]

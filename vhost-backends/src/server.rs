@@ -333,7 +333,7 @@ pub fn serve_connection(
     if !backend.wait_attached(Duration::from_secs(10)) {
         return Err(io::Error::other("vhost-user workers did not start"));
     }
-    let hooks = relay::Named(format!("port {}", port.name()));
+    let hooks = NetHooks(port.clone());
     let (relayed, waited) = daemon.serve(stream, hooks, || backend.unpublish())?;
     let filter = relayed?;
     log::debug!(
@@ -413,5 +413,18 @@ impl<B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + 'static> RelayedDae
         drop(self.handlers);
         drop(self.daemon);
         Ok((relayed, waited))
+    }
+}
+
+/// The relay's hooks for a virtio-net port: its name, and a count of refused VMMs.
+struct NetHooks(Arc<NetPort>);
+
+impl relay::RelayHooks for NetHooks {
+    fn label(&self) -> String {
+        format!("port {}", self.0.name())
+    }
+
+    fn refused(&self, _why: &str) {
+        crate::net::counters::NetCounters::add(&self.0.net_counters().vmm_refused, 1);
     }
 }

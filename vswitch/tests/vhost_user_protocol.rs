@@ -656,3 +656,59 @@ fn a_vmm_that_cuts_guest_memory_ends_only_its_own_connection() {
     assert_eq!(c.recv(0, 10, T).len(), 10);
     assert_eq!(lab.counters(0).memory_cut, 1);
 }
+
+/// A VMM that would have vfabric map more guest memory than a connection may (1 TiB, in
+/// sparse files): the connection is closed before anything is mapped, `vmm_refused` counts
+/// it, and the port takes the next VMM as usual.
+#[test]
+fn a_vmm_over_the_memory_bound_is_refused_and_the_port_serves_the_next() {
+    use std::os::fd::AsRawFd;
+    use vhost::VhostBackend;
+    use vhost::VhostUserMemoryRegionInfo;
+    use vhost::vhost_user::Frontend;
+    let lab = Lab::new(2, "");
+    let sock = std::os::unix::net::UnixStream::connect(&lab.sockets[0]).unwrap();
+    let f = Frontend::from_stream(sock, 4);
+    f.set_owner().unwrap();
+    let half = 600u64 << 30; // two of these: 1200 GiB
+    let files: Vec<std::fs::File> = (0..2)
+        .map(|_| {
+            let fd =
+                nix::sys::memfd::memfd_create("big", nix::sys::memfd::MFdFlags::empty()).unwrap();
+            let file = std::fs::File::from(fd);
+            file.set_len(half).unwrap();
+            file
+        })
+        .collect();
+    let regions: Vec<VhostUserMemoryRegionInfo> = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| VhostUserMemoryRegionInfo {
+            guest_phys_addr: i as u64 * half,
+            memory_size: half,
+            userspace_addr: 0x7f00_0000_0000 + i as u64 * half,
+            mmap_offset: 0,
+            mmap_handle: file.as_raw_fd(),
+        })
+        .collect();
+    // The connection is closed under the call (an error, or the next one fails).
+    let sent = f.set_mem_table(&regions);
+    let after = f.get_features();
+    assert!(
+        sent.is_err() || after.is_err(),
+        "the connection was not closed"
+    );
+    wait_for(
+        T,
+        || lab.counters(0).vmm_refused == 1,
+        || format!("{:?}", lab.counters(0)),
+    );
+    // The port serves the next VMM.
+    let mut a = lab.guest(0, Order::Qemu);
+    let mut b = lab.guest(1, Order::Qemu);
+    b.post_rx(0, 4, 2048);
+    let hello = frame(BCAST, mac(1), b"next VMM");
+    a.send(0, &hello);
+    assert_eq!(b.recv(0, 1, T), vec![(1, hello)]);
+    assert_eq!(lab.counters(0).vmm_refused, 1);
+}

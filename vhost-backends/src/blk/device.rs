@@ -659,6 +659,10 @@ impl RelayHooks for BlkHooks {
         format!("disk {}", self.0.disk.config.name)
     }
 
+    fn refused(&self, _why: &str) {
+        add(&self.0.disk.counters.vmm_refused, 1);
+    }
+
     fn extra_protocol_features(&self) -> u64 {
         PROTOCOL_INFLIGHT_SHMFD
     }

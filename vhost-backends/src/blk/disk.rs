@@ -56,6 +56,8 @@ pub struct BlkCounters {
     /// Requests resubmitted after a backend restart.
     pub resubmitted: AtomicU64,
     pub connections: AtomicU64,
+    /// VMM connections closed for breaking the protocol or a per-connection bound.
+    pub vmm_refused: AtomicU64,
     /// Requests handed to the engine and not answered yet (a gauge).
     pub in_flight: AtomicU64,
 }
@@ -78,6 +80,7 @@ impl BlkCounters {
             ("bad_chains", g(&self.bad_chains)),
             ("resubmitted", g(&self.resubmitted)),
             ("connections", g(&self.connections)),
+            ("vmm_refused", g(&self.vmm_refused)),
             ("in_flight", g(&self.in_flight)),
         ]
     }

@@ -75,6 +75,9 @@ counters! {
         /// access was caught (`vring::sigbus`), and the connection is no longer served.
         /// Counted once per connection.
         memory_cut,
+        /// VMM connections closed for breaking the vhost-user protocol or a per-connection
+        /// bound (memory regions, mapped size, descriptors per message: `relay`).
+        vmm_refused,
     }
 }
 
