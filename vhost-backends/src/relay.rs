@@ -32,7 +32,8 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 const MAX_FDS: usize = 32;
 
 /// At most this many guest memory regions mapped per connection (QEMU uses 8 by default,
-/// up to the backend's slot count with CONFIGURE_MEM_SLOTS).
+/// up to the backend's slot count with CONFIGURE_MEM_SLOTS, which the relay answers with
+/// this bound).
 pub const MAX_REGIONS: usize = 64;
 /// At most this much guest memory mapped per connection (1 TiB): one VMM cannot take
 /// vfabric's address space.
@@ -528,6 +529,14 @@ impl Relay<'_> {
             && let Some(f) = msg.payload_u64()
         {
             msg.bytes[HDR_LEN..HDR_LEN + 8].copy_from_slice(&(f | self.extra).to_le_bytes());
+        }
+        // The slots a VMM may use (CONFIGURE_MEM_SLOTS, for a device that offers it) are
+        // the connection's bound.
+        if req == FrontendReq::GET_MAX_MEM_SLOTS as u32
+            && let Some(n) = msg.payload_u64()
+        {
+            let n = n.min(MAX_REGIONS as u64);
+            msg.bytes[HDR_LEN..HDR_LEN + 8].copy_from_slice(&n.to_le_bytes());
         }
         if req == FrontendReq::SET_VRING_ENABLE as u32
             && msg.flags() & VhostUserHeaderFlag::REPLY.bits() != 0
