@@ -183,3 +183,70 @@ fn requests_good_and_hostile() {
         "{c:?}"
     );
 }
+
+/// A VMM that truncates its guest's memory file under a disk: the disk's worker catches the
+/// fault on the cut request, counts `memory_cut` once and stops serving that connection; the
+/// process lives on and the disk serves the next connection.
+#[test]
+fn a_vmm_that_cuts_guest_memory_ends_only_its_disk_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.raw");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let img = Image::open(&ImageSpec {
+        path,
+        format: Format::Auto,
+        readonly: false,
+        null_size: 0,
+    })
+    .unwrap();
+    let disk = Disk::new(
+        DiskConfig {
+            name: "d".into(),
+            queues: 1,
+            serial: "cut-serial".into(),
+        },
+        img,
+    );
+    let connect = |disk: &Arc<Disk>| {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let d2 = disk.clone();
+        std::thread::spawn(move || blk::serve_connection(&d2, theirs));
+        Guest::setup_queues(ours, 1, Order::CloudHypervisor, 0)
+    };
+    let mut g = connect(&disk);
+    // A request whose header, data and status all lie in the part about to be cut.
+    let h = g.alloc_raw(16);
+    let d = g.alloc_raw(4096);
+    let st = g.alloc_raw(1);
+    g.cut_memory(Guest::buffers_offset());
+    g.add_chain(0, &[(h, 16, false), (d, 4096, true), (st, 1, true)], false);
+    g.kick(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cut = || {
+        disk.counters
+            .memory_cut
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while cut() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cut(), 1);
+    g.kick(0);
+    // The next connection is served.
+    let mut g2 = connect(&disk);
+    let h = header(&mut g2, T_GET_ID, 0);
+    let id = g2.put(&[0u8; 20]);
+    let st = g2.put(&[0xff]);
+    assert_eq!(
+        run(
+            &mut g2,
+            &[(h, 16, false), (id, 20, true), (st, 1, true)],
+            Some(st)
+        ),
+        (21, Some(0))
+    );
+    assert_eq!(cut(), 1);
+}

@@ -93,6 +93,8 @@ pub struct BlkBackend {
     vrings: Mutex<Vec<Option<VringRwLock>>>,
     /// The workers' exit events (closed when the connection ends: `crate::exit`).
     pub exit_events: Arc<crate::exit::ExitEvents>,
+    /// Guest memory under the SIGBUS guard: a VMM that cuts it ends only this connection.
+    guarded: crate::vring::sigbus::GuardedMemory,
 }
 
 impl BlkBackend {
@@ -124,6 +126,7 @@ impl BlkBackend {
             inflight: Mutex::new(None),
             vrings: Mutex::new(vec![None; n]),
             exit_events: crate::exit::ExitEvents::new(),
+            guarded: Default::default(),
         }))
     }
 
@@ -358,6 +361,18 @@ impl BlkBackend {
         let iq = inflight.as_ref().and_then(|i| i.queue(q));
         let mut last_work = Instant::now();
         loop {
+            // A VMM that cut the guest's memory is no longer served (counted once).
+            let (cut, first) = self.guarded.is_cut();
+            if first {
+                add(&self.disk.counters.memory_cut, 1);
+                log::warn!(
+                    "disk {}: the VMM cut its guest's memory: no longer served",
+                    self.disk.config.name
+                );
+            }
+            if cut {
+                return Ok(());
+            }
             let _ = vring.disable_notification();
             let mut started = 0;
             {
@@ -569,6 +584,8 @@ impl VhostUserBackend for BlkBackend {
     }
 
     fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+        // The daemon updates the GuestMemoryAtomic we hold: its regions go under the guard.
+        self.guarded.guard(&self.mem.memory());
         Ok(())
     }
 

@@ -58,6 +58,8 @@ pub struct BlkCounters {
     pub connections: AtomicU64,
     /// VMM connections closed for breaking the protocol or a per-connection bound.
     pub vmm_refused: AtomicU64,
+    /// Connections whose VMM cut the guest's memory under vfabric (no longer served).
+    pub memory_cut: AtomicU64,
     /// Requests handed to the engine and not answered yet (a gauge).
     pub in_flight: AtomicU64,
 }
@@ -81,6 +83,7 @@ impl BlkCounters {
             ("resubmitted", g(&self.resubmitted)),
             ("connections", g(&self.connections)),
             ("vmm_refused", g(&self.vmm_refused)),
+            ("memory_cut", g(&self.memory_cut)),
             ("in_flight", g(&self.in_flight)),
         ]
     }

@@ -4,15 +4,15 @@
 //! Invariant: a ring found broken (an avail index a ring ahead of used) is counted once and
 //! left unused until the guest resets the device.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use vhost_user_backend::VringRwLock;
 use virtio_bindings::virtio_config::VIRTIO_F_RING_PACKED;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::counters::NetCounters;
-use crate::vring::sigbus::{self, Guard};
+use crate::vring::sigbus::GuardedMemory;
 
 /// One guest connection's view of its rings and memory, shared with other ports' workers.
 pub(super) struct Connection {
@@ -27,10 +27,9 @@ pub(super) struct Connection {
     pub(super) rx_checked: Vec<AtomicU16>,
     /// Per ring: found unusable (see `NetCounters::ring_broken`).
     pub(super) broken: Vec<AtomicBool>,
-    /// The guest memory's regions under the SIGBUS guard (replaced with the memory table).
-    pub(super) guards: Mutex<Vec<Guard>>,
-    /// The VMM cut the guest's memory: nothing is served any more.
-    pub(super) cut: AtomicBool,
+    /// The guest memory's regions under the SIGBUS guard (replaced with the memory table),
+    /// and whether the VMM cut them (then nothing is served any more).
+    pub(super) guarded: GuardedMemory,
 }
 
 impl Connection {
@@ -60,32 +59,16 @@ impl Connection {
     /// Puts the regions of the guest's memory (as the VMM's memory table has them now)
     /// under the SIGBUS guard.
     pub(super) fn guard_memory(&self) {
-        use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryRegion};
-        let mem = self.mem.memory();
-        let guards: Vec<Guard> = mem
-            .iter()
-            .filter_map(|r| Guard::new(r.as_ptr() as usize, r.len() as usize))
-            .collect();
-        *self.guards.lock().unwrap_or_else(|p| p.into_inner()) = guards;
+        use vm_memory::GuestAddressSpace;
+        self.guarded.guard(&self.mem.memory());
     }
 
     /// Whether the VMM cut the guest's memory (a SIGBUS was caught in it): then nothing is
     /// served any more. Counted once. Cheap while no guest memory anywhere was ever cut.
     #[inline]
     pub(super) fn memory_cut(&self, c: &NetCounters) -> bool {
-        if self.cut.load(Ordering::Relaxed) {
-            return true;
-        }
-        if sigbus::faults() == 0 {
-            return false;
-        }
-        let cut = self
-            .guards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|g| g.faults() > 0);
-        if cut && !self.cut.swap(true, Ordering::Relaxed) {
+        let (cut, first) = self.guarded.is_cut();
+        if first {
             NetCounters::add(&c.memory_cut, 1);
             log::warn!(
                 "a VMM cut its guest's memory under vfabric: that guest is no longer served"
