@@ -70,13 +70,13 @@ pub fn drop_all() -> io::Result<()> {
 /// What the data-path seccomp filter does with a system call outside its list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SeccompMode {
-    /// No filter.
-    #[default]
+    /// No filter (for diagnosis; `vfabric run` warns).
     Off,
     /// Allow it, and have the kernel log it (audit log / dmesg): for finding out what a
-    /// setup needs before turning `kill` on.
+    /// setup needs.
     Log,
-    /// Kill the whole process (a compromised data path goes no further).
+    /// Kill the whole process (a compromised data path goes no further). The default.
+    #[default]
     Kill,
 }
 

@@ -111,7 +111,9 @@ impl Daemon {
         // The data-path filter is compiled before anything is made; threads apply it.
         privs::set_data_path_filter(seccomp)
             .map_err(|e| format!("{file}: {e}; nothing started"))?;
-        if seccomp != SeccompMode::Off {
+        if seccomp == SeccompMode::Off {
+            tracing::warn!("--seccomp off: the data-path threads run without their seccomp filter");
+        } else {
             tracing::info!("data-path threads run under a seccomp filter ({seccomp:?})");
         }
         let fabric =
