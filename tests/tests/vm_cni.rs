@@ -31,11 +31,17 @@ fn cni(command: &str, container: &str, ns: Option<&Netns>, conf: &Value) -> Resu
         c.env("CNI_NETNS", format!("/run/netns/{}", ns.name()));
     }
     let mut child = c.spawn()?;
-    child
+    // VERSION answers without reading its stdin: a plugin gone already is no error here.
+    let written = child
         .stdin
         .take()
         .context("stdin")?
-        .write_all(conf.to_string().as_bytes())?;
+        .write_all(conf.to_string().as_bytes());
+    if let Err(e) = written
+        && !(command == "VERSION" && e.kind() == std::io::ErrorKind::BrokenPipe)
+    {
+        return Err(e.into());
+    }
     let out = child.wait_with_output()?;
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     Ok((out.status.code().unwrap_or(-1), v))
