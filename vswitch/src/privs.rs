@@ -106,6 +106,8 @@ const DATA_PATH_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_fstat,
     libc::SYS_futex,
+    // A panic's backtrace (RUST_BACKTRACE) asks for the working directory.
+    libc::SYS_getcwd,
     libc::SYS_getpeername,
     libc::SYS_getpid,
     libc::SYS_getrandom,
@@ -245,6 +247,8 @@ mod tests {
             assert_eq!(&b, b"ring");
             s.set_nonblocking(true).unwrap();
             std::thread::spawn(|| 7).join().unwrap();
+            // What a panic's backtrace needs.
+            assert!(std::env::current_dir().is_ok());
             // Refused: network sockets, new files and directories, running programs.
             let eperm = Some(libc::EPERM);
             let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_err();
