@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -103,29 +103,35 @@ impl Browser {
             .context("starting chromium")?;
         // Chromium writes its DevTools port and browser target into the profile.
         let port_file = profile.path().join("DevToolsActivePort");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (port, browser_path) = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                let mut lines = text.lines();
-                if let (Some(p), Some(b)) = (lines.next(), lines.next())
-                    && let Ok(p) = p.parse::<u16>()
-                {
-                    break (p, b.to_string());
+        let mut found = None;
+        let opened = crate::wait_until(
+            Duration::from_secs(60),
+            || {
+                if let Ok(text) = std::fs::read_to_string(&port_file) {
+                    let mut lines = text.lines();
+                    if let (Some(p), Some(b)) = (lines.next(), lines.next())
+                        && let Ok(p) = p.parse::<u16>()
+                    {
+                        found = Some((p, b.to_string()));
+                        return Ok(true);
+                    }
                 }
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(e) = child.stderr.as_mut() {
-                    let _ = e.read_to_string(&mut err);
+                if let Ok(Some(st)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(e) = child.stderr.as_mut() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    bail!("chromium exited ({st}): {err}");
                 }
-                bail!("chromium exited ({st}): {err}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("chromium did not open its DevTools port within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+                Ok(false)
+            },
+            || "chromium did not open its DevTools port".into(),
+        );
+        let Some((port, browser_path)) = found else {
+            crate::reap(&mut child, Duration::ZERO);
+            return Err(opened
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("no DevTools port")));
         };
         // Its stderr is drained so that it never blocks on a full pipe.
         if let Some(e) = child.stderr.take() {
@@ -208,30 +214,25 @@ impl Browser {
     /// returns that value. An expression that throws (the page still loading) counts as
     /// not yet.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = match self.eval(expr) {
-                Ok(v) => v,
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
-                }
-            };
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                Value::String(s) => !s.is_empty(),
-                _ => true,
-            };
-            if truthy {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                bail!("`{expr}` still {v} after {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let mut last: Result<Value> = Ok(Value::Null);
+        let done = crate::wait_until(
+            timeout,
+            || {
+                last = self.eval(expr);
+                Ok(match &last {
+                    Ok(Value::Null) | Err(_) => false,
+                    Ok(Value::Bool(b)) => *b,
+                    Ok(Value::Number(n)) => n.as_f64() != Some(0.0),
+                    Ok(Value::String(s)) => !s.is_empty(),
+                    Ok(_) => true,
+                })
+            },
+            String::new,
+        );
+        match (done, last) {
+            (Ok(()), Ok(v)) => Ok(v),
+            (_, Err(e)) => Err(e),
+            (Err(_), Ok(v)) => bail!("`{expr}` still {v} after {timeout:?}"),
         }
     }
 
@@ -264,15 +265,7 @@ impl Drop for Browser {
             "Browser.close",
             json!({}),
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::reap(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -309,10 +302,11 @@ mod tests {
         assert_eq!(&std::fs::read(&png)?[..4], b"\x89PNG");
         b.eval("document.getElementById('d').click()")?;
         let f = dir.path().join("f.txt");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !f.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_until(
+            Duration::from_secs(30),
+            || Ok(f.exists()),
+            || "no download".into(),
+        )?;
         assert_eq!(std::fs::read_to_string(&f)?, "abc");
         Ok(())
     }

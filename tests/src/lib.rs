@@ -30,6 +30,18 @@ pub fn wait_until(
     }
 }
 
+/// Ends a child that was asked to end (SIGTERM, a close command): waits up to `grace` for it
+/// to exit by itself, then kills it; reaped either way.
+pub fn reap(child: &mut std::process::Child, grace: std::time::Duration) {
+    let _ = wait_until(
+        grace,
+        || Ok(!matches!(child.try_wait(), Ok(None))),
+        String::new,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The median of benchmark samples (NaN for none): what the benchmark binaries report.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

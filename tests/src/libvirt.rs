@@ -166,12 +166,7 @@ impl Drop for Libvirtd {
         }
         // SAFETY: kill(2) on the pid of our own child (the daemon), not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::reap(&mut self.child, Duration::from_secs(10));
     }
 }
 

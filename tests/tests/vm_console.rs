@@ -99,11 +99,11 @@ fn web_console_in_a_real_browser() -> Result<()> {
     assert_eq!(status["valid"], "true", "{status}");
     assert_eq!(status["frames"], "20", "{status}");
     let file = downloads.path().join("vm1.pcap");
-    let mut waited = 0;
-    while !file.exists() && waited < 300 {
-        std::thread::sleep(Duration::from_millis(100));
-        waited += 1;
-    }
+    vfabric_tests::wait_until(
+        WAIT,
+        || Ok(file.exists()),
+        || format!("{} not downloaded", file.display()),
+    )?;
     let data =
         std::fs::read(&file).with_context(|| format!("{} not downloaded", file.display()))?;
     let mut r = pcap_file::pcap::PcapReader::new(&data[..])?;

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Guest, Order};
+use support::{Guest, Order, wait_for};
 use vhost_backends::blk::{self, Disk, DiskConfig, Format, Image, ImageSpec};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -224,15 +224,16 @@ fn a_vmm_that_cuts_guest_memory_ends_only_its_disk_connection() {
     g.cut_memory(Guest::buffers_offset());
     g.add_chain(0, &[(h, 16, false), (d, 4096, true), (st, 1, true)], false);
     g.kick(0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let cut = || {
         disk.counters
             .memory_cut
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    while cut() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(10),
+        || cut() > 0,
+        || "no memory_cut".into(),
+    );
     assert_eq!(cut(), 1);
     g.kick(0);
     // The next connection is served.
