@@ -79,6 +79,12 @@ pub struct Tags {
 }
 
 impl Tags {
+    /// How many tags there are (0, 1 or 2): the EtherType of the payload is at
+    /// `12 + 4 * count`.
+    pub fn count(&self) -> usize {
+        usize::from(self.outer.is_some()) + usize::from(self.inner.is_some())
+    }
+
     /// Reads the tags of an Ethernet frame (at least its first 14 bytes). `None` if the frame
     /// is too short to hold its header and tags.
     pub fn of(frame: &[u8]) -> Option<Tags> {

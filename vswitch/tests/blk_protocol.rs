@@ -35,29 +35,34 @@ fn run(g: &mut Guest, descs: &[(u64, u32, bool)], status: Option<u64>) -> (u32, 
     (used[0].1, st)
 }
 
-#[test]
-fn requests_good_and_hostile() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.raw");
-    std::fs::File::create(&path)
+/// A 1 MiB raw image at `path`, served as disk "d" with one queue.
+fn raw_disk(path: &std::path::Path, serial: &str) -> Arc<Disk> {
+    std::fs::File::create(path)
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
     let img = Image::open(&ImageSpec {
-        path: path.clone(),
+        path: path.to_path_buf(),
         format: Format::Auto,
         readonly: false,
         null_size: 0,
     })
     .unwrap();
-    let disk = Disk::new(
+    Disk::new(
         DiskConfig {
             name: "d".into(),
             queues: 1,
-            serial: "proto-serial".into(),
+            serial: serial.into(),
         },
         img,
-    );
+    )
+}
+
+#[test]
+fn requests_good_and_hostile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.raw");
+    let disk = raw_disk(&path, "proto-serial");
     let (ours, theirs) = UnixStream::pair().unwrap();
     let d2: Arc<Disk> = disk.clone();
     std::thread::spawn(move || blk::serve_connection(&d2, theirs));
@@ -190,26 +195,7 @@ fn requests_good_and_hostile() {
 #[test]
 fn a_vmm_that_cuts_guest_memory_ends_only_its_disk_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.raw");
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let img = Image::open(&ImageSpec {
-        path,
-        format: Format::Auto,
-        readonly: false,
-        null_size: 0,
-    })
-    .unwrap();
-    let disk = Disk::new(
-        DiskConfig {
-            name: "d".into(),
-            queues: 1,
-            serial: "cut-serial".into(),
-        },
-        img,
-    );
+    let disk = raw_disk(&dir.path().join("d.raw"), "cut-serial");
     let connect = |disk: &Arc<Disk>| {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let d2 = disk.clone();

@@ -17,8 +17,14 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 
 /// `vfabric run FILE` until it prints "vfabric ready"; returns it and the lines before.
 fn run_ready(topo: &Path) -> (std::process::Child, Vec<String>) {
+    run_ready_with(&[], topo)
+}
+
+/// `run_ready` with options of `vfabric run` before the file.
+fn run_ready_with(opts: &[&str], topo: &Path) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(BIN)
         .arg("run")
+        .args(opts)
         .arg(topo)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -553,6 +559,20 @@ fn systemd_unit_verifies_and_its_commands_work() {
     assert!(stop(child).success());
 }
 
+/// `ctl trace` of a flow from port a: 10.0.0.1 (52:54:00:00:00:01) to 10.0.0.2
+/// (52:54:00:00:00:02).
+const FLOW: [&str; 9] = [
+    "trace",
+    "a",
+    "--src",
+    "52:54:00:00:00:01",
+    "--dst",
+    "52:54:00:00:00:02",
+    "--ip",
+    "10.0.0.1",
+    "10.0.0.2",
+];
+
 /// A `vfabric run` stopped when dropped (a failing test leaves nothing running).
 struct Stopped(Option<std::process::Child>);
 
@@ -617,24 +637,9 @@ fn trace_and_the_web_console() {
         dir.path().join("c.sock").display(),
     );
     let topo = write(dir.path(), "t.toml", &text);
-    let child = Command::new(BIN)
-        .args(["run", "--http", "127.0.0.1:0"])
-        .arg(&topo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (child, seen) = run_ready_with(&["--http", "127.0.0.1:0"], &topo);
     // Ended (SIGTERM) whatever happens to the test.
     let mut child = Stopped(Some(child));
-    let stdout = child.0.as_mut().and_then(|c| c.stdout.take()).unwrap();
-    let mut seen = Vec::new();
-    for l in BufReader::new(stdout).lines() {
-        let l = l.unwrap();
-        if l == "vfabric ready" {
-            break;
-        }
-        seen.push(l);
-    }
     let addr = seen
         .iter()
         .find_map(|l| l.strip_prefix("console: http://")?.strip_suffix('/'))
@@ -648,20 +653,7 @@ fn trace_and_the_web_console() {
     let sock = Path::new(&sock);
 
     // Unknown destination: flooded to b (VLAN 10) only, b has no guest.
-    let (code, out, err) = ctl(
-        sock,
-        &[
-            "trace",
-            "a",
-            "--src",
-            "52:54:00:00:00:01",
-            "--dst",
-            "52:54:00:00:00:02",
-            "--ip",
-            "10.0.0.1",
-            "10.0.0.2",
-        ],
-    );
+    let (code, out, err) = ctl(sock, &FLOW);
     assert_eq!(code, Some(0), "{err}");
     for want in [
         "52:54:00:00:00:01 > 52:54:00:00:00:02, IPv4 10.0.0.1 > 10.0.0.2",
@@ -811,21 +803,7 @@ fn trace_and_the_web_console() {
         host,
     );
     let web: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let (_, cli, _) = ctl(
-        sock,
-        &[
-            "--json",
-            "trace",
-            "a",
-            "--src",
-            "52:54:00:00:00:01",
-            "--dst",
-            "52:54:00:00:00:02",
-            "--ip",
-            "10.0.0.1",
-            "10.0.0.2",
-        ],
-    );
+    let (_, cli, _) = ctl(sock, &[&["--json"][..], &FLOW].concat());
     assert_eq!(
         web,
         serde_json::from_str::<serde_json::Value>(&cli).unwrap()

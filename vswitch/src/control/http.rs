@@ -341,7 +341,7 @@ async fn capture(
     );
     stream.write_all(head.as_bytes()).await?;
     let buf = Shared::default();
-    let mut w = pcap_writer_or_err(buf.clone())?;
+    let mut w = super::capture::pcap_writer(buf.clone()).map_err(std::io::Error::other)?;
     stream.write_all(&buf.take()).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let (mut rd, mut wr) = stream.split();
@@ -367,10 +367,6 @@ async fn capture(
     }
     drop(tap);
     stream.shutdown().await
-}
-
-fn pcap_writer_or_err(buf: Shared) -> std::io::Result<pcap_file::pcap::PcapWriter<Shared>> {
-    super::capture::pcap_writer(buf).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

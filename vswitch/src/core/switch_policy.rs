@@ -78,9 +78,7 @@ impl PortSlot {
         }
         if let Some(allowed) = &policy.allowed_ips {
             // The network header follows all tags (whatever the VLAN mode keeps).
-            let tags = vlan::Tags::of(frame).map_or(0, |t| {
-                usize::from(t.outer.is_some()) + usize::from(t.inner.is_some())
-            });
+            let tags = vlan::Tags::of(frame).map_or(0, |t| t.count());
             let at = 12 + 4 * tags;
             let et = frame
                 .get(at..at + 2)

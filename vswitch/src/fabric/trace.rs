@@ -134,9 +134,7 @@ pub fn summarize(frame: &[u8]) -> String {
         }
         _ => {
             // The EtherType after the tags.
-            let tags = vlan::Tags::of(frame).map_or(0, |t| {
-                usize::from(t.outer.is_some()) + usize::from(t.inner.is_some())
-            });
+            let tags = vlan::Tags::of(frame).map_or(0, |t| t.count());
             if let Some(b) = frame.get(12 + 4 * tags..14 + 4 * tags) {
                 s += &format!(", ethertype 0x{:02x}{:02x}", b[0], b[1]);
             }
