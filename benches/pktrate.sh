@@ -12,5 +12,8 @@ cd "$(dirname "$0")/.."
 source benches/common.sh
 bench_prepare 1024
 cargo build --release -q -p vswitch --bin vfabric
-cargo build --release -q -p vfabric-tests --bin bench-pktrate
+cargo build --release -q -p vfabric-tests --bin bench-pktrate --bin bench-core-rtt
+# The machine's phase before and after (see the README's Benchmarks section).
+target/release/bench-core-rtt 3
 VFABRIC_BIN="$PWD/target/release/vfabric" target/release/bench-pktrate "$@"
+target/release/bench-core-rtt 3
