@@ -20,7 +20,8 @@ use crate::offload::{self, Gso, OffloadMeta, Offloads};
 use super::connection::Connection;
 use super::counters::RxDrop;
 use crate::vring::{
-    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, publish_used_any, wants_interrupt_any,
+    Avail, GuestMap, PackedRing, RingChain, SplitRing, Used, copy_to_guest, publish_used_any,
+    wants_interrupt_any,
 };
 
 impl Connection {
@@ -176,47 +177,165 @@ where
     A::Item: RingChain,
 {
     let mut done = (0u64, 0u64);
-    // Places one frame (counting it) and reports the outcome.
-    let mut put = |src: Source<'_, '_>, hdr: [u8; VNET_HDR_LEN]| {
-        let r = place_rx(avail, map, src, hdr, mrg, used);
-        match r {
-            Ok(()) => {
-                done.0 += 1;
-                done.1 += src.len() as u64;
-            }
-            Err(e) => c.count_drop(e),
-        }
-        r
-    };
+    let mut pending = Pending::new();
     for item in frames.by_ref() {
         let (frame, edit) = match item {
             RxItem::Frame(f, e) => (f, e),
             RxItem::Bytes(b) => {
-                outcome(put(Source::Bytes(b), [0; VNET_HDR_LEN]));
+                let r = place_rx(avail, map, Source::Bytes(b), [0; VNET_HDR_LEN], mrg, used);
+                outcome(counted(r, Source::Bytes(b).len(), &mut done, c));
                 continue;
             }
         };
         let meta = frame.meta().shifted(edit.shift());
-        let res = if meta.fits(rx_offloads) {
-            put(Source::Guest(frame, edit), meta.rx_header())
-        } else {
-            // Completed in software: delivered if any segment was.
-            let mut any = false;
-            let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
-                frame.copy_into(whole);
-                edit.apply(whole);
-                let put_seg = |bytes: &[u8]| {
-                    let r = put(Source::Bytes(bytes), [0; VNET_HDR_LEN]);
-                    any |= r.is_ok();
-                    r
-                };
-                complete_in_software(whole, seg, &meta, put_seg, c)
-            });
-            if any { Ok(()) } else { r }
-        };
-        outcome(res);
+        if meta.fits(rx_offloads) {
+            // Chains taken now, bytes written with the batch's others (`Pending`).
+            if pending.is_full() {
+                pending.flush(used, &mut done, c, outcome);
+            }
+            let need = VNET_HDR_LEN + Source::Guest(frame, edit).len();
+            let (slices, from) = (pending.slices.len(), used.len());
+            match take_rx(avail, map, need, mrg, &mut pending.slices, used) {
+                Ok(chains) => pending.frames.push(PendingFrame {
+                    frame,
+                    edit,
+                    whole: whole(frame, edit),
+                    hdr: with_buffers(meta.rx_header(), chains),
+                    slices: slices..pending.slices.len(),
+                    used: from..used.len(),
+                }),
+                Err(e) => {
+                    c.count_drop(e);
+                    outcome(Err(e));
+                }
+            }
+            continue;
+        }
+        // Completed in software (the segments share one scratch buffer, so each is written
+        // at once): delivered if any segment was.
+        let mut any = false;
+        let r = SCRATCH.with_borrow_mut(|(whole, seg)| {
+            frame.copy_into(whole);
+            edit.apply(whole);
+            let put_seg = |bytes: &[u8]| {
+                let r = place_rx(
+                    avail,
+                    map,
+                    Source::Bytes(bytes),
+                    [0; VNET_HDR_LEN],
+                    mrg,
+                    used,
+                );
+                let r = counted(r, bytes.len(), &mut done, c);
+                any |= r.is_ok();
+                r
+            };
+            complete_in_software(whole, seg, &meta, put_seg, c)
+        });
+        outcome(if any { Ok(()) } else { r });
     }
+    pending.flush(used, &mut done, c, outcome);
     done
+}
+
+/// Counts a placed frame of `len` bytes in `done`, or its drop in `c`.
+fn counted(
+    r: Result<(), RxDrop>,
+    len: usize,
+    done: &mut (u64, u64),
+    c: &NetCounters,
+) -> Result<(), RxDrop> {
+    match r {
+        Ok(()) => {
+            done.0 += 1;
+            done.1 += len as u64;
+        }
+        Err(e) => c.count_drop(e),
+    }
+    r
+}
+
+/// Slices and frames a batch holds before writing (a frame takes at most `MAX_RX_SEGS`).
+const PENDING_SLICES: usize = 4 * MAX_RX_SEGS;
+const PENDING_FRAMES: usize = 64;
+const _: () = assert!(PENDING_FRAMES <= 64, "one bit per frame in Pending::flush");
+
+/// Frames whose chains are taken and whose bytes are not written yet. A batch's copies go out
+/// back to back once its chains are taken: the stores into a guest's buffers wait for cache
+/// lines its CPU holds, and the per-frame bookkeeping stored in between (the ring walk, the
+/// stack) filled the CPU's store queue so that the lines came about one frame at a time.
+/// Measured on the lab machine with the copies timed apart, while its two CPUs were ~500 ns
+/// apart (`bench-core-rtt`): 300-360 cycles per frame interleaved, 155-170 back to back.
+struct Pending<'m, 'f, 'a> {
+    slices: ArrayVec<VolatileSlice<'m>, PENDING_SLICES>,
+    frames: ArrayVec<PendingFrame<'f, 'a>, PENDING_FRAMES>,
+}
+
+struct PendingFrame<'f, 'a> {
+    frame: &'f TxFrame<'a>,
+    edit: FrameEdit,
+    /// The frame's bytes when they are all in its checked head copy and not edited (most
+    /// small frames): written with two inline copies.
+    whole: Option<&'f [u8]>,
+    hdr: [u8; VNET_HDR_LEN],
+    /// Its buffers in `Pending::slices`, its used entries in the batch's.
+    slices: std::ops::Range<usize>,
+    used: std::ops::Range<usize>,
+}
+
+impl<'f, 'a> Pending<'_, 'f, 'a> {
+    fn new() -> Self {
+        Pending {
+            slices: ArrayVec::new(),
+            frames: ArrayVec::new(),
+        }
+    }
+
+    /// Whether one more frame might not fit.
+    fn is_full(&self) -> bool {
+        self.frames.is_full() || self.slices.remaining_capacity() < MAX_RX_SEGS
+    }
+
+    /// Writes every pending frame, counting and reporting each. A write that fails (the
+    /// buffers were counted with room for it, so it should not) returns the frame's chains
+    /// with length 0, as for a malformed chain.
+    fn flush(
+        &mut self,
+        used: &mut [Used],
+        done: &mut (u64, u64),
+        c: &NetCounters,
+        outcome: &mut impl FnMut(Result<(), RxDrop>),
+    ) {
+        // Nothing but the copies is stored while they run (each store of a frame's state
+        // to the stack would take a place in the store queue): frames are read in place and
+        // failures kept in a register (one bit per frame: PENDING_FRAMES <= 64); the
+        // tallies and outcomes come after.
+        let mut failed = 0u64;
+        for (i, p) in self.frames.iter().enumerate() {
+            let dst = self.slices.get(p.slices.clone()).unwrap_or_default();
+            let ok = match p.whole {
+                Some(bytes) => write_contiguous(dst, &p.hdr, bytes),
+                None => write_rx_scattered(dst, &p.hdr, Source::Guest(p.frame, p.edit)),
+            };
+            failed |= u64::from(!ok) << i;
+        }
+        for (i, p) in self.frames.iter().enumerate() {
+            if failed & (1 << i) == 0 {
+                done.0 += 1;
+                done.1 += Source::Guest(p.frame, p.edit).len() as u64;
+                outcome(Ok(()));
+                continue;
+            }
+            // The buffers were counted with room for it, so this should not happen.
+            for u in used.get_mut(p.used.clone()).unwrap_or_default() {
+                *u = u.with_len(0);
+            }
+            c.count_drop(RxDrop::BadDescriptor);
+            outcome(Err(RxDrop::BadDescriptor));
+        }
+        self.frames.clear();
+        self.slices.clear();
+    }
 }
 
 thread_local! {
@@ -313,7 +432,7 @@ impl Source<'_, '_> {
 /// How many chains ahead of the one being filled or parsed the next buffer is prefetched.
 pub(super) const PREFETCH_AHEAD: u16 = 2;
 
-/// Places one frame in a guest's RX ring, behind the virtio-net header `hdr` (whose
+/// Places one frame in a guest's RX ring at once, behind the virtio-net header `hdr` (whose
 /// num_buffers is filled in here): takes chains from `avail`, copies, and records the used
 /// entries in `used` (written to the ring by the caller). Chains taken for a frame that does
 /// not fit are given back untouched; a malformed chain is returned with length 0.
@@ -321,7 +440,7 @@ pub(super) fn place_rx<'m, A>(
     avail: &mut A,
     map: &GuestMap<'m>,
     frame: Source<'_, '_>,
-    mut hdr: [u8; VNET_HDR_LEN],
+    hdr: [u8; VNET_HDR_LEN],
     mrg: bool,
     used: &mut Vec<Used>,
 ) -> Result<(), RxDrop>
@@ -329,14 +448,55 @@ where
     A: Avail,
     A::Item: RingChain,
 {
-    let need = VNET_HDR_LEN + frame.len();
-    let start = avail.cursor();
     let mut slices = ArrayVec::<VolatileSlice<'m>, MAX_RX_SEGS>::new();
+    let from = used.len();
+    let chains = take_rx(
+        avail,
+        map,
+        VNET_HDR_LEN + frame.len(),
+        mrg,
+        &mut slices,
+        used,
+    )?;
+    if !write_rx(&slices, &with_buffers(hdr, chains), frame) {
+        for u in &mut used[from..] {
+            *u = u.with_len(0);
+        }
+        return Err(RxDrop::BadDescriptor);
+    }
+    Ok(())
+}
+
+/// `hdr` with its num_buffers field set to `chains`.
+fn with_buffers(mut hdr: [u8; VNET_HDR_LEN], chains: u16) -> [u8; VNET_HDR_LEN] {
+    hdr[10..12].copy_from_slice(&chains.to_le_bytes());
+    hdr
+}
+
+/// Takes the chains for a frame of `need` bytes (header included) from `avail`: appends their
+/// writable pieces to `slices` (at most `MAX_RX_SEGS` for the frame) and their used entries,
+/// with the bytes the frame will fill in each, to `used`; returns how many chains. Chains
+/// taken for a frame that does not fit are given back untouched (`NoBuffer`); a malformed
+/// chain is used with length 0 (`BadDescriptor`). Nothing stays in `slices` on error.
+fn take_rx<'m, A, const N: usize>(
+    avail: &mut A,
+    map: &GuestMap<'m>,
+    need: usize,
+    mrg: bool,
+    slices: &mut ArrayVec<VolatileSlice<'m>, N>,
+    used: &mut Vec<Used>,
+) -> Result<u16, RxDrop>
+where
+    A: Avail,
+    A::Item: RingChain,
+{
+    let start = avail.cursor();
+    let base = slices.len();
     // (used entry, capacity) of each chain taken.
     let mut chains = ArrayVec::<(Used, usize), MAX_RX_CHAINS>::new();
     let mut cap = 0usize;
     let mut bad = false;
-    // The buffer of a frame or two later, on its way while this one is copied.
+    // The buffer of a frame or two later, on its way while this one is taken.
     avail.prefetch(PREFETCH_AHEAD, true);
     while cap < need && !chains.is_full() {
         let Some(chain) = avail.next() else {
@@ -353,7 +513,8 @@ where
             }
             let resolved = map.pieces(desc.addr, desc.len as usize, |s| {
                 // Pieces past the limit are not used; the chain just holds less.
-                if !s.is_empty() && slices.try_push(s).is_ok() {
+                if !s.is_empty() && slices.len() - base < MAX_RX_SEGS && slices.try_push(s).is_ok()
+                {
                     c += s.len();
                 }
             });
@@ -375,24 +536,15 @@ where
     }
     if bad {
         // The guest broke the ring's rules: return what was taken, empty, and drop.
+        slices.truncate(base);
         used.extend(chains.iter().map(|&(head, _)| head));
         return Err(RxDrop::BadDescriptor);
     }
     if cap < need {
         // Not enough buffers: hand the chains back untouched for the next frame.
+        slices.truncate(base);
         avail.rewind(start);
         return Err(RxDrop::NoBuffer);
-    }
-    hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
-    let mut w = ScatterWriter::new(&slices);
-    let written = w.write_bytes(&hdr)
-        && match frame {
-            Source::Guest(f, e) => w.write_frame_edited(f, e),
-            Source::Bytes(b) => w.write_bytes(b),
-        };
-    if !written {
-        used.extend(chains.iter().map(|&(head, _)| head));
-        return Err(RxDrop::BadDescriptor);
     }
     let mut left = need;
     for &(head, c) in &chains {
@@ -400,7 +552,52 @@ where
         left -= n;
         used.push(head.with_len(n as u32));
     }
-    Ok(())
+    Ok(chains.len() as u16)
+}
+
+/// The bytes of `frame` with `edit` applied, when they are all in its checked head copy and
+/// the edit changes nothing.
+fn whole<'f>(frame: &'f TxFrame<'_>, edit: FrameEdit) -> Option<&'f [u8]> {
+    (edit == FrameEdit::NONE && frame.head().len() == frame.len()).then(|| frame.head())
+}
+
+/// Writes `hdr` and then `src` into `dst`; false if they do not fit.
+fn write_rx(dst: &[VolatileSlice<'_>], hdr: &[u8; VNET_HDR_LEN], src: Source<'_, '_>) -> bool {
+    match src {
+        Source::Guest(f, e) => match whole(f, e) {
+            Some(bytes) => write_contiguous(dst, hdr, bytes),
+            None => write_rx_scattered(dst, hdr, src),
+        },
+        Source::Bytes(b) => write_contiguous(dst, hdr, b),
+    }
+}
+
+/// `write_rx` of contiguous bytes: two inline copies when `dst` is one buffer.
+#[inline(always)]
+fn write_contiguous(dst: &[VolatileSlice<'_>], hdr: &[u8; VNET_HDR_LEN], bytes: &[u8]) -> bool {
+    if let [d] = dst
+        && d.len() >= VNET_HDR_LEN + bytes.len()
+        && let Ok(rest) = d.offset(VNET_HDR_LEN)
+    {
+        copy_to_guest(d, hdr);
+        copy_to_guest(&rest, bytes);
+        return true;
+    }
+    write_rx_scattered(dst, hdr, Source::Bytes(bytes))
+}
+
+#[inline(never)]
+fn write_rx_scattered(
+    dst: &[VolatileSlice<'_>],
+    hdr: &[u8; VNET_HDR_LEN],
+    src: Source<'_, '_>,
+) -> bool {
+    let mut w = ScatterWriter::new(dst);
+    w.write_bytes(hdr)
+        && match src {
+            Source::Guest(f, e) => w.write_frame_edited(f, e),
+            Source::Bytes(b) => w.write_bytes(b),
+        }
 }
 
 /// Places `frame` in the RX ring `queue` exactly as delivery does, without publishing:
