@@ -265,7 +265,7 @@ const _: () = assert!(PENDING_FRAMES <= 64, "one bit per frame in Pending::flush
 /// lines its CPU holds, and the per-frame bookkeeping stored in between (the ring walk, the
 /// stack) filled the CPU's store queue so that the lines came about one frame at a time.
 /// Measured on the lab machine with the copies timed apart, while its two CPUs were ~500 ns
-/// apart (`bench-core-rtt`): 300-360 cycles per frame interleaved, 155-170 back to back.
+/// apart (`bench-core-rtt`): 300-360 cycles per frame interleaved, 155-175 back to back.
 struct Pending<'m, 'f, 'a> {
     slices: ArrayVec<VolatileSlice<'m>, PENDING_SLICES>,
     frames: ArrayVec<PendingFrame<'f, 'a>, PENDING_FRAMES>,
