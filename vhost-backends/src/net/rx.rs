@@ -183,7 +183,7 @@ where
             RxItem::Frame(f, e) => (f, e),
             RxItem::Bytes(b) => {
                 let r = place_rx(avail, map, Source::Bytes(b), [0; VNET_HDR_LEN], mrg, used);
-                outcome(counted(r, Source::Bytes(b).len(), &mut done, c));
+                outcome(counted(r, b.len(), &mut done, c));
                 continue;
             }
         };
@@ -320,18 +320,17 @@ impl<'f, 'a> Pending<'_, 'f, 'a> {
             failed |= u64::from(!ok) << i;
         }
         for (i, p) in self.frames.iter().enumerate() {
-            if failed & (1 << i) == 0 {
-                done.0 += 1;
-                done.1 += Source::Guest(p.frame, p.edit).len() as u64;
-                outcome(Ok(()));
-                continue;
-            }
-            // The buffers were counted with room for it, so this should not happen.
-            for u in used.get_mut(p.used.clone()).unwrap_or_default() {
-                *u = u.with_len(0);
-            }
-            c.count_drop(RxDrop::BadDescriptor);
-            outcome(Err(RxDrop::BadDescriptor));
+            let r = if failed & (1 << i) == 0 {
+                Ok(())
+            } else {
+                // The buffers were counted with room for it, so this should not happen.
+                for u in used.get_mut(p.used.clone()).unwrap_or_default() {
+                    *u = u.with_len(0);
+                }
+                Err(RxDrop::BadDescriptor)
+            };
+            let len = Source::Guest(p.frame, p.edit).len();
+            outcome(counted(r, len, done, c));
         }
         self.frames.clear();
         self.slices.clear();
