@@ -86,10 +86,13 @@ impl Runner {
     }
 
     /// Runs the gateway on a thread named after `name`; `sink` gets the frames it sends to
-    /// the segment, in batches, until `NatHandle::stop`.
+    /// the segment, in batches, until `NatHandle::stop`. The thread first calls `confine`
+    /// (vfabric's seccomp filter for NAT threads) and does not serve if it fails (`confine`
+    /// says why).
     pub fn start(
         self,
         name: &str,
+        confine: fn() -> Result<(), String>,
         mut sink: impl FnMut(Vec<Vec<u8>>) + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let Runner {
@@ -100,6 +103,9 @@ impl Runner {
         std::thread::Builder::new()
             .name(format!("nat-{name}"))
             .spawn(move || {
+                if confine().is_err() {
+                    return;
+                }
                 let mut drain = [0u8; 256];
                 while !h.stop.load(Relaxed) {
                     let frames: Vec<Vec<u8>> = {

@@ -269,14 +269,15 @@ fn a_rebooted_guest_resumes_traffic_on_the_same_connection() -> Result<()> {
     Ok(())
 }
 
-/// `vfabric run --seccomp kill`: the data-path threads (port threads, their connections'
-/// relay and ring workers) carry the filter, the others do not, and the data path does all
-/// it does under it without being killed: guests connecting again after the restart, a TCP
-/// transfer byte-exact, a guest restarted (a new connection, new memory mapped).
+/// `vfabric run` (`--seccomp kill` by default): every thread carries a filter (the main
+/// thread, the control thread, housekeeping, the port threads with their connections' relay
+/// and ring workers), and the fabric does all it does under them without being killed:
+/// guests connecting again after the restart, a TCP transfer byte-exact, a guest restarted
+/// (a new connection, new memory mapped), the control socket answering.
 #[test]
-fn data_path_threads_run_under_a_seccomp_filter() -> Result<()> {
+fn every_thread_runs_under_a_seccomp_filter() -> Result<()> {
     let mut lab = NetLab::start(2, &[qemu()], GuestOpts::default())?;
-    lab.fabric.restart_with_args(&["--seccomp", "kill"])?;
+    lab.fabric.restart_with_args(&[])?;
     lab.wait_reachable(1, 2, Duration::from_secs(30))?;
     let sum1 = lab.vm(1).run_ok(
         "mkdir -p /tmp/www && head -c 8388608 /dev/urandom > /tmp/www/data && sha256sum /tmp/www/data | cut -d' ' -f1 && httpd -p 8080 -h /tmp/www",
@@ -308,15 +309,12 @@ fn data_path_threads_run_under_a_seccomp_filter() -> Result<()> {
             .map(str::trim)
             .context("Seccomp in status")?
             .to_string();
-        let data_path = comm.starts_with("port-")
-            || comm.starts_with("vring_worker")
-            || comm.starts_with("vf-");
-        assert_eq!(mode == "2", data_path, "thread {comm}: Seccomp {mode}");
-        if data_path {
-            filtered.push(comm);
-        }
+        assert_eq!(mode, "2", "thread {comm}: Seccomp {mode}");
+        filtered.push(comm);
     }
-    assert!(filtered.iter().any(|c| c == "port-vm1"), "{filtered:?}");
+    for kind in ["port-vm1", "control", "fdb-aging", "socket-keeper"] {
+        assert!(filtered.iter().any(|c| c == kind), "{kind}: {filtered:?}");
+    }
     assert!(
         filtered.iter().any(|c| c.starts_with("vring_worker")),
         "{filtered:?}"

@@ -65,9 +65,10 @@ pub(super) enum Kind {
 
 impl Image {
     /// Has the image's own threads (qcow2 I/O threads, started when it was opened) call
-    /// `drop`, which gives up the calling thread's privileges: a process that gives up its
-    /// capabilities after opening images does not reach threads already running. Returns at
-    /// once; each thread does it before its next job.
+    /// `drop`, which gives up some of the calling thread's privileges (its capabilities, or
+    /// system calls through a seccomp filter): what a process gives up after opening images
+    /// does not reach threads already running. Returns at once; each thread does it before
+    /// its next job.
     pub fn drop_privileges(&self, drop: fn() -> std::io::Result<()>) {
         if let Kind::Qcow2 { threads, .. } = &self.kind {
             for t in threads {
@@ -297,7 +298,7 @@ const QCOW2_THREADS: usize = 2;
 pub(super) enum ImagoMsg {
     Job(ImagoJob),
     /// Give up this thread's privileges with this function (the process gave up its own;
-    /// capabilities are per thread, and this thread was started before).
+    /// capabilities and seccomp filters are per thread, and this thread was started before).
     DropPrivileges(fn() -> std::io::Result<()>),
 }
 

@@ -24,10 +24,10 @@ pub enum Command {
     Run {
         /// The topology file (TOML).
         topology: PathBuf,
-        /// The seccomp filter on the data-path threads (vhost-user ports with their relay
-        /// and ring workers, TAP and VXLAN readers): `kill` (the default) ends the process on
-        /// a system call outside the data path's list, `log` only has the kernel log it,
-        /// `off` (for diagnosis) applies none.
+        /// The seccomp filter on every thread (each kind of thread has its own list:
+        /// docs/seccomp.md): `kill` (the default) ends the process on a system call outside
+        /// the thread's list, `log` only has the kernel log it, `off` (for diagnosis)
+        /// applies none.
         #[arg(long, value_enum, default_value_t = vswitch::privs::SeccompMode::Kill)]
         seccomp: vswitch::privs::SeccompMode,
         /// Serve the web console (read-only: topology, live rates, drops, port pages,

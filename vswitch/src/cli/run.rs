@@ -26,7 +26,7 @@ use vhost_backends::blk::{self, Disk};
 use vhost_backends::server::{PortStop, Role};
 use vswitch::control::{Control, server, stats};
 use vswitch::fabric::Fabric;
-use vswitch::privs::{self, SeccompMode};
+use vswitch::privs::{self, SeccompMode, ThreadKind};
 use vswitch::sockets::SocketFiles;
 use vswitch::topology::{DiskFormat, PortKind, Topology};
 
@@ -109,12 +109,11 @@ impl Daemon {
     ) -> Result<Daemon, String> {
         let file = path.display();
         // The data-path filter is compiled before anything is made; threads apply it.
-        privs::set_data_path_filter(seccomp)
-            .map_err(|e| format!("{file}: {e}; nothing started"))?;
+        privs::set_filters(seccomp).map_err(|e| format!("{file}: {e}; nothing started"))?;
         if seccomp == SeccompMode::Off {
-            tracing::warn!("--seccomp off: the data-path threads run without their seccomp filter");
+            tracing::warn!("--seccomp off: every thread runs without its seccomp filter");
         } else {
-            tracing::info!("data-path threads run under a seccomp filter ({seccomp:?})");
+            tracing::info!("every thread runs under its seccomp filter ({seccomp:?})");
         }
         let fabric =
             Fabric::new(&topo).map_err(|e| format!("cannot set up the data plane: {e}"))?;
@@ -145,6 +144,8 @@ impl Daemon {
         );
         print_ready(&topo);
         // Every socket listens by now (bound above, served by the threads just started).
+        // Started: the main thread (signals, reload) keeps the control plane's calls.
+        privs::enter(ThreadKind::Control).map_err(|e| format!("main thread: {e}"))?;
         notify_systemd(&format!("READY=1\nSTATUS={}", control.status_line()));
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
             // STATUS= kept current (`systemctl status` shows it), sent when it changes.
@@ -328,9 +329,15 @@ fn start_threads(fabric: &Arc<Fabric>, disk_roles: Vec<(Arc<Disk>, Role)>) -> Re
         {
             disk_sockets.push((stop.clone(), p, format!("disk {}", disk.config.name)));
         }
+        // The qcow2 I/O threads run already: they confine themselves before their next job.
+        disk.image.drop_privileges(privs::enter_disk);
+        let what = name.clone();
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || blk::run_disk(disk, role, stop))
+            .spawn(move || match privs::enter(ThreadKind::Disk) {
+                Ok(()) => blk::run_disk(disk, role, stop),
+                Err(e) => tracing::error!("{what}: {e}; not serving"),
+            })
             .map_err(|e| format!("cannot start a disk thread: {e}"))?;
     }
     // The socket keeper: a listening socket whose file was deleted is made again.
@@ -351,11 +358,16 @@ fn start_threads(fabric: &Arc<Fabric>, disk_roles: Vec<(Arc<Disk>, Role)>) -> Re
 }
 
 /// A housekeeping thread named `name` that runs `work` every `interval`, for the life of the
-/// process.
+/// process, under the control plane's filter.
 fn every(name: &str, interval: Duration, mut work: impl FnMut() + Send + 'static) {
+    let what = name.to_string();
     let _ = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            if let Err(e) = privs::enter(ThreadKind::Control) {
+                tracing::error!("{what}: {e}; not running");
+                return;
+            }
             loop {
                 std::thread::sleep(interval);
                 work();

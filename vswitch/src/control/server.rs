@@ -133,6 +133,10 @@ impl Listener {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                if let Err(e) = crate::privs::enter(crate::privs::ThreadKind::Control) {
+                    tracing::error!("control thread: {e}; not serving");
+                    return;
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .enable_time()

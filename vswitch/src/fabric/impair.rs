@@ -108,7 +108,10 @@ impl DelayLine {
             let me = self.clone();
             let _ = std::thread::Builder::new()
                 .name("delay-line".into())
-                .spawn(move || me.run());
+                .spawn(move || match crate::privs::enter_data_path() {
+                    Ok(()) => me.run(),
+                    Err(e) => tracing::error!("delay line: {e}; impaired frames are lost"),
+                });
         });
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
