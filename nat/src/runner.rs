@@ -85,27 +85,26 @@ impl Runner {
         self.handle.clone()
     }
 
-    /// Runs the gateway on a thread named after `name`; `sink` gets the frames it sends to
-    /// the segment, in batches, until `NatHandle::stop`. The thread first calls `confine`
-    /// (vfabric's seccomp filter for NAT threads) and does not serve if it fails (`confine`
-    /// says why).
-    pub fn start(
+    /// Runs the gateway on a thread named `nat-NAME`, started by `spawn` (given the
+    /// thread's name and body: vfabric's starts it under the NAT threads' seccomp filter);
+    /// `sink` gets the frames it sends to the segment, in batches, until `NatHandle::stop`.
+    pub fn start<S>(
         self,
         name: &str,
-        confine: fn() -> Result<(), String>,
+        spawn: S,
         mut sink: impl FnMut(Vec<Vec<u8>>) + Send + 'static,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    ) -> std::io::Result<std::thread::JoinHandle<()>>
+    where
+        S: FnOnce(String, Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHandle<()>>,
+    {
         let Runner {
             mut gw,
             mut wake_rx,
             handle: h,
         } = self;
-        std::thread::Builder::new()
-            .name(format!("nat-{name}"))
-            .spawn(move || {
-                if confine().is_err() {
-                    return;
-                }
+        spawn(
+            format!("nat-{name}"),
+            Box::new(move || {
                 let mut drain = [0u8; 256];
                 while !h.stop.load(Relaxed) {
                     let frames: Vec<Vec<u8>> = {
@@ -137,6 +136,7 @@ impl Runner {
                     }
                     while matches!(wake_rx.read(&mut drain), Ok(n) if n > 0) {}
                 }
-            })
+            }),
+        )
     }
 }

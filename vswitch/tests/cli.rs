@@ -7,45 +7,13 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vfabric");
+mod daemon;
+use daemon::{BIN, ctl, run_ready, run_ready_with, stop};
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-/// `vfabric run FILE` until it prints "vfabric ready"; returns it and the lines before.
-fn run_ready(topo: &Path) -> (std::process::Child, Vec<String>) {
-    run_ready_with(&[], topo)
-}
-
-/// `run_ready` with options of `vfabric run` before the file.
-fn run_ready_with(opts: &[&str], topo: &Path) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .args(opts)
-        .arg(topo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen = Vec::new();
-    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let l = l.unwrap();
-        if l == "vfabric ready" {
-            break;
-        }
-        seen.push(l);
-    }
-    (child, seen)
-}
-
-/// SIGTERM, then the exit status.
-fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap()
 }
 
 fn two_ports(a: &str, b: &str) -> String {
@@ -582,22 +550,6 @@ impl Drop for Stopped {
             stop(c);
         }
     }
-}
-
-/// `vfabric ctl` with `args` against the control socket `sock`: (exit code, stdout, stderr).
-fn ctl(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .arg("ctl")
-        .arg("-s")
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// One HTTP/1.1 GET (or `method`) to `addr` naming `host`: (status line, headers, body).

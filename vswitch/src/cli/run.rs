@@ -137,6 +137,9 @@ impl Daemon {
             .control
             .serve(control.clone())
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
+        // Every thread is started: the main thread (signals, reload) keeps the control
+        // plane's calls from here on.
+        privs::enter(ThreadKind::Control).map_err(|e| format!("main thread: {e}"))?;
         println!(
             "control: {} (vfabric ctl -s {} ports)",
             bound.control_path.display(),
@@ -144,8 +147,6 @@ impl Daemon {
         );
         print_ready(&topo);
         // Every socket listens by now (bound above, served by the threads just started).
-        // Started: the main thread (signals, reload) keeps the control plane's calls.
-        privs::enter(ThreadKind::Control).map_err(|e| format!("main thread: {e}"))?;
         notify_systemd(&format!("READY=1\nSTATUS={}", control.status_line()));
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
             // STATUS= kept current (`systemctl status` shows it), sent when it changes.
@@ -331,14 +332,10 @@ fn start_threads(fabric: &Arc<Fabric>, disk_roles: Vec<(Arc<Disk>, Role)>) -> Re
         }
         // The qcow2 I/O threads run already: they confine themselves before their next job.
         disk.image.drop_privileges(privs::enter_disk);
-        let what = name.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || match privs::enter(ThreadKind::Disk) {
-                Ok(()) => blk::run_disk(disk, role, stop),
-                Err(e) => tracing::error!("{what}: {e}; not serving"),
-            })
-            .map_err(|e| format!("cannot start a disk thread: {e}"))?;
+        privs::spawn_confined(name, ThreadKind::Disk, move || {
+            blk::run_disk(disk, role, stop)
+        })
+        .map_err(|e| format!("cannot start a disk thread: {e}"))?;
     }
     // The socket keeper: a listening socket whose file was deleted is made again.
     let f = fabric.clone();
@@ -360,19 +357,15 @@ fn start_threads(fabric: &Arc<Fabric>, disk_roles: Vec<(Arc<Disk>, Role)>) -> Re
 /// A housekeeping thread named `name` that runs `work` every `interval`, for the life of the
 /// process, under the control plane's filter.
 fn every(name: &str, interval: Duration, mut work: impl FnMut() + Send + 'static) {
-    let what = name.to_string();
-    let _ = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if let Err(e) = privs::enter(ThreadKind::Control) {
-                tracing::error!("{what}: {e}; not running");
-                return;
-            }
-            loop {
-                std::thread::sleep(interval);
-                work();
-            }
-        });
+    let started = privs::spawn_confined(name.into(), ThreadKind::Control, move || {
+        loop {
+            std::thread::sleep(interval);
+            work();
+        }
+    });
+    if let Err(e) = started {
+        tracing::error!("{name}: {e}; not running");
+    }
 }
 
 /// Tells systemd (`Type=notify` services) about our state through $NOTIFY_SOCKET, if set.

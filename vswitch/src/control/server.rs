@@ -130,13 +130,10 @@ impl Listener {
         for l in &self.http {
             l.set_nonblocking(true)?;
         }
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                if let Err(e) = crate::privs::enter(crate::privs::ThreadKind::Control) {
-                    tracing::error!("control thread: {e}; not serving");
-                    return;
-                }
+        crate::privs::spawn_confined(
+            "control".into(),
+            crate::privs::ThreadKind::Control,
+            move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .enable_time()
@@ -177,7 +174,8 @@ impl Listener {
                         });
                     }
                 });
-            })?;
+            },
+        )?;
         Ok(())
     }
 }

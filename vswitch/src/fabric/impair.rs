@@ -106,12 +106,14 @@ impl DelayLine {
     pub(super) fn push(self: &Arc<Self>, due: Instant, port: Port, frame: Vec<u8>) {
         self.started.get_or_init(|| {
             let me = self.clone();
-            let _ = std::thread::Builder::new()
-                .name("delay-line".into())
-                .spawn(move || match crate::privs::enter_data_path() {
-                    Ok(()) => me.run(),
-                    Err(e) => tracing::error!("delay line: {e}; impaired frames are lost"),
-                });
+            let started = crate::privs::spawn_confined(
+                "delay-line".into(),
+                crate::privs::ThreadKind::DataPath,
+                move || me.run(),
+            );
+            if let Err(e) = started {
+                tracing::error!("delay line: {e}; impaired frames are lost");
+            }
         });
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());

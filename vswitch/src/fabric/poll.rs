@@ -26,12 +26,11 @@ impl Fabric {
                 } else {
                     format!("poll-{si}.{t}")
                 };
-                std::thread::Builder::new().name(name).spawn(move || {
-                    match crate::privs::enter_data_path() {
-                        Ok(()) => fabric.run_poller(si, t, &poller),
-                        Err(e) => tracing::error!("poll thread of switch {si}: {e}; not polling"),
-                    }
-                })?;
+                crate::privs::spawn_confined(
+                    name,
+                    crate::privs::ThreadKind::DataPath,
+                    move || fabric.run_poller(si, t, &poller),
+                )?;
             }
         }
         Ok(())

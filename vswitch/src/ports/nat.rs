@@ -106,11 +106,9 @@ impl SwitchPort for NatPort {
             return Ok(Vec::new());
         };
         let (me, ingress) = (self.clone(), ingress.clone());
-        let confine = || {
-            crate::privs::enter(crate::privs::ThreadKind::Nat)
-                .inspect_err(|e| tracing::error!("NAT gateway thread: {e}; not serving"))
-        };
-        let t = runner.start(&self.name, confine, move |mut frames| {
+        let spawn =
+            |name, body| crate::privs::spawn_confined(name, crate::privs::ThreadKind::Nat, body);
+        let t = runner.start(&self.name, spawn, move |mut frames| {
             forward_owned(&mut frames, &me.counters, |f| ingress.forward(key, 0, f))
         })?;
         Ok(vec![t])

@@ -72,18 +72,14 @@ pub trait SwitchPort: Send + Sync + 'static {
     fn stop(&self);
 }
 
-/// Spawns a port thread named `name` that enters the data path (the seccomp filter, when
-/// one was asked for) and then runs `body`; if the filter cannot be applied, the error is
-/// logged and the thread does not serve at all.
+/// Spawns a port thread named `name` that enters the data path (its seccomp filter, when
+/// one was asked for) and then runs `body`; returns once the filter is on. If the filter
+/// cannot be applied, the thread does not serve at all and the error names `what`.
 pub fn spawn_data_path(
     name: String,
     what: String,
     body: impl FnOnce() + Send + 'static,
 ) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || match crate::privs::enter_data_path() {
-            Ok(()) => body(),
-            Err(e) => tracing::error!("{what}: {e}; not serving"),
-        })
+    crate::privs::spawn_confined(name, crate::privs::ThreadKind::DataPath, body)
+        .map_err(|e| io::Error::other(format!("{what}: {e}")))
 }

@@ -70,4 +70,5 @@ pub fn drop_all() -> io::Result<()> {
 mod seccomp;
 pub use seccomp::{
     SeccompMode, ThreadKind, allowed, enter, enter_data_path, enter_disk, filter, set_filters,
+    spawn_confined,
 };
