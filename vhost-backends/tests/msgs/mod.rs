@@ -41,6 +41,11 @@ impl FrameSwitch for Echo {
     fn link_changed(&self, _: &NetPort, _: bool) {}
 }
 
+/// Called first on the port's thread (before it serves), if set before the port starts: the
+/// fuzz target puts the thread under vfabric's data-path seccomp filter there, as `vfabric
+/// run` does, so that a sequence making the port call outside that list is found.
+pub static CONFINE: OnceLock<fn()> = OnceLock::new();
+
 /// The port's socket, served by a thread for the life of the process.
 pub fn port_socket() -> &'static PathBuf {
     &port().0
@@ -67,6 +72,9 @@ pub fn port() -> &'static (PathBuf, Arc<NetPort>) {
         );
         let p = port.clone();
         std::thread::spawn(move || {
+            if let Some(confine) = CONFINE.get() {
+                confine();
+            }
             run_port(p, Arc::new(Echo), Role::Server(listener), PortStop::new())
         });
         (path, port)
