@@ -17,9 +17,10 @@
 //! `bench-pktrate --vlan [ROUNDS]`: vfabric only, 64 B frames, untagged forwarding against
 //! an access port and a trunk (every frame gets an 802.1Q tag pushed or popped).
 //!
-//! `bench-pktrate --against OTHER_VFABRIC [--notify] [ROUNDS] [SIZES...]`: this vfabric
-//! against another build of it (an older commit), alternating rounds, two ports, busy-poll
-//! (and notification mode with `--notify`).
+//! `bench-pktrate --against OTHER_VFABRIC [--notify] [--packed] [ROUNDS] [SIZES...]`: this
+//! vfabric against another build of it (an older commit), alternating rounds, two ports,
+//! busy-poll (and notification mode with `--notify`; the generator on packed rings with
+//! `--packed`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -497,13 +498,15 @@ fn vlan_cost(rounds: usize, vfabric: &Path) -> Result<()> {
 
 /// Old build against new: this vfabric ($VFABRIC_BIN) and `other`, alternating round by
 /// round on the same two-port topology, for each frame size, busy-poll and (with `notify`)
-/// notification mode too. For refactors that must not cost packet rate.
+/// notification mode too; with `packed`, the generator on packed rings. For refactors that
+/// must not cost packet rate.
 fn against(
     other: &Path,
     rounds: usize,
     sizes: &[usize],
     vfabric: &Path,
     notify: bool,
+    packed: bool,
 ) -> Result<()> {
     let modes: &[bool] = if notify { &[true, false] } else { &[true] };
     // (size, busy-poll, other, pps)
@@ -519,7 +522,7 @@ fn against(
                         std::fs::write(&topo, t.replace("busy_poll = true", "busy_poll = false"))?;
                     }
                     let sw = start_vfabric(dir.path(), bin, &topo)?;
-                    let pps = generate(dir.path(), size, false)?;
+                    let pps = generate_with(dir.path(), size, false, false, packed)?;
                     drop(sw);
                     println!(
                         "round {r} {size:>5} B {:<6} {:<6} {:>7.3} Mpps",
@@ -601,14 +604,17 @@ fn main() -> Result<()> {
     }
     if mode.as_deref() == Some("--against") {
         let notify = std::env::args().any(|a| a == "--notify");
-        let mut args = std::env::args().skip(2).filter(|a| a != "--notify");
+        let packed = std::env::args().any(|a| a == "--packed");
+        let mut args = std::env::args()
+            .skip(2)
+            .filter(|a| a != "--notify" && a != "--packed");
         let other = PathBuf::from(args.next().context("--against needs a vfabric binary")?);
         let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
         let mut sizes: Vec<usize> = args.map(|s| s.parse()).collect::<Result<_, _>>()?;
         if sizes.is_empty() {
             sizes = vec![64, 1518];
         }
-        return against(&other, rounds, &sizes, &vfabric_bin(), notify);
+        return against(&other, rounds, &sizes, &vfabric_bin(), notify, packed);
     }
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);

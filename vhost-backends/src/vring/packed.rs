@@ -172,35 +172,70 @@ impl<'r, 'm> PackedRing<'r, 'm> {
         }
     }
 
-    /// Writes the used descriptors of `entries` (each in its chain's first slot, flags
-    /// last with release, in order).
+    /// Writes the used descriptors of `entries` (each in its chain's first slot): every id
+    /// and length first, then the flags of all but the first entry, the first's flags last
+    /// (each with release). The driver, polling the first entry's flags, takes the batch
+    /// whole and in order; it does not pull the ring's lines back while the rest of the
+    /// batch is written into them (DPDK's vhost library publishes its batches this way).
     pub fn publish(&self, entries: &[Used]) {
+        let Some((first, rest)) = entries.split_first() else {
+            return;
+        };
         for e in entries {
-            if slot(e.pos) >= self.size {
-                continue;
+            self.write_len_id(e);
+        }
+        for e in rest {
+            self.write_flags(e);
+        }
+        self.write_flags(first);
+    }
+
+    /// The byte offset of `e`'s slot in the ring, if within it.
+    #[inline]
+    fn used_slot(&self, e: &Used) -> Option<usize> {
+        (slot(e.pos) < self.size).then(|| usize::from(slot(e.pos)) * DESC_SIZE)
+    }
+
+    /// Writes `e`'s length and buffer id into its slot.
+    #[inline]
+    fn write_len_id(&self, e: &Used) {
+        let Some(off) = self.used_slot(e) else {
+            return;
+        };
+        match &self.host {
+            Some(h) => {
+                h.write(off + 8, e.len.to_le_bytes());
+                h.write(off + 12, e.id.to_le_bytes());
             }
-            let off = usize::from(slot(e.pos)) * DESC_SIZE;
-            let flags = if wrap(e.pos) { F_AVAIL | F_USED } else { 0 };
-            match &self.host {
-                Some(h) => {
-                    h.write(off + 8, e.len.to_le_bytes());
-                    h.write(off + 12, e.id.to_le_bytes());
-                    h.store_u16_release(off + 14, flags);
+            None => {
+                let mut lid = [0u8; 6];
+                lid[..4].copy_from_slice(&e.len.to_le_bytes());
+                lid[4..].copy_from_slice(&e.id.to_le_bytes());
+                if let Some(at) = self.ring.checked_add(off as u64 + 8) {
+                    let _ = self.map.write(at, &lid);
                 }
-                None => {
-                    let Some(at) = self.ring.checked_add(off as u64) else {
-                        continue;
-                    };
-                    let mut lid = [0u8; 6];
-                    lid[..4].copy_from_slice(&e.len.to_le_bytes());
-                    lid[4..].copy_from_slice(&e.id.to_le_bytes());
-                    if self.map.write(at + 8, &lid) {
-                        let _ = self.map.mem().store(
-                            flags.to_le(),
-                            GuestAddress(at + 14),
-                            Ordering::Release,
-                        );
-                    }
+            }
+        }
+    }
+
+    /// Marks `e`'s slot used (its flags, stored with release: its id and length are
+    /// visible first).
+    #[inline]
+    fn write_flags(&self, e: &Used) {
+        let Some(off) = self.used_slot(e) else {
+            return;
+        };
+        let flags = if wrap(e.pos) { F_AVAIL | F_USED } else { 0 };
+        match &self.host {
+            Some(h) => {
+                h.store_u16_release(off + 14, flags);
+            }
+            None => {
+                if let Some(at) = self.ring.checked_add(off as u64 + 14) {
+                    let _ =
+                        self.map
+                            .mem()
+                            .store(flags.to_le(), GuestAddress(at), Ordering::Release);
                 }
             }
         }
