@@ -5,7 +5,7 @@
 # Usage: benches/pktrate.sh [ROUNDS] [SIZES...]   (default: 3 rounds, 64 and 1518 B)
 #        benches/pktrate.sh --scale [ROUNDS]     (64 ports + 10^6 FDB entries vs 2 ports + 1; RSS)
 #        benches/pktrate.sh --vlan [ROUNDS]      (untagged vs 802.1Q push/pop on every frame, 64 B)
-#        benches/pktrate.sh --against OLD_VFABRIC [--notify] [ROUNDS] [SIZES...]   (this build vs another)
+#        benches/pktrate.sh --against OLD_VFABRIC [--notify] [--packed] [ROUNDS] [SIZES...]   (this build vs another)
 # Needs root (hugepages, OVS in its own network namespace). No traffic leaves the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
