@@ -1,5 +1,6 @@
-//! Hostile vhost-user message sequences against a live port, one VMM connection per input:
-//! the same builder and checks as `vhost-backends/tests/hostile_messages.rs`. The port's
+//! Hostile vhost-user message sequences against a live port, on one VMM connection kept
+//! from input to input (dialed again when a sequence makes the port hang up): the same
+//! builder and checks as `vhost-backends/tests/hostile_messages.rs`. The port's
 //! thread (and so its connections' relay and ring workers) runs under vfabric's data-path
 //! seccomp filter, as under `vfabric run`; a system call outside it raises SIGSYS, which
 //! aborts, so libFuzzer keeps the input.
@@ -40,6 +41,6 @@ fuzz_target!(
         let _ = msgs::CONFINE.set(confine);
     },
     |data: &[u8]| {
-        msgs::run(data);
+        msgs::run_persistent(data);
     }
 );

@@ -1,6 +1,7 @@
 //! Hostile vhost-user message sequences against a live port (see `msgs/mod.rs`), then a
 //! well-behaved VMM on the same port: its frames still go through. `PROPTEST_CASES=N` for
-//! long runs; the cargo-fuzz target `vhost_user` runs the same function under libFuzzer.
+//! long runs; the cargo-fuzz target `vhost_user` runs the same sequences under libFuzzer, on
+//! one connection kept across inputs.
 
 mod msgs;
 #[path = "../../vswitch/tests/support/mod.rs"]
@@ -58,6 +59,26 @@ fn any_message_sequence() {
         taken(&c) > taken(&before),
         "no sequence reached a live ring: {c:?}"
     );
+}
+
+/// The same sequences one after another on one connection kept open (as the fuzz target
+/// sends them): the port answers after each, and a real guest is served afterwards.
+#[test]
+fn sequences_on_one_persistent_connection() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut runner = TestRunner::new(Config::with_cases(cases));
+    runner
+        .run(&vec(any::<u8>(), 0..6000), |data| {
+            msgs::run_persistent(&data);
+            Ok(())
+        })
+        .unwrap();
+    msgs::hang_up_persistent();
+    a_guest_is_served(b"after the persistent hostile VMM");
 }
 
 /// Sequences that reach deep: a full setup whose memory file is shorter than the region

@@ -129,7 +129,10 @@ fn build(r: &mut Input<'_>) -> Sequence {
         desync: false,
     };
     // The guest memory file, its contents from the input (rings with hostile descriptors).
-    let mut mem = tempfile::tempfile().unwrap();
+    let mut mem = std::fs::File::from(
+        nix::sys::memfd::memfd_create(c"hostile-vmm", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .unwrap(),
+    );
     // At most half of what is left, so that messages follow.
     let fill_len = (usize::from(r.u16()) % 0x4000).min(r.left() / 2);
     let fill = r.bytes(fill_len);
@@ -344,6 +347,52 @@ pub fn run(data: &[u8]) {
     let mut r = Input(data);
     let seq = build(&mut r);
     let stream = connect(path);
+    send(&stream, &seq);
+    // A round trip, so that everything before it was handled.
+    if !seq.desync {
+        let _ = stream.set_nonblocking(false);
+        let _ = get_features(&stream);
+    }
+    drop(stream);
+    drop(seq);
+    served_on_a_new_connection();
+}
+
+/// Like [`run`], on one VMM connection kept from input to input (a persistent frontend: no
+/// connection set up and torn down per input, which is what the fuzz target runs): an
+/// input's messages follow the previous input's, until a sequence makes the port hang up or
+/// puts the stream out of step; the next input then dials again. Checked after every input:
+/// the port answers GET_FEATURES on that connection or, if it is gone, on a new one.
+pub fn run_persistent(data: &[u8]) {
+    let mut kept = PERSISTENT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = Input(data);
+    let seq = build(&mut r);
+    let stream = kept.take().unwrap_or_else(|| connect(port_socket()));
+    send(&stream, &seq);
+    let answered = !seq.desync && {
+        let _ = stream.set_nonblocking(false);
+        get_features(&stream).is_ok()
+    };
+    drop(seq);
+    if answered {
+        *kept = Some(stream);
+        return;
+    }
+    drop(stream);
+    *kept = Some(served_on_a_new_connection());
+}
+
+/// The connection [`run_persistent`] keeps.
+static PERSISTENT: std::sync::Mutex<Option<UnixStream>> = std::sync::Mutex::new(None);
+
+/// Closes the connection [`run_persistent`] keeps (the port serves one VMM at a time: the
+/// next one waits until it is closed).
+pub fn hang_up_persistent() {
+    drop(PERSISTENT.lock().unwrap_or_else(|p| p.into_inner()).take());
+}
+
+/// Sends `seq` on `stream`, kicking the rings now and then and dropping the replies.
+fn send(stream: &UnixStream, seq: &Sequence) {
     let _ = stream.set_nonblocking(true);
     let mut sink = [0u8; 4096];
     for (i, (bytes, fds)) in seq.messages.iter().enumerate() {
@@ -367,27 +416,26 @@ pub fn run(data: &[u8]) {
                 let _ = k.write(1);
             }
         }
-        while let Ok(n) = (&stream).read(&mut sink) {
+        while let Ok(n) = (&*stream).read(&mut sink) {
             if n == 0 {
                 break;
             }
         }
     }
-    // A last round of kicks, and a round trip so that everything before it was handled.
+    // A last round of kicks.
     for k in &seq.kicks {
         let _ = k.write(1);
     }
-    if !seq.desync {
-        let _ = stream.set_nonblocking(false);
-        let _ = get_features(&stream);
-    }
-    drop(stream);
-    drop(seq);
-    // The next VMM is served.
-    let next = connect(path);
+}
+
+/// The next VMM is served: a new connection answers GET_FEATURES (with VERSION_1 offered).
+/// Returns that connection.
+fn served_on_a_new_connection() -> UnixStream {
+    let next = connect(port_socket());
     let features =
         get_features(&next).expect("the port answers GET_FEATURES on the next connection");
     assert_ne!(features & (1 << 32), 0, "VIRTIO_F_VERSION_1 offered");
+    next
 }
 
 /// The device's features, asked on a connection of its own (once).
