@@ -1,7 +1,12 @@
 //! VXLAN ports (RFC 7348): the switch's segment carried to other hosts in UDP, interoperating
 //! with the Linux kernel's vxlan device and Open vSwitch.
 //!
-//! One UDP socket per port, bound to `local`:`port` (4789). A frame to a MAC learned behind a
+//! One UDP socket per port, bound to `local`:`port` (4789), receives. Frames are sent from one
+//! of `SOURCE_SOCKETS` sockets on ephemeral ports of `local`, picked by a hash of the inner
+//! flow (IP addresses, protocol and ports; MACs and EtherType for other frames), so the outer
+//! UDP source port varies with the inner flow and stays the same within it, as RFC 7348
+//! section 5 asks and the Linux vxlan device and Open vSwitch do: ECMP underlays spread the
+//! tunnel's flows. Peers send to `port` whatever our source port. A frame to a MAC learned behind a
 //! remote VTEP goes to that VTEP only; broadcast, multicast and unknown unicast go to every
 //! configured remote (head-end replication). Received datagrams are accepted only from the
 //! configured remotes and with this port's VNI; their inner source MAC is learned against the
@@ -39,6 +44,8 @@ const FLAG_I: u8 = 0x08;
 const VTEP_AGING: Duration = Duration::from_secs(300);
 /// Bound on the MACs learned per port (beyond it, frames to new MACs go to every remote).
 const MAX_LEARNED: usize = 65536;
+/// Sockets a port sends from (outer UDP source ports).
+pub const SOURCE_SOCKETS: usize = 16;
 
 /// The VXLAN header for `vni`.
 pub fn header(vni: u32) -> [u8; HEADER_LEN] {
@@ -78,6 +85,8 @@ pub struct VxlanPort {
     name: String,
     config: VxlanConfig,
     socket: UdpSocket,
+    /// The sockets frames are sent from, one per inner flow hash (never read).
+    sources: Vec<UdpSocket>,
     /// Inner MAC -> (VTEP it was last seen behind, when).
     learned: Mutex<HashMap<[u8; 6], (IpAddr, Instant)>>,
     counters: HostCounters,
@@ -85,50 +94,34 @@ pub struct VxlanPort {
 }
 
 impl VxlanPort {
-    /// Binds the port's UDP socket. The error names the address.
+    /// Binds the port's UDP socket and its source sockets. The error names the address.
     pub fn open(name: &str, config: VxlanConfig) -> Result<VxlanPort, String> {
         let at = SocketAddr::new(config.local, config.port);
-        let socket = UdpSocket::bind(at).map_err(|e| format!("VXLAN socket {at}: {e}"))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| format!("VXLAN socket {at}: {e}"))?;
-        let (level, opt, val) = if config.local.is_ipv4() {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
-            )
-        } else {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
-            )
-        };
-        // SAFETY: setsockopt reads one int through the pointer, which outlives the call.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                opt,
-                &val as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(format!(
-                "VXLAN socket {at}: forbidding fragmentation: {}",
-                io::Error::last_os_error()
-            ));
+        let socket = tunnel_socket(at).map_err(|e| format!("VXLAN socket {at}: {e}"))?;
+        let mut sources = Vec::with_capacity(SOURCE_SOCKETS);
+        for _ in 0..SOURCE_SOCKETS {
+            let any = SocketAddr::new(config.local, 0);
+            let s = tunnel_socket(any).map_err(|e| format!("VXLAN source socket {any}: {e}"))?;
+            // Never read: the smallest receive buffer the kernel allows.
+            set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)
+                .map_err(|e| format!("VXLAN source socket {any}: {e}"))?;
+            sources.push(s);
         }
         Ok(VxlanPort {
             name: name.to_string(),
             config,
             socket,
+            sources,
             learned: Mutex::new(HashMap::new()),
             counters: HostCounters::default(),
             stop: AtomicBool::new(false),
         })
+    }
+
+    /// The outer UDP source ports, in socket order (for `ctl` and tests).
+    pub fn source_ports(&self) -> Vec<u16> {
+        let port = |s: &UdpSocket| s.local_addr().map_or(0, |a| a.port());
+        self.sources.iter().map(port).collect()
     }
 
     pub fn config(&self) -> &VxlanConfig {
@@ -214,11 +207,12 @@ impl VxlanPort {
             }
             None => &self.config.remote,
         };
+        let from = match self.sources.len() {
+            0 => &self.socket,
+            n => &self.sources[flow_hash(frame) as usize % n],
+        };
         for &ip in targets {
-            match self
-                .socket
-                .send_to(wrapped, SocketAddr::new(ip, self.config.port))
-            {
+            match from.send_to(wrapped, SocketAddr::new(ip, self.config.port)) {
                 Ok(_) => self.counters.count_tx(frame.len()),
                 Err(e) => self.counters.count_tx_error(&e),
             }
@@ -282,6 +276,98 @@ impl SwitchPort for VxlanPort {
     }
 }
 
+/// A non-blocking UDP socket bound to `at` that never fragments (IP_PMTUDISC_DO).
+fn tunnel_socket(at: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(at)?;
+    socket.set_nonblocking(true)?;
+    let (level, opt, val) = if at.is_ipv4() {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    };
+    set_int(&socket, level, opt, val)
+        .map_err(|e| io::Error::new(e.kind(), format!("forbidding fragmentation: {e}")))?;
+    Ok(socket)
+}
+
+/// setsockopt with an int value.
+fn set_int(
+    s: &UdpSocket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads one int through the pointer, which outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A hash of a frame's flow, for the outer source port: FNV-1a over the IP addresses,
+/// protocol and (unfragmented TCP or UDP) ports; over the MACs and EtherType when the frame
+/// is not IP. Frames of one flow get one value; VLAN tags are skipped.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        eat(frame.get(..14).unwrap_or(frame));
+        return h;
+    };
+    match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let hd = ip.header();
+            eat(&hd.source());
+            eat(&hd.destination());
+            eat(&[hd.protocol().0]);
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let hd = ip.header();
+            eat(&hd.source());
+            eat(&hd.destination());
+            eat(&[hd.next_header().0]);
+        }
+        _ => {
+            eat(frame.get(..14).unwrap_or(frame));
+            return h;
+        }
+    }
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            eat(&t.source_port().to_be_bytes());
+            eat(&t.destination_port().to_be_bytes());
+        }
+        Some(TransportSlice::Udp(u)) => {
+            eat(&u.source_port().to_be_bytes());
+            eat(&u.destination_port().to_be_bytes());
+        }
+        _ => {}
+    }
+    h
+}
+
 thread_local! {
     /// The datagram being built.
     static WRAPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -299,6 +385,94 @@ mod tests {
         d.extend_from_slice(&[0u8; 14]);
         assert_eq!(decode(&d, 0x12_3456), Ok(8));
         assert_eq!(decode(&d, 7), Err(DecodeError::OtherVni(0x12_3456)));
+    }
+
+    /// An Ethernet + IPv4 + UDP frame from 10.0.0.1:`sport` to 10.0.0.2:53, tagged with VLAN
+    /// `vlan` if given.
+    fn udp_frame(sport: u16, vlan: Option<u16>) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut out = Vec::new();
+        match vlan {
+            Some(v) => b
+                .single_vlan(etherparse::VlanId::try_new(v).unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(sport, 53)
+                .write(&mut out, b"question"),
+            None => b
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(sport, 53)
+                .write(&mut out, b"question"),
+        }
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn flow_hash_follows_the_inner_flow() {
+        assert_eq!(
+            flow_hash(&udp_frame(1000, None)),
+            flow_hash(&udp_frame(1000, None))
+        );
+        // A VLAN tag does not change the flow; another source port does.
+        assert_eq!(
+            flow_hash(&udp_frame(1000, None)),
+            flow_hash(&udp_frame(1000, Some(7)))
+        );
+        assert_ne!(
+            flow_hash(&udp_frame(1000, None)),
+            flow_hash(&udp_frame(1001, None))
+        );
+        // Anything at all hashes (short frames, garbage).
+        for len in 0..40 {
+            let _ = flow_hash(&vec![0xabu8; len]);
+        }
+    }
+
+    /// On the wire (the outer packets as the remote VTEP's socket receives them): the outer
+    /// UDP source port is one of the port's source sockets', the same for every frame of an
+    /// inner flow, and 64 inner flows spread over many of them (RFC 7348 section 5).
+    #[test]
+    fn the_outer_source_port_follows_the_inner_flow() {
+        let remote = UdpSocket::bind("127.0.0.2:0").unwrap();
+        remote
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let port = remote.local_addr().unwrap().port();
+        let vx = VxlanPort::open(
+            "tun",
+            VxlanConfig {
+                vni: 42,
+                local: "127.0.0.1".parse().unwrap(),
+                remote: vec!["127.0.0.2".parse().unwrap()],
+                port,
+            },
+        )
+        .unwrap();
+        let sources = vx.source_ports();
+        assert_eq!(sources.len(), SOURCE_SOCKETS);
+        let frames: Vec<Vec<u8>> = (0..64).map(|i| udp_frame(1000 + i, None)).collect();
+        vx.deliver_bytes(&frames, 0);
+        vx.deliver_bytes(&frames, 0);
+        let mut by_flow: HashMap<u16, Vec<u16>> = HashMap::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..128 {
+            let (n, from) = remote.recv_from(&mut buf).unwrap();
+            assert_eq!(from.ip(), vx.config().local);
+            let inner = decode(&buf[..n], 42).unwrap();
+            // The inner UDP source port (Ethernet 14 + IPv4 20).
+            let at = inner + 14 + 20;
+            let flow = u16::from_be_bytes([buf[at], buf[at + 1]]);
+            by_flow.entry(flow).or_default().push(from.port());
+        }
+        assert_eq!(by_flow.len(), 64);
+        let mut used = std::collections::HashSet::new();
+        for (flow, ports) in &by_flow {
+            assert_eq!(ports.len(), 2, "flow {flow}: {ports:?}");
+            assert_eq!(ports[0], ports[1], "flow {flow} changed source port");
+            assert!(sources.contains(&ports[0]), "{} not ours", ports[0]);
+            used.insert(ports[0]);
+        }
+        assert!(used.len() >= 8, "64 flows used only {used:?}");
     }
 
     #[test]
