@@ -295,20 +295,24 @@ fn underlay(tag: &str) -> Result<(Netns, Netns)> {
 }
 
 fn vxlan_port(local: &str, remote: &str) -> String {
+    tunnel_port("vxlan", local, remote)
+}
+
+fn tunnel_port(kind: &str, local: &str, remote: &str) -> String {
     format!(
-        "[[switch.port]]\nname = \"tunnel\"\ntype = \"vxlan\"\nvni = 100\nlocal = \"{local}\"\nremote = [\"{remote}\"]\n"
+        "[[switch.port]]\nname = \"tunnel\"\ntype = \"{kind}\"\nvni = 100\nlocal = \"{local}\"\nremote = [\"{remote}\"]\n"
     )
 }
 
-#[test]
-fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropped_and_counted()
--> Result<()> {
-    let (a, b) = underlay("t")?;
-    // Guests at 1450 bytes: the 1500-byte underlay carries 1450 + 14 + 36 bytes.
+/// Two vfabrics in namespaces joined by a veth underlay and a `kind` tunnel port, one guest
+/// behind each (at MTU 1450: the 1500-byte underlay carries 1450 + 14 + 36 bytes), which
+/// ping each other both ways. Returns the namespaces and the labs.
+fn two_sites(tag: &str, kind: &str) -> Result<(Netns, Netns, NetLab, NetLab)> {
+    let (a, b) = underlay(tag)?;
     let side = |ns: &Netns, first: usize, local: &str, remote: &str| GuestOpts {
         first,
         fabric_netns: Some(ns.name().to_string()),
-        topology_extra: vxlan_port(local, remote),
+        topology_extra: tunnel_port(kind, local, remote),
         extra_cmdline: "vf.mtu=eth0:1450".into(),
         ..Default::default()
     };
@@ -318,10 +322,11 @@ fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropp
     assert!(out.contains("3 packets received"), "{out}");
     let out = lb.vm(2).run_ok(&format!("ping -c 3 -W 5 {}", ip(1)), CMD)?;
     assert!(out.contains("3 packets received"), "{out}");
-    // Full-size frames at the guests' MTU, and TCP (guest TSO cut in software before the
-    // tunnel): 4 MiB byte-exact.
-    la.vm(1)
-        .run_ok(&format!("ping -c 2 -W 5 -s 1422 {}", ip(2)), CMD)?;
+    Ok((a, b, la, lb))
+}
+
+/// 4 MiB of random bytes from `lb`'s guest 2 to `la`'s guest 1 over HTTP, byte-exact.
+fn transfer_4mib(la: &mut NetLab, lb: &mut NetLab) -> Result<()> {
     let want = lb.vm(2).run_ok(
         "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
         CMD,
@@ -335,6 +340,52 @@ fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropp
         Duration::from_secs(180),
     )?;
     assert_eq!(got.trim(), want.trim());
+    Ok(())
+}
+
+/// GENEVE (RFC 8926) between two vfabrics: guests ping both ways and move 4 MiB byte-exact
+/// over TCP, the remote MAC is learned behind its VTEP, and a datagram from the peer's
+/// address with a critical option (which vfabric does not understand) is dropped and
+/// counted as such.
+#[test]
+fn two_vfabrics_joined_by_geneve_and_a_critical_option_is_dropped_and_counted() -> Result<()> {
+    let (a, _b, mut la, mut lb) = two_sites("g", "geneve")?;
+    transfer_4mib(&mut la, &mut lb)?;
+    let tunnel = la.fabric.port_info("tunnel")?;
+    assert_eq!(tunnel["type"], "geneve");
+    assert_eq!(tunnel["udp_port"], 6081);
+    assert_eq!(tunnel["learned"], 1, "{tunnel}");
+    // From a's address: version 0, one 4-byte option whose type has the critical bit, VNI
+    // 100, then an Ethernet frame.
+    let mut d = vec![0x01, 0x00, 0x65, 0x58, 0, 0, 100, 0, 0x01, 0x02, 0x80, 0x00];
+    d.extend_from_slice(&[0xff; 6]);
+    d.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+    d.extend_from_slice(&[0u8; 46]);
+    a.run_in(move || {
+        let s = std::net::UdpSocket::bind("192.168.77.1:0")?;
+        s.send_to(&d, "192.168.77.2:6081")?;
+        Ok(())
+    })
+    .join()
+    .expect("the sender thread")?;
+    vfabric_tests::wait_until(
+        Duration::from_secs(10),
+        || Ok(lb.fabric.counter("tunnel", "rx_drop_critical_option")? == 1),
+        || "the critical option was not counted".into(),
+    )?;
+    assert_eq!(lb.fabric.counter("tunnel", "rx_drop_bad_header")?, 0);
+    Ok(())
+}
+
+#[test]
+fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropped_and_counted()
+-> Result<()> {
+    let (_a, _b, mut la, mut lb) = two_sites("t", "vxlan")?;
+    // Full-size frames at the guests' MTU, and TCP (guest TSO cut in software before the
+    // tunnel): 4 MiB byte-exact.
+    la.vm(1)
+        .run_ok(&format!("ping -c 2 -W 5 -s 1422 {}", ip(2)), CMD)?;
+    transfer_4mib(&mut la, &mut lb)?;
     // The remote guest's MAC is learned behind the peer VTEP: unicast is not flooded.
     let tunnel = la.fabric.port_info("tunnel")?;
     assert_eq!(tunnel["type"], "vxlan");

@@ -309,9 +309,10 @@ fn nat(out: &mut String, sw: &SwitchConfig, p: &PortConfig, n: &nat::NatConfig) 
 fn vxlan(out: &mut String, sw: &SwitchConfig, p: &PortConfig, x: &VxlanConfig) {
     let _ = writeln!(
         out,
-        "port {} (switch {}): vxlan vni {} from {} port {} to {}",
+        "port {} (switch {}): {} vni {} from {} port {} to {}",
         p.name,
         sw.name,
+        x.encap.type_name(),
         x.vni,
         x.local,
         x.port,
@@ -321,13 +322,17 @@ fn vxlan(out: &mut String, sw: &SwitchConfig, p: &PortConfig, x: &VxlanConfig) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = writeln!(
-        out,
-        "  linux peer: ip link add vxlan{vni} type vxlan id {vni} local <peer address> remote {local} dstport {port}",
-        vni = x.vni,
-        local = x.local,
-        port = x.port
-    );
+    let (vni, local, port) = (x.vni, x.local, x.port);
+    let _ = match x.encap {
+        crate::topology::Encap::Vxlan => writeln!(
+            out,
+            "  linux peer: ip link add vxlan{vni} type vxlan id {vni} local <peer address> remote {local} dstport {port}"
+        ),
+        crate::topology::Encap::Geneve => writeln!(
+            out,
+            "  linux peer: ip link add geneve{vni} type geneve id {vni} remote {local} dstport {port}"
+        ),
+    };
 }
 
 fn disk_lines(out: &mut String, d: &DiskConfig, i: usize) {

@@ -49,6 +49,7 @@ impl Control {
                         "forwards": n.forwards.len(),
                     }),
                     PortKind::Vxlan(v) => json!({
+                        "encap": v.encap.type_name(),
                         "vni": v.vni,
                         "local": v.local.to_string(),
                         "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),

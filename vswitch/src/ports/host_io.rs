@@ -26,8 +26,11 @@ pub struct HostCounters {
     pub tx_drop_error: AtomicU64,
     /// Frames too large for the path (VXLAN: the outer packet exceeds the route's MTU).
     pub tx_drop_too_big: AtomicU64,
-    /// Datagrams that are not VXLAN for this port (short, I flag clear, another VNI).
+    /// Datagrams that are not VXLAN or GENEVE for this port (short, I flag clear, another
+    /// VNI; GENEVE: another version or payload type, a control message).
     pub rx_drop_bad_header: AtomicU64,
+    /// GENEVE datagrams with a critical option (which vfabric does not understand).
+    pub rx_drop_critical_option: AtomicU64,
     /// Datagrams from an address that is not one of the port's remote VTEPs.
     pub rx_drop_unknown_vtep: AtomicU64,
 }
@@ -40,6 +43,10 @@ impl HostCounters {
             ("tx_drop_error", self.tx_drop_error.load(Relaxed)),
             ("tx_drop_too_big", self.tx_drop_too_big.load(Relaxed)),
             ("rx_drop_bad_header", self.rx_drop_bad_header.load(Relaxed)),
+            (
+                "rx_drop_critical_option",
+                self.rx_drop_critical_option.load(Relaxed),
+            ),
             (
                 "rx_drop_unknown_vtep",
                 self.rx_drop_unknown_vtep.load(Relaxed),

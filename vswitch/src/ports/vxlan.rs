@@ -1,5 +1,9 @@
-//! VXLAN ports (RFC 7348): the switch's segment carried to other hosts in UDP, interoperating
-//! with the Linux kernel's vxlan device and Open vSwitch.
+//! VXLAN ports (RFC 7348) and GENEVE ports (RFC 8926, `type = "geneve"`, the overlay OVN
+//! uses): the switch's segment carried to other hosts in UDP, interoperating with the Linux
+//! kernel's vxlan device and Open vSwitch. The two differ only in their 8-byte header (GENEVE
+//! may carry options after it: vfabric sends none, skips those it receives, and drops a
+//! datagram with a critical option, since it understands none, or with the O bit of a control
+//! message).
 //!
 //! One UDP socket per port, bound to `local`:`port` (4789), receives. Frames are sent from one
 //! of `SOURCE_SOCKETS` sockets on ephemeral ports of `local`, picked by a hash of the inner
@@ -34,7 +38,7 @@ use vhost_backends::offload::Offloads;
 
 use super::host_io::{HostCounters, Received, receive_loop};
 use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
-use crate::topology::VxlanConfig;
+use crate::topology::{Encap, VxlanConfig};
 
 /// Length of the VXLAN header.
 pub const HEADER_LEN: usize = 8;
@@ -53,15 +57,72 @@ pub fn header(vni: u32) -> [u8; HEADER_LEN] {
     [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]
 }
 
-/// Why a datagram is not a VXLAN frame for us.
+/// Why a datagram is not a frame for us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Shorter than the header plus an Ethernet header.
+    /// Shorter than the header (with its options) plus an Ethernet header.
     Short,
-    /// The I flag is clear.
+    /// VXLAN: the I flag is clear.
     NoVni,
     /// Another VNI.
     OtherVni(u32),
+    /// GENEVE: a version other than 0.
+    Version(u8),
+    /// GENEVE: the payload is not Ethernet (protocol type other than 0x6558).
+    NotEthernet(u16),
+    /// GENEVE: a control message (O bit): never forwarded.
+    Control,
+    /// GENEVE: a critical option (C bit, or an option type's high bit), which vfabric does
+    /// not understand and so must drop (RFC 8926 section 3.5).
+    Critical,
+}
+
+/// GENEVE's protocol type for an Ethernet payload.
+const GENEVE_ETHERNET: u16 = 0x6558;
+
+/// The GENEVE header for `vni` (version 0, no options, Ethernet payload).
+pub fn geneve_header(vni: u32) -> [u8; HEADER_LEN] {
+    let v = vni.to_be_bytes();
+    let p = GENEVE_ETHERNET.to_be_bytes();
+    [0, 0, p[0], p[1], v[1], v[2], v[3], 0]
+}
+
+/// Checks a received GENEVE datagram: returns the inner frame's offset (after the options).
+pub fn geneve_decode(d: &[u8], vni: u32) -> Result<usize, DecodeError> {
+    if d.len() < HEADER_LEN {
+        return Err(DecodeError::Short);
+    }
+    let version = d[0] >> 6;
+    if version != 0 {
+        return Err(DecodeError::Version(version));
+    }
+    let start = HEADER_LEN + usize::from(d[0] & 0x3f) * 4;
+    if d.len() < start + 14 {
+        return Err(DecodeError::Short);
+    }
+    let proto = u16::from_be_bytes([d[2], d[3]]);
+    if proto != GENEVE_ETHERNET {
+        return Err(DecodeError::NotEthernet(proto));
+    }
+    let got = u32::from_be_bytes([0, d[4], d[5], d[6]]);
+    if got != vni {
+        return Err(DecodeError::OtherVni(got));
+    }
+    if d[1] & 0x80 != 0 {
+        return Err(DecodeError::Control);
+    }
+    if d[1] & 0x40 != 0 {
+        return Err(DecodeError::Critical);
+    }
+    // Each option: class (2 bytes), type (high bit: critical), length in 4-byte words.
+    let mut at = HEADER_LEN;
+    while at + 4 <= start {
+        if d[at + 2] & 0x80 != 0 {
+            return Err(DecodeError::Critical);
+        }
+        at += 4 + usize::from(d[at + 3] & 0x1f) * 4;
+    }
+    Ok(start)
 }
 
 /// Checks a received datagram: returns the inner frame's offset. Reserved bits are ignored,
@@ -155,8 +216,16 @@ impl VxlanPort {
             self.counters.rx_drop_unknown_vtep.fetch_add(1, Relaxed);
             return Ok(None);
         }
-        let start = match decode(&buf[..n], self.config.vni) {
+        let decoded = match self.config.encap {
+            Encap::Vxlan => decode(&buf[..n], self.config.vni),
+            Encap::Geneve => geneve_decode(&buf[..n], self.config.vni),
+        };
+        let start = match decoded {
             Ok(s) => s,
+            Err(DecodeError::Critical) => {
+                self.counters.rx_drop_critical_option.fetch_add(1, Relaxed);
+                return Ok(None);
+            }
             Err(_) => {
                 self.counters.rx_drop_bad_header.fetch_add(1, Relaxed);
                 return Ok(None);
@@ -197,7 +266,10 @@ impl VxlanPort {
     /// Sends one plain frame (wrapped) to its VTEP or to every remote.
     fn send(&self, frame: &[u8], wrapped: &mut Vec<u8>) {
         wrapped.clear();
-        wrapped.extend_from_slice(&header(self.config.vni));
+        wrapped.extend_from_slice(&match self.config.encap {
+            Encap::Vxlan => header(self.config.vni),
+            Encap::Geneve => geneve_header(self.config.vni),
+        });
         wrapped.extend_from_slice(frame);
         let one;
         let targets: &[IpAddr] = match self.vtep_of(frame) {
@@ -263,7 +335,7 @@ impl SwitchPort for VxlanPort {
     ) -> io::Result<Vec<JoinHandle<()>>> {
         let (vx, ingress) = (self.clone(), ingress.clone());
         let t = spawn_data_path(
-            format!("vxlan-{}", self.name),
+            format!("{}-{}", self.config.encap.type_name(), self.name),
             format!("port {}", self.name),
             move || vx.receive(|frames| ingress.forward(key, 0, frames)),
         )?;
@@ -441,6 +513,7 @@ mod tests {
         let vx = VxlanPort::open(
             "tun",
             VxlanConfig {
+                encap: crate::topology::Encap::Vxlan,
                 vni: 42,
                 local: "127.0.0.1".parse().unwrap(),
                 remote: vec!["127.0.0.2".parse().unwrap()],
@@ -473,6 +546,61 @@ mod tests {
             used.insert(ports[0]);
         }
         assert!(used.len() >= 8, "64 flows used only {used:?}");
+    }
+
+    /// GENEVE headers: ours round trip; options are skipped; critical options, control
+    /// messages, other versions, payloads and VNIs, and short datagrams are refused.
+    #[test]
+    fn geneve_headers() {
+        let frame = [0x11u8; 14];
+        let with = |head: &[u8]| [head, &frame[..]].concat();
+        let h = geneve_header(0x12_3456);
+        assert_eq!(h, [0, 0, 0x65, 0x58, 0x12, 0x34, 0x56, 0]);
+        assert_eq!(geneve_decode(&with(&h), 0x12_3456), Ok(8));
+        assert_eq!(
+            geneve_decode(&with(&h), 7),
+            Err(DecodeError::OtherVni(0x12_3456))
+        );
+        // Two options (4 bytes of data, then none): skipped, the frame follows them.
+        let mut o = vec![0x03, 0, 0x65, 0x58, 0, 0, 7, 0];
+        o.extend_from_slice(&[0x01, 0x02, 0x03, 0x01, 9, 9, 9, 9, 0x01, 0x02, 0x04, 0x00]);
+        assert_eq!(geneve_decode(&with(&o), 7), Ok(20));
+        // The second option critical (type's high bit).
+        let mut c = o.clone();
+        c[18] = 0x84;
+        assert_eq!(geneve_decode(&with(&c), 7), Err(DecodeError::Critical));
+        // The C bit, the O bit, version 1, an IPv4 payload.
+        let mut b = h;
+        b[1] = 0x40;
+        assert_eq!(
+            geneve_decode(&with(&b), 0x12_3456),
+            Err(DecodeError::Critical)
+        );
+        b[1] = 0x80;
+        assert_eq!(
+            geneve_decode(&with(&b), 0x12_3456),
+            Err(DecodeError::Control)
+        );
+        let mut v = h;
+        v[0] = 0x40;
+        assert_eq!(
+            geneve_decode(&with(&v), 0x12_3456),
+            Err(DecodeError::Version(1))
+        );
+        let mut p = h;
+        p[2..4].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(
+            geneve_decode(&with(&p), 0x12_3456),
+            Err(DecodeError::NotEthernet(0x0800))
+        );
+        // Options longer than the datagram, and short datagrams.
+        assert_eq!(
+            geneve_decode(&with(&[0x3f, 0, 0x65, 0x58, 0, 0, 7, 0]), 7),
+            Err(DecodeError::Short)
+        );
+        for len in 0..22 {
+            assert!(geneve_decode(&with(&h)[..len], 0x12_3456).is_err());
+        }
     }
 
     #[test]

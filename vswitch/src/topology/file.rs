@@ -217,7 +217,7 @@ fn port(
         cx.error(
             p.kind.span(),
             format!("{here}: type"),
-            format!("unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, nat)"),
+            format!("unknown port type `{type_name}` (supported: vhost-user-net, tap, vxlan, geneve, nat)"),
         );
         return None;
     };
@@ -249,7 +249,20 @@ fn port(
     let policy = port_policy(cx, p, &here);
     let kind = match type_name {
         "tap" => PortKind::Tap(tap_port(cx, p, &here, &mut taken.host)),
-        "vxlan" => PortKind::Vxlan(vxlan_port(cx, p, &here, &mut taken.host)),
+        "vxlan" => PortKind::Vxlan(vxlan_port(
+            cx,
+            p,
+            &here,
+            &mut taken.host,
+            super::Encap::Vxlan,
+        )),
+        "geneve" => PortKind::Vxlan(vxlan_port(
+            cx,
+            p,
+            &here,
+            &mut taken.host,
+            super::Encap::Geneve,
+        )),
         "nat" => PortKind::Nat(nat_port(cx, p, &here, &mut taken.host, &mut taken.subnets)),
         _ => PortKind::VhostUserNet(vhost_port(cx, p, &here, sock_base, &mut taken.sockets)),
     };

@@ -147,7 +147,7 @@ impl PortKind {
         match self {
             PortKind::VhostUserNet(_) => "vhost-user-net",
             PortKind::Tap(_) => "tap",
-            PortKind::Vxlan(_) => "vxlan",
+            PortKind::Vxlan(v) => v.encap.type_name(),
             PortKind::Nat(_) => "nat",
         }
     }
@@ -176,7 +176,10 @@ pub struct TapConfig {
 /// A VXLAN port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VxlanConfig {
-    /// The 24-bit VXLAN network identifier.
+    /// The encapsulation: VXLAN (`type = "vxlan"`) or GENEVE (`type = "geneve"`), with the
+    /// same keys.
+    pub encap: Encap,
+    /// The 24-bit VXLAN network identifier (GENEVE's VNI).
     pub vni: u32,
     /// The local address the UDP socket binds.
     pub local: std::net::IpAddr,
@@ -184,6 +187,34 @@ pub struct VxlanConfig {
     pub remote: Vec<std::net::IpAddr>,
     /// UDP port (4789, the IANA port, unless set); the same on both ends.
     pub port: u16,
+}
+
+/// A tunnel port's encapsulation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encap {
+    /// VXLAN (RFC 7348), UDP port 4789 by default.
+    #[default]
+    Vxlan,
+    /// GENEVE (RFC 8926, the overlay OVN uses), UDP port 6081 by default.
+    Geneve,
+}
+
+impl Encap {
+    /// The `type` key's value.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Encap::Vxlan => "vxlan",
+            Encap::Geneve => "geneve",
+        }
+    }
+
+    /// The IANA UDP port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Encap::Vxlan => 4789,
+            Encap::Geneve => 6081,
+        }
+    }
 }
 
 /// Ownership and permissions given to a listening socket file (unset: the process's).

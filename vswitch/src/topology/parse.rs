@@ -171,6 +171,7 @@ pub(super) const PORT_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("vxlan", &["vni", "local", "remote", "port"]),
+    ("geneve", &["vni", "local", "remote", "port"]),
     (
         "nat",
         &[

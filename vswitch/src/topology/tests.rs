@@ -96,12 +96,44 @@ remote = ["192.0.2.2", "192.0.2.3"]
     assert_eq!(
         sw.ports[1].kind,
         PortKind::Vxlan(VxlanConfig {
+            encap: crate::topology::Encap::Vxlan,
             vni: 100,
             local: "192.0.2.1".parse().unwrap(),
             remote: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
             port: 4789,
         })
     );
+}
+
+/// `type = "geneve"`: the VXLAN keys, UDP port 6081 unless set; one tunnel per local
+/// address and UDP port, whichever the encapsulation.
+#[test]
+fn geneve_ports() {
+    let port = |name: &str, kind: &str, port: &str| {
+        format!(
+            "[[switch.port]]\nname = \"{name}\"\ntype = \"{kind}\"\nvni = 5\nlocal = \"192.0.2.1\"\nremote = [\"192.0.2.2\"]\n{port}"
+        )
+    };
+    let t = parse(
+        Path::new("t.toml"),
+        &format!("[[switch]]\nname = \"s\"\n{}", port("g", "geneve", "")),
+    )
+    .unwrap();
+    let PortKind::Vxlan(g) = &t.switches[0].ports[0].kind else {
+        panic!("{:?}", t.switches[0].ports[0].kind)
+    };
+    assert_eq!(
+        (g.encap, g.port, g.vni),
+        (crate::topology::Encap::Geneve, 6081, 5)
+    );
+    assert_eq!(t.switches[0].ports[0].kind.type_name(), "geneve");
+    let clash = format!(
+        "[[switch]]\nname = \"s\"\n{}{}",
+        port("g", "geneve", "port = 4789\n"),
+        port("v", "vxlan", "")
+    );
+    let e = parse(Path::new("t.toml"), &clash).unwrap_err().to_string();
+    assert!(e.contains("is already the endpoint of port \"g\""), "{e}");
 }
 
 #[test]

@@ -1,19 +1,21 @@
-//! VXLAN ports: the VNI, the local endpoint (unique per address and UDP port), the peer
-//! VTEPs (unicast, of the local address's family, each once).
+//! VXLAN and GENEVE ports: the VNI, the local endpoint (unique per address and UDP port), the
+//! peer VTEPs (unicast, of the local address's family, each once).
 
 use std::collections::HashMap;
 
-use super::VxlanConfig;
 use super::error::Ctx;
 use super::parse::RawPort;
+use super::{Encap, VxlanConfig};
 
-/// The VXLAN keys of `p`.
+/// The VXLAN (or GENEVE: `encap`) keys of `p`.
 pub(super) fn vxlan_port(
     cx: &mut Ctx<'_>,
     p: &RawPort,
     here: &str,
     host_names: &mut HashMap<String, String>,
+    encap: Encap,
 ) -> VxlanConfig {
+    let kind = encap.type_name();
     let vni = match &p.vni {
         Some(v) if (0..1 << 24).contains(v.get_ref()) => *v.get_ref() as u32,
         Some(v) => {
@@ -28,7 +30,7 @@ pub(super) fn vxlan_port(
             cx.error(
                 p.name.span(),
                 format!("{here}: vni"),
-                "missing (a vxlan port needs `vni = 100`)",
+                format!("missing (a {kind} port needs `vni = 100`)"),
             );
             0
         }
@@ -53,13 +55,13 @@ pub(super) fn vxlan_port(
             cx.error(
                 p.name.span(),
                 format!("{here}: local"),
-                "missing (a vxlan port needs `local = \"192.0.2.1\"`, the address its UDP socket binds)",
+                format!("missing (a {kind} port needs `local = \"192.0.2.1\"`, the address its UDP socket binds)"),
             );
             unspecified
         }
     };
     let port = match &p.port {
-        None => 4789,
+        None => encap.default_port(),
         Some(v) if (1..=65535).contains(v.get_ref()) => *v.get_ref() as u16,
         Some(v) => {
             cx.error(
@@ -67,18 +69,19 @@ pub(super) fn vxlan_port(
                 format!("{here}: port"),
                 format!("{}: a UDP port is 1-65535", v.get_ref()),
             );
-            4789
+            encap.default_port()
         }
     };
     if !local.is_unspecified() {
-        let key = format!("vxlan {}", std::net::SocketAddr::new(local, port));
+        // VXLAN and GENEVE ports share the UDP port space.
+        let key = format!("udp tunnel {}", std::net::SocketAddr::new(local, port));
         if let Some(other) = host_names.insert(key, p.name.get_ref().clone()) {
             let span = p.local.as_ref().map(|l| l.span()).unwrap_or(0..0);
             cx.error(
                 span,
                 format!("{here}: local"),
                 format!(
-                    "{local} port {port} is already the endpoint of port \"{other}\" (one VXLAN port per local address and UDP port)"
+                    "{local} port {port} is already the endpoint of port \"{other}\" (one VXLAN or GENEVE port per local address and UDP port)"
                 ),
             );
         }
@@ -88,7 +91,7 @@ pub(super) fn vxlan_port(
         None => cx.error(
             p.name.span(),
             format!("{here}: remote"),
-            "missing (a vxlan port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs)",
+            format!("missing (a {kind} port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs)"),
         ),
         Some(list) if list.get_ref().is_empty() => cx.error(
             list.span(),
@@ -129,6 +132,7 @@ pub(super) fn vxlan_port(
         }
     }
     VxlanConfig {
+        encap,
         vni,
         local,
         remote,
