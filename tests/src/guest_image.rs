@@ -29,9 +29,21 @@ const FORMAT: &str = "vfabric-guest-image-v1";
 const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "8021q"];
 /// Modules that are only put into the image; load them in the guest with `modprobe NAME` (or the
 /// kernel argument `vf.modprobe=NAME`).
-const EXTRA_MODULES: &[&str] = &["virtio_blk", "dummy", "ext4", "crc32c_generic", "pktgen"];
-/// Dynamically linked host programs copied in with their shared libraries (from `ldd`).
-const PROGRAMS: &[&str] = &["/usr/bin/iperf3"];
+const EXTRA_MODULES: &[&str] = &[
+    "virtio_blk",
+    "dummy",
+    "ext4",
+    "crc32c_generic",
+    "pktgen",
+    "geneve",
+];
+/// Dynamically linked host programs copied in with their shared libraries (from `ldd`): (path
+/// on the host, path in the guest). iproute2's `ip` goes in as `ip-full` (busybox's `ip`
+/// stays `ip`), for what busybox's cannot do (a geneve link).
+const PROGRAMS: &[(&str, &str)] = &[
+    ("/usr/bin/iperf3", "/usr/bin/iperf3"),
+    ("/bin/ip", "/usr/bin/ip-full"),
+];
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 const INSTALL_HINT: &str = "run scripts/install-deps.sh (as root) to install the guest's packages";
@@ -445,7 +457,7 @@ fn plan_initramfs(kver: &str) -> Result<Plan> {
     }
 
     // Dynamically linked programs and their libraries.
-    for prog in PROGRAMS {
+    for &(prog, at) in PROGRAMS {
         let name = Path::new(prog)
             .file_name()
             .and_then(|n| n.to_str())
@@ -454,7 +466,7 @@ fn plan_initramfs(kver: &str) -> Result<Plan> {
             Path::new(prog).exists(),
             "{prog} not found: {INSTALL_HINT} (package {name})"
         );
-        plan.add(prog, 0o755, Source::Host(prog.into()));
+        plan.add(at, 0o755, Source::Host(prog.into()));
         for lib in shared_libraries(prog)? {
             plan.add(&lib, 0o755, Source::Host(lib.clone().into()));
         }
