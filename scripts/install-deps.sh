@@ -18,7 +18,9 @@ $SUDO apt-get update -q
 # systemd: systemd-analyze verifies contrib/systemd (nothing is started through it).
 # containernetworking-plugins: the IPAM plugins (host-local...) vfabric-cni delegates to.
 # chromium: the web console's test opens it in a real (headless) browser.
-pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd containernetworking-plugins chromium)
+# openvswitch-switch: the VXLAN and GENEVE interoperability test runs a private OVS (userspace
+# datapath, no kernel module) in a namespace of its own.
+pkgs=(linux-image-amd64 busybox-static iperf3 cpio gzip xz-utils zstd binutils python3 iproute2 procps iputils-ping ethtool systemd containernetworking-plugins chromium openvswitch-switch)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(dpdk-dev openvswitch-switch-dpdk passt); fi
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 # QEMU 10.0 and its dependencies (seabios, qemu-system-data...) from backports.

@@ -8,6 +8,7 @@ pub mod guest_image;
 pub mod lab;
 pub mod libvirt;
 pub mod netns;
+pub mod ovs;
 pub mod qemu;
 
 /// Polls `ready` every 100 ms until it says yes; an error naming `what` once `timeout`
