@@ -645,6 +645,60 @@ fn with_ovs(kind: &str) -> Result<()> {
     Ok(())
 }
 
+/// A multicast underlay: vfabric's VXLAN port with `group = "239.1.1.1"` and no static
+/// remote, against a Linux vxlan device on the same group (`group 239.1.1.1 dev ...`). ARP
+/// and other floods go through the group, each side learns the other's VTEP from what it
+/// receives, and unicast then goes VTEP to VTEP: pings both ways, 4 MiB byte-exact, the
+/// guest's MAC in the kernel's FDB behind vfabric's address, the kernel's MAC learned by
+/// vfabric.
+#[test]
+fn a_vxlan_multicast_group_carries_floods_and_both_sides_learn_their_vteps() -> Result<()> {
+    let (a, k) = underlay("m")?;
+    k.sh(
+        "ip link add vxlan100 type vxlan id 100 local 192.168.77.2 group 239.1.1.1 dev vxmb dstport 4789 \
+         && ip addr add 10.0.0.99/24 dev vxlan100 && ip link set vxlan100 up",
+    )?;
+    // (As for the unicast test above: a kernel peer on the same host fills its checksums.)
+    k.exec(&["ethtool", "-K", "vxlan100", "tx", "off"])?;
+    let opts = GuestOpts {
+        fabric_netns: Some(a.name().to_string()),
+        topology_extra: "[[switch.port]]\nname = \"tunnel\"\ntype = \"vxlan\"\nvni = 100\nlocal = \"192.168.77.1\"\ngroup = \"239.1.1.1\"\n".into(),
+        extra_cmdline: "vf.mtu=eth0:1450".into(),
+        ..Default::default()
+    };
+    let mut lab = NetLab::start(1, &[qemu()], opts)?;
+    let out = lab.vm(1).run_ok("ping -c 3 -W 5 10.0.0.99", CMD)?;
+    assert!(out.contains("3 packets received"), "{out}");
+    let out = k.exec(&["ping", "-c", "3", "-W", "5", &ip(1)])?;
+    assert!(out.contains("3 received"), "{out}");
+    let want = lab.vm(1).run_ok(
+        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
+        CMD,
+    )?;
+    lab.wait_listening(1, 8080)?;
+    let (len, got) = k.http_get(
+        format!("{}:8080", ip(1)).parse()?,
+        "/d",
+        Duration::from_secs(180),
+    )?;
+    assert_eq!((len, got.as_str()), (4 << 20, want.trim()));
+    // Learned both ways: the kernel has the guest behind 192.168.77.1, vfabric the kernel's
+    // MAC behind 192.168.77.2.
+    let fdb = k.exec(&["bridge", "fdb", "show", "dev", "vxlan100"])?;
+    let guest = vfabric_tests::lab::mac(1);
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with(&guest) && l.contains("dst 192.168.77.1")),
+        "{fdb}"
+    );
+    let tunnel = lab.fabric.port_info("tunnel")?;
+    assert_eq!(tunnel["learned"], 1, "{tunnel}");
+    for c in ["rx_drop_bad_header", "rx_drop_unknown_vtep"] {
+        assert_eq!(lab.fabric.counter("tunnel", c)?, 0, "{c}");
+    }
+    Ok(())
+}
+
 #[test]
 fn a_tap_without_cap_net_admin_is_refused_with_the_port_and_the_capability_named() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -148,6 +148,8 @@ pub struct VxlanPort {
     socket: UdpSocket,
     /// The sockets frames are sent from, one per inner flow hash (never read).
     sources: Vec<UdpSocket>,
+    /// Bound to the multicast underlay group (`group`), joined on `local`'s interface.
+    group: Option<UdpSocket>,
     /// Inner MAC -> (VTEP it was last seen behind, when).
     learned: Mutex<HashMap<[u8; 6], (IpAddr, Instant)>>,
     counters: HostCounters,
@@ -166,13 +168,29 @@ impl VxlanPort {
             // Never read: the smallest receive buffer the kernel allows.
             set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)
                 .map_err(|e| format!("VXLAN source socket {any}: {e}"))?;
+            if let Some(IpAddr::V4(_)) = config.group {
+                multicast_from(&s, config.local)
+                    .map_err(|e| format!("VXLAN source socket {any}: multicast: {e}"))?;
+            }
             sources.push(s);
         }
+        let group = match (config.group, config.local) {
+            (Some(IpAddr::V4(g)), IpAddr::V4(l)) => {
+                let at = SocketAddr::new(IpAddr::V4(g), config.port);
+                let s = UdpSocket::bind(at)
+                    .and_then(|s| s.join_multicast_v4(&g, &l).map(|()| s))
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .map_err(|e| format!("group socket {at} (joined on {l}): {e}"))?;
+                Some(s)
+            }
+            _ => None,
+        };
         Ok(VxlanPort {
             name: name.to_string(),
             config,
             socket,
             sources,
+            group,
             learned: Mutex::new(HashMap::new()),
             counters: HostCounters::default(),
             stop: AtomicBool::new(false),
@@ -198,21 +216,33 @@ impl VxlanPort {
         self.learned.lock().map_or(0, |l| l.len())
     }
 
-    /// Reads the socket until `stop`, handing batches of inner frames to `forward`.
-    pub fn receive(&self, forward: impl FnMut(&[TxFrame<'_>])) {
+    /// Reads the port's socket (with `group`, its multicast group's socket) until `stop`,
+    /// handing batches of inner frames to `forward`.
+    pub fn receive(&self, group: bool, forward: impl FnMut(&[TxFrame<'_>])) {
+        let socket = match (group, &self.group) {
+            (true, Some(g)) => g,
+            (true, None) => return,
+            (false, _) => &self.socket,
+        };
         receive_loop(
-            self.socket.as_fd(),
+            socket.as_fd(),
             &self.stop,
             Offloads::default(),
             &self.counters,
-            |buf| self.recv_one(buf),
+            |buf| self.recv_one(socket, buf),
             forward,
         );
     }
 
-    fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let (n, from) = self.socket.recv_from(buf)?;
-        if !self.config.remote.contains(&from.ip()) {
+    /// Whether a datagram from `ip` may be taken: from a static remote or, with a multicast
+    /// group, from any VTEP but ourselves (our own group traffic, should it loop back).
+    fn accepts(&self, ip: IpAddr) -> bool {
+        self.config.remote.contains(&ip) || (self.group.is_some() && ip != self.config.local)
+    }
+
+    fn recv_one(&self, socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let (n, from) = socket.recv_from(buf)?;
+        if !self.accepts(from.ip()) {
             self.counters.rx_drop_unknown_vtep.fetch_add(1, Relaxed);
             return Ok(None);
         }
@@ -271,19 +301,19 @@ impl VxlanPort {
             Encap::Geneve => geneve_header(self.config.vni),
         });
         wrapped.extend_from_slice(frame);
-        let one;
-        let targets: &[IpAddr] = match self.vtep_of(frame) {
-            Some(ip) => {
-                one = [ip];
-                &one
-            }
-            None => &self.config.remote,
-        };
+        // Its VTEP if learned, else every static remote and the multicast group.
+        let learned = self.vtep_of(frame);
+        let flood = learned.is_none();
+        let targets = learned.into_iter().chain(
+            (self.config.remote.iter().copied())
+                .chain(self.config.group)
+                .filter(|_| flood),
+        );
         let from = match self.sources.len() {
             0 => &self.socket,
             n => &self.sources[flow_hash(frame) as usize % n],
         };
-        for &ip in targets {
+        for ip in targets {
             match from.send_to(wrapped, SocketAddr::new(ip, self.config.port)) {
                 Ok(_) => self.counters.count_tx(frame.len()),
                 Err(e) => self.counters.count_tx_error(&e),
@@ -333,13 +363,20 @@ impl SwitchPort for VxlanPort {
         key: PortKey,
         ingress: &Arc<dyn Ingress>,
     ) -> io::Result<Vec<JoinHandle<()>>> {
-        let (vx, ingress) = (self.clone(), ingress.clone());
-        let t = spawn_data_path(
-            format!("{}-{}", self.config.encap.type_name(), self.name),
-            format!("port {}", self.name),
-            move || vx.receive(|frames| ingress.forward(key, 0, frames)),
-        )?;
-        Ok(vec![t])
+        let mut threads = Vec::new();
+        for group in [false, true] {
+            if group && self.group.is_none() {
+                continue;
+            }
+            let (vx, ingress) = (self.clone(), ingress.clone());
+            let suffix = if group { "-g" } else { "" };
+            threads.push(spawn_data_path(
+                format!("{}-{}{suffix}", self.config.encap.type_name(), self.name),
+                format!("port {}", self.name),
+                move || vx.receive(group, |frames| ingress.forward(key, 0, frames)),
+            )?);
+        }
+        Ok(threads)
     }
 
     /// Ends the reader thread (within half a second).
@@ -376,6 +413,31 @@ fn tunnel_socket(at: SocketAddr) -> io::Result<UdpSocket> {
             .map_err(|e| io::Error::new(e.kind(), format!("zero UDP checksum: {e}")))?;
     }
     Ok(socket)
+}
+
+/// Multicast from `s` leaves through `local`'s interface and does not loop back to us.
+fn multicast_from(s: &UdpSocket, local: IpAddr) -> io::Result<()> {
+    let IpAddr::V4(l) = local else {
+        return Ok(());
+    };
+    s.set_multicast_loop_v4(false)?;
+    let addr = libc::in_addr {
+        s_addr: u32::from_ne_bytes(l.octets()),
+    };
+    // SAFETY: setsockopt reads one in_addr through the pointer, which outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            &addr as *const libc::in_addr as *const libc::c_void,
+            std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// setsockopt with an int value.
@@ -525,6 +587,7 @@ mod tests {
                 vni: 42,
                 local: "127.0.0.1".parse().unwrap(),
                 remote: vec!["127.0.0.2".parse().unwrap()],
+                group: None,
                 port,
             },
         )

@@ -185,6 +185,10 @@ pub struct VxlanConfig {
     pub local: std::net::IpAddr,
     /// Static remote VTEPs: broadcast, unknown unicast and multicast go to all of them.
     pub remote: Vec<std::net::IpAddr>,
+    /// A multicast underlay group (IPv4): broadcast, unknown unicast and multicast go to it
+    /// (besides any static remote), the port listens on it, and VTEPs are learned from
+    /// whoever sends (as the Linux vxlan device's `group`).
+    pub group: Option<std::net::IpAddr>,
     /// UDP port (4789, the IANA port, unless set); the same on both ends.
     pub port: u16,
 }

@@ -170,8 +170,8 @@ pub(super) const PORT_KEYS: &[(&str, &[&str])] = &[
             "ifname", "netns", "address", "bridge", "mtu", "queues", "optional",
         ],
     ),
-    ("vxlan", &["vni", "local", "remote", "port"]),
-    ("geneve", &["vni", "local", "remote", "port"]),
+    ("vxlan", &["vni", "local", "remote", "group", "port"]),
+    ("geneve", &["vni", "local", "remote", "group", "port"]),
     (
         "nat",
         &[

@@ -100,6 +100,7 @@ remote = ["192.0.2.2", "192.0.2.3"]
             vni: 100,
             local: "192.0.2.1".parse().unwrap(),
             remote: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
+            group: None,
             port: 4789,
         })
     );
@@ -127,6 +128,17 @@ fn geneve_ports() {
         (crate::topology::Encap::Geneve, 6081, 5)
     );
     assert_eq!(t.switches[0].ports[0].kind.type_name(), "geneve");
+    // A multicast group instead of static remotes.
+    let t = parse(
+        Path::new("t.toml"),
+        "[[switch]]\nname = \"s\"\n[[switch.port]]\nname = \"m\"\ntype = \"vxlan\"\nvni = 5\nlocal = \"192.0.2.1\"\ngroup = \"239.1.1.1\"\n",
+    )
+    .unwrap();
+    let PortKind::Vxlan(m) = &t.switches[0].ports[0].kind else {
+        panic!()
+    };
+    assert_eq!(m.group, Some("239.1.1.1".parse().unwrap()));
+    assert!(m.remote.is_empty());
     let clash = format!(
         "[[switch]]\nname = \"s\"\n{}{}",
         port("g", "geneve", "port = 4789\n"),
@@ -167,6 +179,18 @@ fn tap_and_vxlan_errors() {
         (
             "type = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\nremote = [\"2001:db8::1\"]\n",
             "/t.toml:8:11: switch \"s\" port \"p\": remote: 2001:db8::1 is not of the same family",
+        ),
+        (
+            "type = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\ngroup = \"192.0.2.9\"\n",
+            "/t.toml:8:9: switch \"s\" port \"p\": group: `192.0.2.9` is not a multicast group",
+        ),
+        (
+            "type = \"vxlan\"\nvni = 1\nlocal = \"2001:db8::1\"\ngroup = \"ff05::9\"\n",
+            "/t.toml:8:9: switch \"s\" port \"p\": group: ff05::9: multicast underlays are IPv4",
+        ),
+        (
+            "type = \"geneve\"\nvni = 1\nlocal = \"192.0.2.1\"\n",
+            "/t.toml:4:8: switch \"s\" port \"p\": remote: missing (a geneve port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs, or a multicast `group`)",
         ),
         (
             "type = \"vxlan\"\nvni = 1\nlocal = \"192.0.2.1\"\nremote = []\n",

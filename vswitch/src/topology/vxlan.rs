@@ -86,17 +86,45 @@ pub(super) fn vxlan_port(
             );
         }
     }
+    let group = match &p.group {
+        None => None,
+        Some(g) => match g.get_ref().parse::<std::net::IpAddr>() {
+            Ok(a @ std::net::IpAddr::V4(v4)) if v4.is_multicast() && local.is_ipv4() => Some(a),
+            Ok(a) if a.is_multicast() => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!("{a}: multicast underlays are IPv4 for now (local too)"),
+                );
+                None
+            }
+            _ => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!(
+                        "`{}` is not a multicast group (like \"239.1.1.1\")",
+                        g.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
     let mut remote = Vec::new();
     match &p.remote {
+        None if p.group.is_some() => {}
         None => cx.error(
             p.name.span(),
             format!("{here}: remote"),
-            format!("missing (a {kind} port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs)"),
+            format!(
+                "missing (a {kind} port needs `remote = [\"192.0.2.2\"]`, its peer VTEPs, or a multicast `group`)"
+            ),
         ),
-        Some(list) if list.get_ref().is_empty() => cx.error(
+        Some(list) if list.get_ref().is_empty() && p.group.is_none() => cx.error(
             list.span(),
             format!("{here}: remote"),
-            "empty: name at least one peer VTEP",
+            "empty: name at least one peer VTEP (or a multicast `group`)",
         ),
         Some(list) => {
             for r in list.get_ref() {
@@ -136,6 +164,7 @@ pub(super) fn vxlan_port(
         vni,
         local,
         remote,
+        group,
         port,
     }
 }
