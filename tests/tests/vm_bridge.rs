@@ -693,6 +693,17 @@ fn a_vxlan_multicast_group_carries_floods_and_both_sides_learn_their_vteps() -> 
     );
     let tunnel = lab.fabric.port_info("tunnel")?;
     assert_eq!(tunnel["learned"], 1, "{tunnel}");
+    // `ctl fdb show` says behind which VTEP (host) the tunnel's MAC was learned.
+    let (code, out, err) = lab.fabric.ctl(&["--json", "fdb", "show"])?;
+    assert_eq!(code, 0, "{err}");
+    let fdb: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(
+        fdb.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["port"] == "tunnel" && e["via"] == "192.168.77.2"),
+        "{fdb}"
+    );
     for c in ["rx_drop_bad_header", "rx_drop_unknown_vtep"] {
         assert_eq!(lab.fabric.counter("tunnel", c)?, 0, "{c}");
     }

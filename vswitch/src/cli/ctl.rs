@@ -444,8 +444,8 @@ fn print_stats(out: &mut impl Write, v: &Value) {
 fn print_fdb(out: &mut impl Write, v: &Value) {
     let _ = writeln!(
         out,
-        "{:<12} {:<5} {:<18} {:<16} AGE",
-        "SWITCH", "VLAN", "MAC", "PORT"
+        "{:<12} {:<5} {:<18} {:<16} {:<16} AGE",
+        "SWITCH", "VLAN", "MAC", "PORT", "VIA"
     );
     for e in v.as_array().into_iter().flatten() {
         let age = if e["static"] == Value::Bool(true) {
@@ -453,9 +453,10 @@ fn print_fdb(out: &mut impl Write, v: &Value) {
         } else {
             format!("{}s", e["age_s"])
         };
+        let via = e["via"].as_str().unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:<12} {:<5} {:<18} {:<16} {age}",
+            "{:<12} {:<5} {:<18} {:<16} {via:<16} {age}",
             s(&e["switch"]),
             e["vlan"],
             s(&e["mac"]),

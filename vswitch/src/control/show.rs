@@ -194,11 +194,17 @@ impl Control {
                 .fdb()
                 .entries(now)
                 .map(|(vlan, mac, e)| {
+                    // Behind a tunnel port: the remote VTEP (host) the MAC was seen behind.
+                    let via = match s.port(e.port.0 as usize) {
+                        Some(Port::Vxlan(x)) => x.vtep_of_mac(mac.0).map(|ip| ip.to_string()),
+                        _ => None,
+                    };
                     let row = json!({
                         "switch": name,
                         "vlan": vlan.get(),
                         "mac": mac.to_string(),
                         "port": core.port_name(e.port).unwrap_or("?"),
+                        "via": via,
                         "static": e.is_static,
                         "age_s": now.since(e.last_seen).as_secs(),
                     });

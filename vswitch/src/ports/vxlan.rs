@@ -216,6 +216,14 @@ impl VxlanPort {
         self.learned.lock().map_or(0, |l| l.len())
     }
 
+    /// The remote VTEP `mac` was last seen behind, if within the aging time.
+    pub fn vtep_of_mac(&self, mac: [u8; 6]) -> Option<IpAddr> {
+        let l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        l.get(&mac)
+            .filter(|(_, seen)| seen.elapsed() < VTEP_AGING)
+            .map(|(ip, _)| *ip)
+    }
+
     /// Reads the port's socket (with `group`, its multicast group's socket) until `stop`,
     /// handing batches of inner frames to `forward`.
     pub fn receive(&self, group: bool, forward: impl FnMut(&[TxFrame<'_>])) {
