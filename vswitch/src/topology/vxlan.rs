@@ -86,31 +86,7 @@ pub(super) fn vxlan_port(
             );
         }
     }
-    let group = match &p.group {
-        None => None,
-        Some(g) => match g.get_ref().parse::<std::net::IpAddr>() {
-            Ok(a @ std::net::IpAddr::V4(v4)) if v4.is_multicast() && local.is_ipv4() => Some(a),
-            Ok(a) if a.is_multicast() => {
-                cx.error(
-                    g.span(),
-                    format!("{here}: group"),
-                    format!("{a}: multicast underlays are IPv4 for now (local too)"),
-                );
-                None
-            }
-            _ => {
-                cx.error(
-                    g.span(),
-                    format!("{here}: group"),
-                    format!(
-                        "`{}` is not a multicast group (like \"239.1.1.1\")",
-                        g.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let group = tunnel_group(cx, p, here, local);
     let mut remote = Vec::new();
     match &p.remote {
         None if p.group.is_some() => {}
@@ -166,5 +142,39 @@ pub(super) fn vxlan_port(
         remote,
         group,
         port,
+    }
+}
+
+/// The multicast underlay group of `p` (`group`), if any: IPv4, like `local`.
+fn tunnel_group(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    local: std::net::IpAddr,
+) -> Option<std::net::IpAddr> {
+    match &p.group {
+        None => None,
+        Some(g) => match g.get_ref().parse::<std::net::IpAddr>() {
+            Ok(a @ std::net::IpAddr::V4(v4)) if v4.is_multicast() && local.is_ipv4() => Some(a),
+            Ok(a) if a.is_multicast() => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!("{a}: multicast underlays are IPv4 for now (local too)"),
+                );
+                None
+            }
+            _ => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!(
+                        "`{}` is not a multicast group (like \"239.1.1.1\")",
+                        g.get_ref()
+                    ),
+                );
+                None
+            }
+        },
     }
 }
