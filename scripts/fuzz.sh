@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
     extra=() asan=${ASAN_OPTIONS:-}
     # The vhost_user port frees a connection's state on its own threads after the input
     # returns (and they still run at exit): LeakSanitizer would report that memory.
-    if [ "$t" = vhost_user ]; then extra=(-detect_leaks=0); asan=detect_leaks=0; fi
+    if [ "$t" = vhost_user ]; then extra=(-detect_leaks=0); asan="${asan:+$asan:}detect_leaks=0"; fi
     if ! ASAN_OPTIONS=$asan cargo fuzz run -O "$t" "corpus/$t" -- \
         -runs=10000000 -max_total_time="$secs" "${extra[@]}" \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
