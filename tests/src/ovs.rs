@@ -84,13 +84,25 @@ impl Ovs {
 }
 
 impl Drop for Ovs {
+    /// SIGTERM to both daemons, then up to 5 s for them to go, then SIGKILL.
     fn drop(&mut self) {
         for pidfile in ["vswitchd.pid", "ovsdb.pid"] {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(pidfile))
-                && let Ok(pid) = pid.trim().parse::<i32>()
-            {
-                // SAFETY: kill(2) on a daemon this test started (its pidfile is ours).
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+            let Some(pid) = std::fs::read_to_string(self.dir.join(pidfile))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: kill(2) on a daemon this test started (its pidfile is ours).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let gone = crate::wait_until(
+                std::time::Duration::from_secs(5),
+                || Ok(!Path::new(&format!("/proc/{pid}")).exists()),
+                || format!("OVS daemon {pid} still running"),
+            );
+            if gone.is_err() {
+                // SAFETY: as above; it did not end on SIGTERM.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }

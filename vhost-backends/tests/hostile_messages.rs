@@ -70,6 +70,15 @@ fn sequences_on_one_persistent_connection() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    /// Closes the kept connection however the test ends (the port serves one VMM at a time:
+    /// the other tests of this binary would wait behind it).
+    struct HangUp;
+    impl Drop for HangUp {
+        fn drop(&mut self) {
+            msgs::hang_up_persistent();
+        }
+    }
+    let hang_up = HangUp;
     let mut runner = TestRunner::new(Config::with_cases(cases));
     runner
         .run(&vec(any::<u8>(), 0..6000), |data| {
@@ -77,7 +86,7 @@ fn sequences_on_one_persistent_connection() {
             Ok(())
         })
         .unwrap();
-    msgs::hang_up_persistent();
+    drop(hang_up);
     a_guest_is_served(b"after the persistent hostile VMM");
 }
 

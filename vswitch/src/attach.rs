@@ -319,16 +319,25 @@ fn vxlan(out: &mut String, sw: &SwitchConfig, p: &PortConfig, x: &VxlanConfig) {
         x.remote
             .iter()
             .map(|r| r.to_string())
+            .chain(x.group.map(|g| format!("group {g}")))
             .collect::<Vec<_>>()
             .join(", ")
     );
     let (vni, local, port) = (x.vni, x.local, x.port);
-    let _ = match x.encap {
-        crate::topology::Encap::Vxlan => writeln!(
+    let _ = match (x.encap, x.group) {
+        (crate::topology::Encap::Vxlan, Some(g)) => writeln!(
+            out,
+            "  linux peer: ip link add vxlan{vni} type vxlan id {vni} local <peer address> group {g} dev <underlay interface> dstport {port}"
+        ),
+        (crate::topology::Encap::Geneve, Some(g)) => writeln!(
+            out,
+            "  linux peer: the Linux geneve device has no multicast group ({g}): give it `remote {local}`"
+        ),
+        (crate::topology::Encap::Vxlan, None) => writeln!(
             out,
             "  linux peer: ip link add vxlan{vni} type vxlan id {vni} local <peer address> remote {local} dstport {port}"
         ),
-        crate::topology::Encap::Geneve => writeln!(
+        (crate::topology::Encap::Geneve, None) => writeln!(
             out,
             "  linux peer: ip link add geneve{vni} type geneve id {vni} remote {local} dstport {port}"
         ),

@@ -331,7 +331,10 @@ fn imago_thread(
                 ImagoMsg::Job(j) => j,
                 ImagoMsg::DropPrivileges(drop) => {
                     if let Err(e) = drop() {
-                        log::warn!("qcow2 I/O thread: giving up privileges: {e}");
+                        // Fail closed: an I/O thread that could not give up what it was
+                        // told to ends (the disk's requests then fail) rather than run on.
+                        log::error!("qcow2 I/O thread: giving up privileges: {e}; ending");
+                        return;
                     }
                     continue;
                 }

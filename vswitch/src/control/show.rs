@@ -53,6 +53,7 @@ impl Control {
                         "vni": v.vni,
                         "local": v.local.to_string(),
                         "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                        "group": v.group.map(|g| g.to_string()),
                         "udp_port": v.port,
                         "learned": match port {
                             Port::Vxlan(x) => x.learned(),

@@ -273,6 +273,10 @@ impl VxlanPort {
         src.copy_from_slice(&buf[start + 6..start + 12]);
         if src[0] & 1 == 0 {
             let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+            if l.len() >= MAX_LEARNED && !l.contains_key(&src) {
+                // Full: forget what aged out first (a group port hears any sender).
+                l.retain(|_, (_, seen)| seen.elapsed() < VTEP_AGING);
+            }
             if l.len() < MAX_LEARNED || l.contains_key(&src) {
                 l.insert(src, (from.ip(), Instant::now()));
             }

@@ -139,6 +139,15 @@ fn geneve_ports() {
     };
     assert_eq!(m.group, Some("239.1.1.1".parse().unwrap()));
     assert!(m.remote.is_empty());
+    // One tunnel port per group and UDP port (its socket binds group:port).
+    let two = "[[switch]]\nname = \"s\"\n\
+        [[switch.port]]\nname = \"m\"\ntype = \"vxlan\"\nvni = 5\nlocal = \"192.0.2.1\"\ngroup = \"239.1.1.1\"\n\
+        [[switch.port]]\nname = \"n\"\ntype = \"vxlan\"\nvni = 6\nlocal = \"192.0.2.7\"\ngroup = \"239.1.1.1\"\n";
+    let e = parse(Path::new("t.toml"), two).unwrap_err().to_string();
+    assert!(
+        e.contains("239.1.1.1 port 4789 is already the group of port \"m\""),
+        "{e}"
+    );
     let clash = format!(
         "[[switch]]\nname = \"s\"\n{}{}",
         port("g", "geneve", "port = 4789\n"),

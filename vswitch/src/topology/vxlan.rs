@@ -87,6 +87,20 @@ pub(super) fn vxlan_port(
         }
     }
     let group = tunnel_group(cx, p, here, local);
+    if let Some(g) = group {
+        // The group's socket binds group:port: one tunnel port per group and UDP port.
+        let key = format!("udp group {}", std::net::SocketAddr::new(g, port));
+        if let Some(other) = host_names.insert(key, p.name.get_ref().clone()) {
+            let span = p.group.as_ref().map(|g| g.span()).unwrap_or(0..0);
+            cx.error(
+                span,
+                format!("{here}: group"),
+                format!(
+                    "{g} port {port} is already the group of port \"{other}\" (one tunnel port per multicast group and UDP port)"
+                ),
+            );
+        }
+    }
     let mut remote = Vec::new();
     match &p.remote {
         None if p.group.is_some() => {}
