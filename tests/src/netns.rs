@@ -269,7 +269,8 @@ fn enter(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
+/// Runs a command; error (with its output) unless it succeeds.
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
         bail!(

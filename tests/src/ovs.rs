@@ -6,29 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use crate::netns::Netns;
+use crate::netns::{Netns, run};
 
 pub struct Ovs {
     dir: PathBuf,
     db: String,
-}
-
-/// Runs a command; error (with its output) unless it succeeds.
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?} (package openvswitch-switch)"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Ovs {

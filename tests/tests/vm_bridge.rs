@@ -343,6 +343,19 @@ fn transfer_4mib(la: &mut NetLab, lb: &mut NetLab) -> Result<()> {
     Ok(())
 }
 
+/// Guest 1 of `lab` serves 4 MiB of random bytes over HTTP at `addr` (its address, port
+/// 8080); `ns` fetches them, byte-exact.
+fn guest_serves_4mib(lab: &mut NetLab, ns: &Netns, addr: &str) -> Result<()> {
+    let want = lab.vm(1).run_ok(
+        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
+        CMD,
+    )?;
+    lab.wait_listening(1, 8080)?;
+    let (len, got) = ns.http_get(addr.parse()?, "/d", Duration::from_secs(180))?;
+    assert_eq!((len, got.as_str()), (4 << 20, want.trim()));
+    Ok(())
+}
+
 /// GENEVE (RFC 8926) between two vfabrics: guests ping both ways and move 4 MiB byte-exact
 /// over TCP, the remote MAC is learned behind its VTEP, and a datagram from the peer's
 /// address with a critical option (which vfabric does not understand) is dropped and
@@ -484,13 +497,7 @@ fn vfabric_geneve_and_the_linux_geneve_device_carry_one_segment_both_ways() -> R
     let out = ns.exec(&["ping", "-c", "3", "-W", "5", "-s", "1422", "10.50.0.2"])?;
     assert!(out.contains("3 received"), "{out}");
     // Guest to host: the guest serves, the namespace fetches.
-    let want = lab.vm(1).run_ok(
-        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
-        CMD,
-    )?;
-    lab.wait_listening(1, 8080)?;
-    let (len, got) = ns.http_get("10.50.0.2:8080".parse()?, "/d", Duration::from_secs(180))?;
-    assert_eq!((len, got.as_str()), (4 << 20, want.trim()));
+    guest_serves_4mib(&mut lab, &ns, "10.50.0.2:8080")?;
     // Host to guest: the namespace serves, the guest fetches.
     let data = pattern(4 << 20, 7);
     let server = ns.serve_http_once(
@@ -595,17 +602,7 @@ fn with_ovs(kind: &str) -> Result<()> {
     let out = b.exec(&["ping", "-c", "3", "-W", "5", "-s", "1422", &ip(1)])?;
     assert!(out.contains("3 received"), "{out}");
     // The guest serves, OVS's side fetches; then the other way.
-    let want = lab.vm(1).run_ok(
-        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
-        CMD,
-    )?;
-    lab.wait_listening(1, 8080)?;
-    let (len, got) = b.http_get(
-        format!("{}:8080", ip(1)).parse()?,
-        "/d",
-        Duration::from_secs(180),
-    )?;
-    assert_eq!((len, got.as_str()), (4 << 20, want.trim()));
+    guest_serves_4mib(&mut lab, &b, &format!("{}:8080", ip(1)))?;
     let data = pattern(4 << 20, 11);
     let server = b.serve_http_once(
         "10.0.0.99:8081".parse()?,
@@ -671,17 +668,7 @@ fn a_vxlan_multicast_group_carries_floods_and_both_sides_learn_their_vteps() -> 
     assert!(out.contains("3 packets received"), "{out}");
     let out = k.exec(&["ping", "-c", "3", "-W", "5", &ip(1)])?;
     assert!(out.contains("3 received"), "{out}");
-    let want = lab.vm(1).run_ok(
-        "mkdir -p /tmp/www && head -c 4194304 /dev/urandom > /tmp/www/d && httpd -p 8080 -h /tmp/www && sha256sum /tmp/www/d | cut -d' ' -f1",
-        CMD,
-    )?;
-    lab.wait_listening(1, 8080)?;
-    let (len, got) = k.http_get(
-        format!("{}:8080", ip(1)).parse()?,
-        "/d",
-        Duration::from_secs(180),
-    )?;
-    assert_eq!((len, got.as_str()), (4 << 20, want.trim()));
+    guest_serves_4mib(&mut lab, &k, &format!("{}:8080", ip(1)))?;
     // Learned both ways: the kernel has the guest behind 192.168.77.1, vfabric the kernel's
     // MAC behind 192.168.77.2.
     let fdb = k.exec(&["bridge", "fdb", "show", "dev", "vxlan100"])?;
