@@ -65,6 +65,7 @@ fn main() -> Result<()> {
                     .collect::<Result<_, _>>()?,
                 group: None,
                 port: port_no,
+                vlan_vnis: Vec::new(),
             },
         )
         .map_err(Box::<dyn std::error::Error>::from)

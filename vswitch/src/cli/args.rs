@@ -35,11 +35,19 @@ pub enum Command {
         /// `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080` (every address: think twice).
         #[arg(long, value_name = "ADDR", value_parser = http_addr)]
         http: Option<std::net::SocketAddr>,
+        /// Which [[host]] of a topology across hosts this machine is (default: the one whose
+        /// address is on this machine). Only its ports and disks are served, and the meshes
+        /// to the other hosts are built.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Validate a topology file without starting anything; exit 1 on errors.
     Check {
         /// The topology file (TOML).
         topology: PathBuf,
+        /// Also check the images of this host's disks (a topology across hosts).
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Talk to a running vfabric through its control socket.
     Ctl {
@@ -49,6 +57,10 @@ pub enum Command {
         /// The topology file vfabric runs (finds its control socket).
         #[arg(short, long)]
         topology: Option<PathBuf>,
+        /// With -t: the host whose vfabric to talk to (a topology across hosts; default:
+        /// the one whose address is on this machine).
+        #[arg(long, value_name = "NAME", requires = "topology")]
+        host: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,

@@ -19,13 +19,16 @@ use crate::check;
 pub fn ctl(
     socket: Option<PathBuf>,
     topology: Option<PathBuf>,
+    host: Option<String>,
     json: bool,
     cmd: CtlCmd,
 ) -> ExitCode {
     let path = match (socket, topology) {
         (Some(s), _) => s,
-        (None, Some(t)) => match check::load(&t) {
-            Some(topo) => server::client_socket_path(&t, &topo.control),
+        (None, Some(t)) => match check::load_local(&t, host.as_deref()) {
+            Some(topo) => {
+                server::client_socket_path(&t, &topo.control, topo.hosts.local.as_deref())
+            }
             None => return ExitCode::FAILURE,
         },
         (None, None) => {
@@ -373,6 +376,36 @@ fn print_ports(out: &mut impl Write, v: &Value) {
             poll,
             s(&p["socket"])
         );
+        // A tunnel: its VNI, then one line per remote (host, address, state).
+        if let Some(vni) = p.get("vni") {
+            let _ = writeln!(
+                out,
+                "{:<12}   {} VNI {vni}, {}:{}",
+                "",
+                s(&p["encap"]),
+                s(&p["local"]),
+                p["udp_port"]
+            );
+            for m in p["vlan_vnis"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "{:<12}   VLAN {} -> VNI {}", "", m["vlan"], m["vni"]);
+            }
+        }
+        for r in p
+            .get("remotes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let who = match r["host"].as_str() {
+                Some(h) => format!("host {h} ({})", s(&r["address"])),
+                None => s(&r["address"]),
+            };
+            let heard = match r["heard_ms_ago"].as_u64() {
+                Some(ms) => format!(", heard {:.1}s ago", ms as f64 / 1000.0),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "{:<12}   -> {who}: {}{heard}", "", s(&r["state"]));
+        }
     }
 }
 

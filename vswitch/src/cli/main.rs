@@ -29,20 +29,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { topology } => check::check(&topology),
+        Command::Check { topology, host } => check::check(&topology, host.as_deref()),
         Command::Run {
             topology,
             seccomp,
             http,
-        } => match check::load(&topology) {
+            host,
+        } => match check::load_local(&topology, host.as_deref()) {
             Some(t) => run::run(&topology, t, seccomp, http),
             None => ExitCode::FAILURE,
         },
         Command::Ctl {
             socket,
             topology,
+            host,
             json,
             cmd,
-        } => ctl::ctl(socket, topology, json, cmd),
+        } => ctl::ctl(socket, topology, host, json, cmd),
     }
 }

@@ -260,7 +260,7 @@ fn bind_sockets(
         disk_roles.push((disk.clone(), role));
     }
     fabric.bind_vm_sockets()?;
-    let control_path = server::socket_path(path, &topo.control);
+    let control_path = server::socket_path(path, &topo.control, topo.hosts.local.as_deref());
     let bound_control = server::bind(&control_path, &topo.control);
     let mut control =
         bound_control.map_err(|e| format!("control: socket {}: {e}", control_path.display()))?;

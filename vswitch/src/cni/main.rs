@@ -137,7 +137,7 @@ fn parse_conf(input: &str) -> Result<Conf, CniError> {
         (None, Some(t)) => {
             let topo = vswitch::topology::load(Path::new(t))
                 .map_err(|e| err(6, format!("topology `{t}` cannot be read"), e.to_string()))?;
-            vswitch::control::server::client_socket_path(Path::new(t), &topo.control)
+            vswitch::control::server::client_socket_path(Path::new(t), &topo.control, None)
         }
         (None, None) => {
             return Err(err(

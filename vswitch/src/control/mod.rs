@@ -58,8 +58,30 @@ impl Control {
     /// guests, counters and learned addresses; a port whose VLAN mode changed forgets its
     /// learned addresses. What needs a restart (disks, switches, a port's device settings)
     /// makes the reload refused as a whole, naming what differs; nothing is half-applied.
+    ///
+    /// A host's share of a topology across hosts is taken again from the whole file: its
+    /// ports, disks and meshes as the file now places them.
     pub fn reload(&self) -> Result<Vec<String>, String> {
-        let new = crate::topology::load(&self.file).map_err(|e| e.to_string())?;
+        let host = self.topo().hosts.local.clone();
+        let new =
+            crate::topology::load_for(&self.file, host.as_deref()).map_err(|e| e.to_string())?;
+        let new = match &host {
+            Some(h) if new.hosts.list.iter().any(|o| &o.name == h) => {
+                crate::topology::localize(&new, h)
+            }
+            Some(h) => {
+                return Err(format!(
+                    "reload refused, nothing changed: host \"{h}\" (this one) is no longer in the file"
+                ));
+            }
+            None if !new.hosts.list.is_empty() => {
+                return Err(
+                    "reload refused, nothing changed: the file now spans hosts (restart vfabric with --host)"
+                        .into(),
+                );
+            }
+            None => new,
+        };
         let mut guard = self.topology.write().unwrap_or_else(|p| p.into_inner());
         let changes = self.fabric.reload(&guard, &new)?;
         *guard = new;

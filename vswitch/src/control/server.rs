@@ -23,9 +23,9 @@ use crate::topology::ControlConfig;
 /// `/run/vfabric` for `RuntimeDirectory=vfabric`), else `$XDG_RUNTIME_DIR/vfabric` for users
 /// with a runtime directory, `/run/vfabric` for root, else `/tmp/vfabric-<uid>`; `<hash>`
 /// comes from the file's absolute path (two topologies with the same name in different
-/// places never share a socket).
-pub fn default_socket(topology: &Path) -> PathBuf {
-    let name = socket_name(topology);
+/// places never share a socket). Host `h` of a topology across hosts: `<stem>-h-<hash>.ctl`.
+pub fn default_socket(topology: &Path, host: Option<&str>) -> PathBuf {
+    let name = socket_name(topology, host);
     socket_dirs(false)
         .into_iter()
         .next()
@@ -36,21 +36,24 @@ pub fn default_socket(topology: &Path) -> PathBuf {
 /// The control socket `vfabric ctl` looks for: the first default place (as the daemon
 /// chooses it, plus `/run/vfabric`, where a system service's socket is for any user) where
 /// that socket exists, else the daemon's default.
-pub fn find_default_socket(topology: &Path) -> PathBuf {
-    let name = socket_name(topology);
+pub fn find_default_socket(topology: &Path, host: Option<&str>) -> PathBuf {
+    let name = socket_name(topology, host);
     socket_dirs(true)
         .into_iter()
         .map(|d| d.join(&name))
         .find(|p| p.exists())
-        .unwrap_or_else(|| default_socket(topology))
+        .unwrap_or_else(|| default_socket(topology, host))
 }
 
-/// `<stem>-<hash>.ctl` for a topology file.
-fn socket_name(topology: &Path) -> String {
-    let stem = topology
+/// `<stem>-<hash>.ctl` for a topology file (`<stem>-<host>-<hash>.ctl` for one host's share).
+fn socket_name(topology: &Path, host: Option<&str>) -> String {
+    let mut stem = topology
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "vfabric".into());
+    if let Some(h) = host {
+        stem = format!("{stem}-{h}");
+    }
     let abs = std::fs::canonicalize(topology).unwrap_or_else(|_| topology.to_path_buf());
     // FNV-1a: stable across builds and platforms.
     let hash = abs
@@ -87,17 +90,20 @@ fn socket_dirs(searching: bool) -> Vec<PathBuf> {
     dirs
 }
 
-/// The control socket of `topo`, loaded from `file`.
-pub fn socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
-    cfg.socket.clone().unwrap_or_else(|| default_socket(file))
+/// The control socket of `topo`, loaded from `file` (served by `host`, for a topology across
+/// hosts).
+pub fn socket_path(file: &Path, cfg: &ControlConfig, host: Option<&str>) -> PathBuf {
+    cfg.socket
+        .clone()
+        .unwrap_or_else(|| default_socket(file, host))
 }
 
 /// The control socket `vfabric ctl` talks to for `topo`, loaded from `file`: the one the
 /// file names, else the default one found (see `find_default_socket`).
-pub fn client_socket_path(file: &Path, cfg: &ControlConfig) -> PathBuf {
+pub fn client_socket_path(file: &Path, cfg: &ControlConfig, host: Option<&str>) -> PathBuf {
     cfg.socket
         .clone()
-        .unwrap_or_else(|| find_default_socket(file))
+        .unwrap_or_else(|| find_default_socket(file, host))
 }
 
 /// A bound control socket, not serving yet.

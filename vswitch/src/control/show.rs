@@ -10,6 +10,9 @@ use crate::topology::PortKind;
 
 pub use crate::core::vlan_mode;
 
+/// A remote heard from within this long shows as "up".
+const REMOTE_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Control {
     pub(super) fn ports(&self) -> Value {
         let mut out = Vec::new();
@@ -19,6 +22,7 @@ impl Control {
                     continue;
                 };
                 let mut line = json!({
+                    "host": self.topo().hosts.local,
                     "switch": sw_cfg.name,
                     "port": p.name,
                     "type": p.kind.type_name(),
@@ -48,18 +52,26 @@ impl Control {
                         "ipv6": n.ipv6.map(|(p, l)| format!("{p}/{l}")),
                         "forwards": n.forwards.len(),
                     }),
-                    PortKind::Vxlan(v) => json!({
-                        "encap": v.encap.type_name(),
-                        "vni": v.vni,
-                        "local": v.local.to_string(),
-                        "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                        "group": v.group.map(|g| g.to_string()),
-                        "udp_port": v.port,
-                        "learned": match port {
-                            Port::Vxlan(x) => x.learned(),
-                            _ => 0,
-                        },
-                    }),
+                    PortKind::Vxlan(v) => {
+                        let remotes = match &port {
+                            Port::Vxlan(x) => self.remotes(x),
+                            _ => Vec::new(),
+                        };
+                        json!({
+                            "encap": v.encap.type_name(),
+                            "vni": v.vni,
+                            "vlan_vnis": v.vlan_vnis.iter().map(|(l, n)| json!({"vlan": l, "vni": n})).collect::<Vec<_>>(),
+                            "local": v.local.to_string(),
+                            "remote": v.remote.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                            "remotes": remotes,
+                            "group": v.group.map(|g| g.to_string()),
+                            "udp_port": v.port,
+                            "learned": match port {
+                                Port::Vxlan(x) => x.learned(),
+                                _ => 0,
+                            },
+                        })
+                    }
                 };
                 if let (Some(l), Some(e)) = (line.as_object_mut(), extra.as_object()) {
                     l.extend(e.clone());
@@ -182,6 +194,36 @@ impl Control {
         )
     }
 
+    /// A remote VTEP as `ctl` shows it: "host b (192.0.2.2)" when it is a host of the file.
+    fn vtep_name(&self, ip: std::net::IpAddr) -> String {
+        match self.topo().hosts.by_address(ip) {
+            Some(h) => format!("host {} ({ip})", h.name),
+            None => ip.to_string(),
+        }
+    }
+
+    /// A tunnel port's static remotes: address, host (of the file), and how long ago it was
+    /// last heard ("up": within `REMOTE_UP`; tunnels have no keepalive, so a silent remote
+    /// shows as "quiet").
+    fn remotes(&self, x: &crate::ports::VxlanPort) -> Vec<Value> {
+        let topo = self.topo();
+        (x.remotes().into_iter())
+            .map(|(ip, ago)| {
+                let state = match ago {
+                    Some(a) if a < REMOTE_UP => "up",
+                    Some(_) => "quiet",
+                    None => "never heard",
+                };
+                json!({
+                    "address": ip.to_string(),
+                    "host": topo.hosts.by_address(ip).map(|h| h.name.clone()),
+                    "heard_ms_ago": ago.map(|a| a.as_millis() as u64),
+                    "state": state,
+                })
+            })
+            .collect()
+    }
+
     pub(super) fn fdb_show(&self, sw: Option<&str>) -> Result<Value, String> {
         let now = self.fabric.now();
         let mut out = Vec::new();
@@ -197,7 +239,7 @@ impl Control {
                 .map(|(vlan, mac, e)| {
                     // Behind a tunnel port: the remote VTEP (host) the MAC was seen behind.
                     let via = match s.port(e.port.0 as usize) {
-                        Some(Port::Vxlan(x)) => x.vtep_of_mac(mac.0).map(|ip| ip.to_string()),
+                        Some(Port::Vxlan(x)) => x.vtep_of_mac(mac.0).map(|ip| self.vtep_name(ip)),
                         _ => None,
                     };
                     let row = json!({
@@ -242,6 +284,23 @@ impl Control {
                     state,
                     sw_cfg.name
                 );
+                // A tunnel's remotes: the other hosts, as nodes, with the tunnel's state.
+                if let Port::Vxlan(x) = &port {
+                    for r in self.remotes(x) {
+                        let label = match r["host"].as_str() {
+                            Some(h) => {
+                                format!("host {h}\\n{}", r["address"].as_str().unwrap_or(""))
+                            }
+                            None => format!("VTEP {}", r["address"].as_str().unwrap_or("")),
+                        };
+                        g += &format!(
+                            "  \"remote:{0}\" [shape=box3d, label=\"{label}\"];\n  \"port:{1}\" -- \"remote:{0}\" [style=dashed, label=\"{2}\"];\n",
+                            r["address"].as_str().unwrap_or(""),
+                            p.name,
+                            r["state"].as_str().unwrap_or("")
+                        );
+                    }
+                }
             }
         }
         for d in &self.topo().disks {

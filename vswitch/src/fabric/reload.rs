@@ -1,7 +1,8 @@
 //! Reload: the running fabric made to match a new topology, all or nothing.
 //!
 //! What a reload may change: ports added and removed (by name), a port's VLAN mode and
-//! security policy, its static addresses, a switch's MAC aging. Ports left alone keep their
+//! security policy, its static addresses, a tunnel port's remotes (so a mesh follows its
+//! switch's hosts), a switch's MAC aging. Ports left alone keep their
 //! guests, counters and learned addresses. What needs a restart (disks, switches, the
 //! control socket, a port's device settings) refuses the whole reload, naming each
 //! difference; a new port that cannot be set up undoes the ports already added.
@@ -10,7 +11,8 @@ use std::sync::Arc;
 
 use super::{Fabric, home_vlan};
 use crate::core::PortId;
-use crate::topology::{SwitchConfig, Topology};
+use crate::ports::Port;
+use crate::topology::{PortKind, SwitchConfig, Topology};
 
 impl Fabric {
     /// Makes the running fabric match `new` (it runs `old`): ports added and removed (by
@@ -66,6 +68,18 @@ impl Fabric {
                     continue;
                 };
                 let id = PortId(i as u32);
+                if let (PortKind::Vxlan(va), PortKind::Vxlan(vb), Some((_, Port::Vxlan(x)))) =
+                    (&pa.kind, &pb.kind, rt.port_by_name(&pb.name))
+                    && va.remote != vb.remote
+                {
+                    x.set_remotes(&vb.remote);
+                    let list: Vec<String> = vb.remote.iter().map(|r| r.to_string()).collect();
+                    changes.push(format!(
+                        "port \"{}\": remote [{}]",
+                        pb.name,
+                        list.join(", ")
+                    ));
+                }
                 let mut core = rt.core();
                 if pa.policy != pb.policy {
                     core.set_policy(id, pb.policy.clone());
@@ -118,7 +132,7 @@ pub fn blockers(old: &Topology, new: &Topology) -> Vec<String> {
         }
         for pb in &b.ports {
             if let Some(pa) = find(a, &pb.name)
-                && pa.kind != pb.kind
+                && !same_device(&pa.kind, &pb.kind)
             {
                 blockers.push(format!(
                     "port \"{}\": its type or device settings (socket, queues, mac, offloads, ifname, VXLAN endpoints...) changed (remove it, reload, add it back)",
@@ -128,6 +142,19 @@ pub fn blockers(old: &Topology, new: &Topology) -> Vec<String> {
         }
     }
     blockers
+}
+
+/// Whether two port kinds are one device: equal, or tunnel ports that differ only in their
+/// static remotes (a reload changes those in place: a mesh whose hosts changed).
+fn same_device(a: &PortKind, b: &PortKind) -> bool {
+    match (a, b) {
+        (PortKind::Vxlan(x), PortKind::Vxlan(y)) => {
+            let mut y = y.clone();
+            y.remote.clone_from(&x.remote);
+            *x == y
+        }
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +195,25 @@ mod tests {
             &topo("busy_poll = true\npoll_threads = 2", ""),
         );
         assert_eq!(b, ["switch \"lab\": poll_threads changed"]);
+    }
+
+    #[test]
+    fn a_tunnel_whose_remotes_changed_is_changed_in_place_another_vni_is_a_blocker() {
+        let tunnel = |vni: u32, remote: &str| {
+            format!("type = \"vxlan\"\nvni = {vni}\nlocal = \"192.0.2.1\"\nremote = [{remote}]")
+        };
+        let src = |port: String| {
+            format!("[[switch]]\nname = \"lab\"\n[[switch.port]]\nname = \"t\"\n{port}\n")
+        };
+        let t = |p: String| parse(Path::new("/t.toml"), &src(p)).unwrap();
+        let old = t(tunnel(5, "\"192.0.2.2\""));
+        assert!(blockers(&old, &t(tunnel(5, "\"192.0.2.2\", \"192.0.2.3\""))).is_empty());
+        let b = blockers(&old, &t(tunnel(6, "\"192.0.2.2\"")));
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(
+            b[0].starts_with("port \"t\": its type or device settings"),
+            "{b:?}"
+        );
     }
 
     #[test]

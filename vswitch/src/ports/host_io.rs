@@ -102,7 +102,7 @@ pub const RECV_BUF: usize = MAX_FRAME_LEN + 64;
 
 /// Frames read from a host socket or device before they are forwarded (each read needs a
 /// buffer of `RECV_BUF` bytes held by the port's thread).
-const HOST_BATCH: usize = 32;
+pub const HOST_BATCH: usize = 32;
 
 /// Reads batches of frames from `fd` until `stop` is set. `recv` reads one frame into the
 /// buffer it is given: `Ok(Some(..))` a frame, `Ok(None)` something it dropped (and
@@ -168,7 +168,7 @@ pub fn receive_loop(
 }
 
 /// Waits until `fd` is readable or `timeout` passes.
-fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -196,7 +196,7 @@ pub fn forward_owned(
 
 /// Checks up to a batch of frames held in vfabric's memory (each behind its virtio-net
 /// header), counts them as received, and hands the good ones to `forward` in one batch.
-fn forward_batch<'a>(
+pub fn forward_batch<'a>(
     items: impl Iterator<Item = ([u8; VNET_HDR_LEN], &'a mut [u8])>,
     offloads: Offloads,
     counters: &HostCounters,

@@ -25,6 +25,9 @@ pub mod host_io;
 pub mod nat;
 mod switch_port;
 pub mod tap;
+pub mod tunnel_endpoint;
+#[cfg(test)]
+mod tunnel_tests;
 pub mod vm;
 pub mod vxlan;
 

@@ -26,9 +26,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ use vhost_backends::offload::Offloads;
 
 use super::host_io::{HostCounters, Received, receive_loop};
 use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
+pub use super::tunnel_endpoint::SOURCE_SOCKETS;
+use super::tunnel_endpoint::{Endpoint, TunnelMember};
 use crate::topology::{Encap, VxlanConfig};
 
 /// Length of the VXLAN header.
@@ -48,8 +52,6 @@ const FLAG_I: u8 = 0x08;
 const VTEP_AGING: Duration = Duration::from_secs(300);
 /// Bound on the MACs learned per port (beyond it, frames to new MACs go to every remote).
 const MAX_LEARNED: usize = 65536;
-/// Sockets a port sends from (outer UDP source ports).
-pub const SOURCE_SOCKETS: usize = 16;
 
 /// The VXLAN header for `vni`.
 pub fn header(vni: u32) -> [u8; HEADER_LEN] {
@@ -141,66 +143,78 @@ pub fn decode(datagram: &[u8], vni: u32) -> Result<usize, DecodeError> {
     Ok(HEADER_LEN)
 }
 
-/// One VXLAN port.
+/// One VXLAN (or GENEVE) port.
 pub struct VxlanPort {
     name: String,
     config: VxlanConfig,
-    socket: UdpSocket,
-    /// The sockets frames are sent from, one per inner flow hash (never read).
-    sources: Vec<UdpSocket>,
+    /// Where its datagrams arrive and leave (shared with the other ports on `local`:`port`).
+    endpoint: Arc<Endpoint>,
+    /// The VNIs it receives: its own, then its VLANs' (`vlan_vnis`).
+    vnis: Vec<u32>,
+    /// The static remote VTEPs (replaced whole by a reload), each with when it was last heard.
+    remotes: ArcSwap<Vec<Remote>>,
     /// Bound to the multicast underlay group (`group`), joined on `local`'s interface.
     group: Option<UdpSocket>,
     /// Inner MAC -> (VTEP it was last seen behind, when).
     learned: Mutex<HashMap<[u8; 6], (IpAddr, Instant)>>,
     counters: HostCounters,
     stop: AtomicBool,
+    /// When the port opened: `Remote::heard` counts from it.
+    epoch: Instant,
+}
+
+/// A static remote VTEP.
+pub struct Remote {
+    pub ip: IpAddr,
+    /// Milliseconds from the port's opening to the last datagram taken from it, plus one
+    /// (0: never heard).
+    heard: AtomicU64,
 }
 
 impl VxlanPort {
-    /// Binds the port's UDP socket and its source sockets. The error names the address.
+    /// Opens (or joins) the port's endpoint and binds its group socket. The error names the
+    /// address.
     pub fn open(name: &str, config: VxlanConfig) -> Result<VxlanPort, String> {
         let at = SocketAddr::new(config.local, config.port);
-        let socket = tunnel_socket(at).map_err(|e| format!("VXLAN socket {at}: {e}"))?;
-        let mut sources = Vec::with_capacity(SOURCE_SOCKETS);
-        for _ in 0..SOURCE_SOCKETS {
-            let any = SocketAddr::new(config.local, 0);
-            let s = tunnel_socket(any).map_err(|e| format!("VXLAN source socket {any}: {e}"))?;
-            // Never read: the smallest receive buffer the kernel allows.
-            set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 1)
-                .map_err(|e| format!("VXLAN source socket {any}: {e}"))?;
-            if let Some(IpAddr::V4(_)) = config.group {
-                multicast_from(&s, config.local)
-                    .map_err(|e| format!("VXLAN source socket {any}: multicast: {e}"))?;
-            }
-            sources.push(s);
-        }
+        let vnis: Vec<u32> = std::iter::once(config.vni)
+            .chain(config.vlan_vnis.iter().map(|(_, v)| *v))
+            .collect();
+        let endpoint = Endpoint::open(at, config.encap, &vnis, config.group.is_some())?;
         let group = match (config.group, config.local) {
             (Some(IpAddr::V4(g)), IpAddr::V4(l)) => {
                 let at = SocketAddr::new(IpAddr::V4(g), config.port);
                 let s = UdpSocket::bind(at)
                     .and_then(|s| s.join_multicast_v4(&g, &l).map(|()| s))
                     .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                    .map_err(|e| format!("group socket {at} (joined on {l}): {e}"))?;
-                Some(s)
+                    .map_err(|e| format!("group socket {at} (joined on {l}): {e}"));
+                match s {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        endpoint.release(&vnis);
+                        return Err(e);
+                    }
+                }
             }
             _ => None,
         };
+        let remotes = ArcSwap::from_pointee(remote_list(&config.remote, &[]));
         Ok(VxlanPort {
             name: name.to_string(),
             config,
-            socket,
-            sources,
+            endpoint,
+            vnis,
+            remotes,
             group,
             learned: Mutex::new(HashMap::new()),
             counters: HostCounters::default(),
             stop: AtomicBool::new(false),
+            epoch: Instant::now(),
         })
     }
 
     /// The outer UDP source ports, in socket order (for `ctl` and tests).
     pub fn source_ports(&self) -> Vec<u16> {
-        let port = |s: &UdpSocket| s.local_addr().map_or(0, |a| a.port());
-        self.sources.iter().map(port).collect()
+        self.endpoint.source_ports()
     }
 
     pub fn config(&self) -> &VxlanConfig {
@@ -209,6 +223,25 @@ impl VxlanPort {
 
     pub fn counters(&self) -> &HostCounters {
         &self.counters
+    }
+
+    /// Replaces the static remote VTEPs (a reload); those kept keep when they were heard.
+    pub fn set_remotes(&self, remote: &[IpAddr]) {
+        let old = self.remotes.load();
+        self.remotes.store(Arc::new(remote_list(remote, &old)));
+    }
+
+    /// The static remote VTEPs, each with how long ago a datagram came from it (`None`:
+    /// never).
+    pub fn remotes(&self) -> Vec<(IpAddr, Option<Duration>)> {
+        let now = self.epoch.elapsed();
+        (self.remotes.load().iter())
+            .map(|r| {
+                let ms = r.heard.load(Relaxed);
+                let ago = (ms > 0).then(|| now.saturating_sub(Duration::from_millis(ms - 1)));
+                (r.ip, ago)
+            })
+            .collect()
     }
 
     /// MACs currently learned behind remote VTEPs.
@@ -224,49 +257,67 @@ impl VxlanPort {
             .map(|(ip, _)| *ip)
     }
 
-    /// Reads the port's socket (with `group`, its multicast group's socket) until `stop`,
-    /// handing batches of inner frames to `forward`.
-    pub fn receive(&self, group: bool, forward: impl FnMut(&[TxFrame<'_>])) {
-        let socket = match (group, &self.group) {
-            (true, Some(g)) => g,
-            (true, None) => return,
-            (false, _) => &self.socket,
+    /// Reads the port's multicast group socket until `stop`, handing batches of inner
+    /// frames to `forward` (the unicast socket is the endpoint's).
+    fn receive_group(&self, forward: impl FnMut(&[TxFrame<'_>])) {
+        let Some(socket) = &self.group else {
+            return;
         };
         receive_loop(
             socket.as_fd(),
             &self.stop,
             Offloads::default(),
             &self.counters,
-            |buf| self.recv_one(socket, buf),
+            |buf| {
+                let (n, from) = socket.recv_from(buf)?;
+                let vni = buf
+                    .get(4..7)
+                    .map_or(u32::MAX, |v| u32::from_be_bytes([0, v[0], v[1], v[2]]));
+                Ok(self.take(buf, n, from.ip(), vni))
+            },
             forward,
         );
     }
 
-    /// Whether a datagram from `ip` may be taken: from a static remote or, with a multicast
-    /// group, from any VTEP but ourselves (our own group traffic, should it loop back).
+    /// Whether a datagram from `ip` may be taken: from a static remote (noted as heard) or,
+    /// with a multicast group, from any VTEP but ourselves (our own group traffic, should it
+    /// loop back).
     fn accepts(&self, ip: IpAddr) -> bool {
-        self.config.remote.contains(&ip) || (self.group.is_some() && ip != self.config.local)
+        if let Some(r) = self.remotes.load().iter().find(|r| r.ip == ip) {
+            let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+            if r.heard.load(Relaxed) != ms {
+                r.heard.store(ms, Relaxed);
+            }
+            return true;
+        }
+        self.group.is_some() && ip != self.config.local
     }
 
-    fn recv_one(&self, socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        let (n, from) = socket.recv_from(buf)?;
-        if !self.accepts(from.ip()) {
+    /// Takes the datagram of `n` bytes in `buf` from `from`, with `vni`: checked, its inner
+    /// source learned, tagged with its VLAN if `vni` is a VLAN's. `None`: dropped (counted).
+    fn take(&self, buf: &mut [u8], n: usize, from: IpAddr, vni: u32) -> Option<Received> {
+        if !self.accepts(from) {
             self.counters.rx_drop_unknown_vtep.fetch_add(1, Relaxed);
-            return Ok(None);
+            return None;
         }
+        let want = if self.has_vni(vni) {
+            vni
+        } else {
+            self.config.vni
+        };
         let decoded = match self.config.encap {
-            Encap::Vxlan => decode(&buf[..n], self.config.vni),
-            Encap::Geneve => geneve_decode(&buf[..n], self.config.vni),
+            Encap::Vxlan => decode(&buf[..n], want),
+            Encap::Geneve => geneve_decode(&buf[..n], want),
         };
         let start = match decoded {
             Ok(s) => s,
             Err(DecodeError::Critical) => {
                 self.counters.rx_drop_critical_option.fetch_add(1, Relaxed);
-                return Ok(None);
+                return None;
             }
             Err(_) => {
                 self.counters.rx_drop_bad_header.fetch_add(1, Relaxed);
-                return Ok(None);
+                return None;
             }
         };
         let mut src = [0u8; 6];
@@ -278,14 +329,23 @@ impl VxlanPort {
                 l.retain(|_, (_, seen)| seen.elapsed() < VTEP_AGING);
             }
             if l.len() < MAX_LEARNED || l.contains_key(&src) {
-                l.insert(src, (from.ip(), Instant::now()));
+                l.insert(src, (from, Instant::now()));
             }
         }
-        Ok(Some(Received {
+        let mut r = Received {
             vnet: [0; VNET_HDR_LEN],
             start,
             len: n - start,
-        }))
+        };
+        if let Some(&(vlan, _)) = self.config.vlan_vnis.iter().find(|(_, v)| *v == vni) {
+            // The VLAN's own VNI: the frame comes in tagged, in the 4 bytes of header
+            // before it (a header is at least 8).
+            buf.copy_within(start..start + 12, start - 4);
+            buf[start + 8..start + 12].copy_from_slice(&[0x81, 0, (vlan >> 8) as u8, vlan as u8]);
+            r.start -= 4;
+            r.len += 4;
+        }
+        Some(r)
     }
 
     /// The VTEP a frame to `dst` goes to, if known (else every remote).
@@ -305,32 +365,81 @@ impl VxlanPort {
         }
     }
 
-    /// Sends one plain frame (wrapped) to its VTEP or to every remote.
+    /// Sends one plain frame (wrapped) to its VTEP or to every remote. A frame of a VLAN
+    /// with its own VNI leaves untagged under that VNI.
     fn send(&self, frame: &[u8], wrapped: &mut Vec<u8>) {
+        let mapped = (frame.get(12..16))
+            .filter(|t| t[..2] == [0x81, 0])
+            .and_then(|t| {
+                let vlan = u16::from_be_bytes([t[2], t[3]]) & 0x0fff;
+                self.config.vlan_vnis.iter().find(|(v, _)| *v == vlan)
+            });
+        let vni = mapped.map_or(self.config.vni, |(_, vni)| *vni);
         wrapped.clear();
         wrapped.extend_from_slice(&match self.config.encap {
-            Encap::Vxlan => header(self.config.vni),
-            Encap::Geneve => geneve_header(self.config.vni),
+            Encap::Vxlan => header(vni),
+            Encap::Geneve => geneve_header(vni),
         });
-        wrapped.extend_from_slice(frame);
+        if mapped.is_some() {
+            wrapped.extend_from_slice(&frame[..12]);
+            wrapped.extend_from_slice(&frame[16..]);
+        } else {
+            wrapped.extend_from_slice(frame);
+        }
         // Its VTEP if learned, else every static remote and the multicast group.
         let learned = self.vtep_of(frame);
         let flood = learned.is_none();
+        let remotes = self.remotes.load();
         let targets = learned.into_iter().chain(
-            (self.config.remote.iter().copied())
+            (remotes.iter().map(|r| r.ip))
                 .chain(self.config.group)
                 .filter(|_| flood),
         );
-        let from = match self.sources.len() {
-            0 => &self.socket,
-            n => &self.sources[flow_hash(frame) as usize % n],
-        };
+        let from = self.endpoint.source(flow_hash(frame));
         for ip in targets {
             match from.send_to(wrapped, SocketAddr::new(ip, self.config.port)) {
                 Ok(_) => self.counters.count_tx(frame.len()),
                 Err(e) => self.counters.count_tx_error(&e),
             }
         }
+    }
+}
+
+/// `ips` as remotes, keeping when each was heard from `old`.
+fn remote_list(ips: &[IpAddr], old: &[Remote]) -> Vec<Remote> {
+    (ips.iter())
+        .map(|&ip| Remote {
+            ip,
+            heard: AtomicU64::new(
+                old.iter()
+                    .find(|r| r.ip == ip)
+                    .map_or(0, |r| r.heard.load(Relaxed)),
+            ),
+        })
+        .collect()
+}
+
+impl TunnelMember for VxlanPort {
+    fn member_name(&self) -> &str {
+        &self.name
+    }
+
+    fn has_vni(&self, vni: u32) -> bool {
+        self.vnis.contains(&vni)
+    }
+
+    fn take_datagram(&self, buf: &mut [u8], n: usize, from: IpAddr, vni: u32) -> Option<Received> {
+        self.take(buf, n, from, vni)
+    }
+
+    fn host_counters(&self) -> &HostCounters {
+        &self.counters
+    }
+}
+
+impl Drop for VxlanPort {
+    fn drop(&mut self) {
+        self.endpoint.release(&self.vnis);
     }
 }
 
@@ -369,110 +478,41 @@ impl SwitchPort for VxlanPort {
         });
     }
 
-    /// One reader thread.
+    /// Joins the endpoint (whose reader serves every port on it: a thread named after the
+    /// first), and with a group, one reader thread for it (`-g`).
     fn start(
         self: &Arc<Self>,
         key: PortKey,
         ingress: &Arc<dyn Ingress>,
     ) -> io::Result<Vec<JoinHandle<()>>> {
+        let kind = self.config.encap.type_name();
+        self.endpoint
+            .join(self, key, ingress, format!("{kind}-{}", self.name))?;
         let mut threads = Vec::new();
-        for group in [false, true] {
-            if group && self.group.is_none() {
-                continue;
-            }
+        if self.group.is_some() {
             let (vx, ingress) = (self.clone(), ingress.clone());
-            let suffix = if group { "-g" } else { "" };
-            threads.push(spawn_data_path(
-                format!("{}-{}{suffix}", self.config.encap.type_name(), self.name),
+            let t = spawn_data_path(
+                format!("{kind}-{}-g", self.name),
                 format!("port {}", self.name),
-                move || vx.receive(group, |frames| ingress.forward(key, 0, frames)),
-            )?);
+                move || vx.receive_group(|frames| ingress.forward(key, 0, frames)),
+            );
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.endpoint.leave(self.as_ref());
+                    return Err(e);
+                }
+            }
         }
         Ok(threads)
     }
 
-    /// Ends the reader thread (within half a second).
+    /// Leaves the endpoint (no frame is handed over after this) and ends the group reader
+    /// (within half a second).
     fn stop(&self) {
+        self.endpoint.leave(self);
         self.stop.store(true, Relaxed);
     }
-}
-
-/// A non-blocking UDP socket bound to `at` that never fragments (IP_PMTUDISC_DO).
-fn tunnel_socket(at: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(at)?;
-    socket.set_nonblocking(true)?;
-    let (level, opt, val) = if at.is_ipv4() {
-        (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )
-    } else {
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DO,
-        )
-    };
-    set_int(&socket, level, opt, val)
-        .map_err(|e| io::Error::new(e.kind(), format!("forbidding fragmentation: {e}")))?;
-    if at.is_ipv4() {
-        // The outer UDP checksum is sent as zero over IPv4, as RFC 7348 says it SHOULD be
-        // (RFC 8926 allows it) and the Linux vxlan and geneve devices do by default. A
-        // peer's userspace datapath (OVS) thus never meets a checksum left "for hardware to
-        // fill in" when the route leaves through a veth.
-        set_int(&socket, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1)
-            .map_err(|e| io::Error::new(e.kind(), format!("zero UDP checksum: {e}")))?;
-    }
-    Ok(socket)
-}
-
-/// Multicast from `s` leaves through `local`'s interface and does not loop back to us.
-fn multicast_from(s: &UdpSocket, local: IpAddr) -> io::Result<()> {
-    let IpAddr::V4(l) = local else {
-        return Ok(());
-    };
-    s.set_multicast_loop_v4(false)?;
-    let addr = libc::in_addr {
-        s_addr: u32::from_ne_bytes(l.octets()),
-    };
-    // SAFETY: setsockopt reads one in_addr through the pointer, which outlives the call.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            &addr as *const libc::in_addr as *const libc::c_void,
-            std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// setsockopt with an int value.
-fn set_int(
-    s: &UdpSocket,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: setsockopt reads one int through the pointer, which outlives the call.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            opt,
-            &val as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A hash of a frame's flow, for the outer source port: FNV-1a over the IP addresses,
@@ -601,6 +641,7 @@ mod tests {
                 remote: vec!["127.0.0.2".parse().unwrap()],
                 group: None,
                 port,
+                vlan_vnis: Vec::new(),
             },
         )
         .unwrap();

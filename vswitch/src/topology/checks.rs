@@ -55,6 +55,9 @@ pub(super) fn subnets_overlap(a: (std::net::Ipv4Addr, u8), b: (std::net::Ipv4Add
 /// What must be unique across the file, each with who has it: switch names; port and disk
 /// names (one namespace); socket paths (ports, disks, the control socket); host resources
 /// (TAP names per namespace, VXLAN endpoints, NAT port forwards); NAT subnets.
+///
+/// With `[[host]]` tables, sockets, host resources and subnets are unique per host: `enter`
+/// switches to a host's registry (names and switches stay one namespace for the file).
 #[derive(Default)]
 pub(super) struct Taken {
     pub(super) switches: HashSet<String>,
@@ -62,6 +65,46 @@ pub(super) struct Taken {
     pub(super) sockets: HashMap<PathBuf, String>,
     pub(super) host: HashMap<String, String>,
     pub(super) subnets: Vec<(std::net::Ipv4Addr, u8, String)>,
+    /// The host whose registry is in the fields above ("" for none), and the others'.
+    current: String,
+    others: HashMap<String, HostTaken>,
+}
+
+/// What is unique per host.
+#[derive(Default)]
+struct HostTaken {
+    sockets: HashMap<PathBuf, String>,
+    host: HashMap<String, String>,
+    subnets: Vec<(std::net::Ipv4Addr, u8, String)>,
+}
+
+impl Taken {
+    /// Makes `host`'s registry (`None`: the one of a topology without hosts) the current one.
+    pub(super) fn enter(&mut self, host: Option<&str>) {
+        let host = host.unwrap_or("");
+        if self.current == host {
+            return;
+        }
+        let mine = HostTaken {
+            sockets: std::mem::take(&mut self.sockets),
+            host: std::mem::take(&mut self.host),
+            subnets: std::mem::take(&mut self.subnets),
+        };
+        self.others.insert(std::mem::take(&mut self.current), mine);
+        let next = self.others.remove(host).unwrap_or_default();
+        (self.sockets, self.host, self.subnets) = (next.sockets, next.host, next.subnets);
+        self.current = host.to_string();
+    }
+
+    /// Every host's sockets, merged (what the control socket, the same on every host, must
+    /// not be).
+    pub(super) fn all_sockets(&self) -> HashMap<PathBuf, String> {
+        let mut all = self.sockets.clone();
+        for o in self.others.values() {
+            all.extend(o.sockets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        all
+    }
 }
 
 /// A `socket` key: required (`missing` says how to write it), relative to `sock_base`, and

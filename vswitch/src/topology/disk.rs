@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::checks::{check_name, unique_socket};
+use super::checks::{Taken, check_name, unique_socket};
 use super::error::Ctx;
 use super::host::open_image;
 use super::parse::{RawDisk, parse_size};
@@ -20,17 +20,15 @@ pub(super) fn parse_disks(
     base: &Path,
     sock_base: &Path,
     raw: Vec<Spanned<RawDisk>>,
-    names: &mut HashMap<String, String>,
-    sockets: &mut HashMap<PathBuf, String>,
+    taken: &mut Taken,
 ) -> Vec<DiskConfig> {
     let mut disks = Vec::new();
-    let mut images: HashMap<PathBuf, String> = HashMap::new();
     for d in raw {
         let d = d.into_inner();
         let name = d.name.get_ref().clone();
         let here = format!("disk \"{name}\"");
         check_name(cx, &d.name, &here);
-        if names.insert(name.clone(), "disk".into()).is_some() {
+        if taken.names.insert(name.clone(), "disk".into()).is_some() {
             cx.error(
                 d.name.span(),
                 format!("{here}: name"),
@@ -43,12 +41,12 @@ pub(super) fn parse_disks(
             &d.name,
             &here,
             sock_base,
-            sockets,
+            &mut taken.sockets,
             "",
             "missing (a disk needs `socket = \"/path/to.sock\"`)",
         );
         let format = disk_format(cx, &d, &here);
-        let path = disk_path(cx, &d, &here, base, format, &mut images);
+        let path = disk_path(cx, &d, &here, base, format, &mut taken.host);
         let size = disk_size(cx, &d, &here, format);
         let queues = disk_queues(cx, &d, &here);
         let serial = disk_serial(cx, &d, &here, &name);
@@ -97,7 +95,7 @@ fn disk_path(
     here: &str,
     base: &Path,
     format: DiskFormat,
-    images: &mut HashMap<PathBuf, String>,
+    images: &mut HashMap<String, String>,
 ) -> PathBuf {
     let name = d.name.get_ref();
     match (&d.path, format) {
@@ -112,7 +110,8 @@ fn disk_path(
                     format!("{}: {e}", path.display()),
                 );
             }
-            if let Some(other) = images.insert(path.clone(), name.clone()) {
+            let key = format!("image {}", path.display());
+            if let Some(other) = images.insert(key, name.clone()) {
                 cx.error(
                     p.span(),
                     format!("{here}: path"),

@@ -14,13 +14,16 @@ use toml::Spanned;
 use super::checks::{Taken, check_name, unicast_mac};
 use super::disk::parse_disks;
 use super::error::{ConfigError, ConfigErrors, Ctx};
+use super::hosts::{VniClaims, parse_hosts, parse_mesh, placement, switch_vnis};
 use super::nat::nat_port;
 use super::parse::{PORT_KEYS, RawControl, RawPort, RawSwitch, RawTopology, parse_duration};
 use super::tap::tap_port;
 use super::vlan_keys::port_policy;
 use super::vm::{socket_perms, vhost_port};
 use super::vxlan::vxlan_port;
-use super::{ControlConfig, PortConfig, PortKind, SocketPerms, SwitchConfig, Topology};
+use super::{
+    ControlConfig, HostConfig, Hosts, PortConfig, PortKind, SocketPerms, SwitchConfig, Topology,
+};
 use crate::core::MacAddr;
 
 /// Reads and validates a topology file.
@@ -34,7 +37,22 @@ pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse_checked(path, &src, true)
+    parse_inner(path, &src, true, None)
+}
+
+/// `load` for host `host` of a topology that spans hosts: the images checked are its
+/// disks' (and those of disks placed on no host).
+pub fn load_for(path: &Path, host: Option<&str>) -> Result<Topology, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: "file".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse_inner(path, &src, true, host)
 }
 
 /// Validates topology text; `file` names it in errors and anchors relative socket paths.
@@ -45,6 +63,16 @@ pub fn parse(file: &Path, src: &str) -> Result<Topology, ConfigErrors> {
 /// `parse`; with `check_files`, images that are missing or unreadable are errors too (what
 /// `load`, and so `vfabric check` and `run`, do).
 pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topology, ConfigErrors> {
+    parse_inner(file, src, check_files, None)
+}
+
+/// `parse_checked`; with hosts, only the images of `files_of`'s disks are checked.
+fn parse_inner(
+    file: &Path,
+    src: &str,
+    check_files: bool,
+    files_of: Option<&str>,
+) -> Result<Topology, ConfigErrors> {
     let mut cx = Ctx {
         file,
         src,
@@ -63,6 +91,19 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
     let base = file.parent().unwrap_or(Path::new("."));
     let sock_base = socket_base(&mut cx, &raw, base);
     let mut taken = Taken::default();
+    let mut hosts = Hosts {
+        list: parse_hosts(&mut cx, &raw.host),
+        mesh: parse_mesh(&mut cx, &raw.mesh, !raw.host.is_empty()),
+        ..Hosts::default()
+    };
+    // Each host's mesh endpoint is the meshes' own: no port of the file may bind it.
+    for h in &hosts.list {
+        taken.enter(Some(&h.name));
+        let at = std::net::SocketAddr::new(h.address, hosts.mesh.port);
+        taken
+            .host
+            .insert(format!("udp tunnel {at}"), "(the mesh)".into());
+    }
     if raw.switch.is_empty() && raw.disk.is_empty() {
         cx.error(
             0..0,
@@ -71,19 +112,40 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
         );
     }
     let mut switches = Vec::new();
+    let mut claims = VniClaims::new();
     for sw in raw.switch {
-        switches.push(switch(&mut cx, sw.into_inner(), &sock_base, &mut taken));
+        let sw = sw.into_inner();
+        let here = format!("switch \"{}\"", sw.name.get_ref());
+        let vnis = switch_vnis(&mut cx, &sw, &here, !hosts.list.is_empty(), &mut claims);
+        hosts.vnis.insert(sw.name.get_ref().clone(), vnis);
+        let mut on = Placed {
+            hosts: &hosts.list,
+            placement: &mut hosts.placement,
+        };
+        switches.push(switch(&mut cx, sw, &sock_base, &mut taken, &mut on));
     }
-    let disks = parse_disks(
-        &mut cx,
-        base,
-        &sock_base,
-        raw.disk,
-        &mut taken.names,
-        &mut taken.sockets,
-    );
+    let files = cx.check_files;
+    let mut disks = Vec::new();
+    for d in raw.disk {
+        let h = placement(
+            &mut cx,
+            &d.get_ref().host,
+            &d.get_ref().name,
+            &hosts.list,
+            &format!("disk \"{}\"", d.get_ref().name.get_ref()),
+        );
+        taken.enter(h.as_deref());
+        cx.check_files = files && (h.is_none() || h.as_deref() == files_of);
+        disks.extend(parse_disks(&mut cx, base, &sock_base, vec![d], &mut taken));
+        if let Some(h) = h {
+            hosts
+                .placement
+                .insert(disks.last().map(|d| d.name.clone()).unwrap_or_default(), h);
+        }
+    }
+    cx.check_files = files;
     let control = match raw.control {
-        Some(c) => control(&mut cx, c.into_inner(), &sock_base, &taken.sockets),
+        Some(c) => control(&mut cx, c.into_inner(), &sock_base, &taken.all_sockets()),
         None => ControlConfig::default(),
     };
     let metrics = raw.metrics.as_ref().and_then(|m| metrics(&mut cx, m));
@@ -93,6 +155,7 @@ pub fn parse_checked(file: &Path, src: &str, check_files: bool) -> Result<Topolo
             disks,
             control,
             metrics,
+            hosts,
         })
     } else {
         Err(ConfigErrors(cx.errors))
@@ -115,8 +178,20 @@ fn socket_base(cx: &mut Ctx<'_>, raw: &RawTopology, base: &Path) -> PathBuf {
 /// Most busy-poll threads one switch may have.
 pub const MAX_POLL_THREADS: u16 = 64;
 
+/// The hosts, and where each port and disk found so far runs.
+struct Placed<'a> {
+    hosts: &'a [HostConfig],
+    placement: &'a mut std::collections::BTreeMap<String, String>,
+}
+
 /// One `[[switch]]` and its ports.
-fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) -> SwitchConfig {
+fn switch(
+    cx: &mut Ctx<'_>,
+    sw: RawSwitch,
+    sock_base: &Path,
+    taken: &mut Taken,
+    on: &mut Placed<'_>,
+) -> SwitchConfig {
     let name = sw.name.get_ref().clone();
     let here = format!("switch \"{name}\"");
     check_name(cx, &sw.name, &here);
@@ -173,14 +248,14 @@ fn switch(cx: &mut Ctx<'_>, sw: RawSwitch, sock_base: &Path, taken: &mut Taken) 
     let mut ports = Vec::new();
     let mut static_seen: HashMap<MacAddr, String> = HashMap::new();
     for p in sw.port {
-        if let Some(port) = port(
-            cx,
-            &p.into_inner(),
-            &name,
-            sock_base,
-            taken,
-            &mut static_seen,
-        ) {
+        let p = p.into_inner();
+        let here = format!("switch \"{name}\" port \"{}\"", p.name.get_ref());
+        let h = placement(cx, &p.host, &p.name, on.hosts, &here);
+        taken.enter(h.as_deref());
+        if let Some(port) = port(cx, &p, &name, sock_base, taken, &mut static_seen) {
+            if let Some(h) = h {
+                on.placement.insert(port.name.clone(), h);
+            }
             ports.push(port);
         }
     }

@@ -23,7 +23,9 @@ mod disk;
 mod error;
 mod file;
 mod host;
+mod hosts;
 mod keys;
+mod localize;
 mod nat;
 mod parse;
 mod tap;
@@ -32,8 +34,10 @@ mod vm;
 mod vxlan;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use file::{load, parse, parse_checked};
+pub use file::{load, load_for, parse, parse_checked};
+pub use hosts::derived_vni;
 pub use keys::port_from_keys;
+pub use localize::{choose_host, local_addresses, localize, mesh_port_name};
 pub use parse::{parse_cidr, parse_duration, parse_pps, parse_size};
 
 /// Queue pairs a vhost-user-net port offers when the topology does not say.
@@ -47,6 +51,64 @@ pub struct Topology {
     pub control: ControlConfig,
     /// Address of the Prometheus endpoint (`metrics = "127.0.0.1:9100"`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The machines of a lab that spans several (`[[host]]`); empty for one machine.
+    pub hosts: Hosts,
+}
+
+/// A topology across machines: its hosts, where each port and disk runs, the overlay that
+/// joins a switch's hosts, and each switch's VNIs. `localize` narrows a topology to one host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hosts {
+    /// `[[host]]`, in file order.
+    pub list: Vec<HostConfig>,
+    /// The encapsulation and UDP port of the meshes (`[mesh]`).
+    pub mesh: MeshConfig,
+    /// Port or disk name -> the host that serves it (every one, when there are hosts).
+    pub placement: std::collections::BTreeMap<String, String>,
+    /// Switch name -> its VNI and per-VLAN VNIs.
+    pub vnis: std::collections::BTreeMap<String, SwitchVni>,
+    /// The host this topology was narrowed to by `localize` (`None`: the whole file).
+    pub local: Option<String>,
+}
+
+impl Hosts {
+    /// The host with this underlay address.
+    pub fn by_address(&self, ip: std::net::IpAddr) -> Option<&HostConfig> {
+        self.list.iter().find(|h| h.address == ip)
+    }
+}
+
+/// One `[[host]]`: a machine running vfabric for its share of the topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    pub name: String,
+    /// Its underlay address: the meshes' tunnels start and end there.
+    pub address: std::net::IpAddr,
+}
+
+/// `[mesh]`: how the switches that span hosts are joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshConfig {
+    pub encap: Encap,
+    pub port: u16,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            encap: Encap::Vxlan,
+            port: Encap::Vxlan.default_port(),
+        }
+    }
+}
+
+/// A switch's identifiers on the overlay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwitchVni {
+    /// Frames of VLANs not in `vlans` (untagged, or carried tagged) travel with this VNI.
+    pub vni: u32,
+    /// VLAN -> its own VNI (`vni_map`): such frames travel untagged under that VNI.
+    pub vlans: Vec<(u16, u32)>,
 }
 
 /// The control socket (`vfabric ctl`).
@@ -191,6 +253,9 @@ pub struct VxlanConfig {
     pub group: Option<std::net::IpAddr>,
     /// UDP port (4789, the IANA port, unless set); the same on both ends.
     pub port: u16,
+    /// VLAN -> VNI: frames of these VLANs leave untagged under their own VNI, and such
+    /// datagrams come back tagged (a mesh's `vni_map`); empty for a port of the file.
+    pub vlan_vnis: Vec<(u16, u32)>,
 }
 
 /// A tunnel port's encapsulation.
@@ -245,5 +310,7 @@ pub struct VhostUserNet {
     pub perms: SocketPerms,
 }
 
+#[cfg(test)]
+mod hosts_tests;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,24 @@ pub(super) struct RawTopology {
     pub(super) control: Option<Spanned<RawControl>>,
     pub(super) metrics: Option<Spanned<String>>,
     pub(super) socket_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) host: Vec<Spanned<RawHost>>,
+    pub(super) mesh: Option<Spanned<RawMesh>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub(super) name: Spanned<String>,
+    pub(super) address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMesh {
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +53,7 @@ pub(super) struct RawControl {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDisk {
     pub(super) name: Spanned<String>,
+    pub(super) host: Option<Spanned<String>>,
     pub(super) socket: Option<Spanned<String>>,
     pub(super) client: Option<Spanned<bool>>,
     pub(super) mode: Option<Spanned<String>>,
@@ -55,6 +74,8 @@ pub(super) struct RawSwitch {
     pub(super) mac_aging: Option<Spanned<String>>,
     pub(super) busy_poll: Option<Spanned<bool>>,
     pub(super) poll_threads: Option<Spanned<i64>>,
+    pub(super) vni: Option<Spanned<i64>>,
+    pub(super) vni_map: Option<Spanned<std::collections::BTreeMap<String, Spanned<i64>>>>,
     #[serde(default)]
     pub(super) port: Vec<Spanned<RawPort>>,
 }
@@ -65,6 +86,7 @@ pub(super) struct RawPort {
     pub(super) name: Spanned<String>,
     #[serde(rename = "type")]
     pub(super) kind: Spanned<String>,
+    pub(super) host: Option<Spanned<String>>,
     pub(super) socket: Option<Spanned<String>>,
     pub(super) client: Option<Spanned<bool>>,
     pub(super) mode: Option<Spanned<String>>,

@@ -102,6 +102,7 @@ remote = ["192.0.2.2", "192.0.2.3"]
             remote: vec!["192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap()],
             group: None,
             port: 4789,
+            vlan_vnis: Vec::new(),
         })
     );
 }

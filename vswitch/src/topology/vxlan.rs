@@ -101,6 +101,61 @@ pub(super) fn vxlan_port(
             );
         }
     }
+    let remote = remotes(cx, p, here, local, kind);
+    VxlanConfig {
+        encap,
+        vni,
+        local,
+        remote,
+        group,
+        port,
+        vlan_vnis: Vec::new(),
+    }
+}
+
+/// The multicast underlay group of `p` (`group`), if any: IPv4, like `local`.
+fn tunnel_group(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    local: std::net::IpAddr,
+) -> Option<std::net::IpAddr> {
+    match &p.group {
+        None => None,
+        Some(g) => match g.get_ref().parse::<std::net::IpAddr>() {
+            Ok(a @ std::net::IpAddr::V4(v4)) if v4.is_multicast() && local.is_ipv4() => Some(a),
+            Ok(a) if a.is_multicast() => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!("{a}: multicast underlays are IPv4 for now (local too)"),
+                );
+                None
+            }
+            _ => {
+                cx.error(
+                    g.span(),
+                    format!("{here}: group"),
+                    format!(
+                        "`{}` is not a multicast group (like \"239.1.1.1\")",
+                        g.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// The static remote VTEPs of `p` (`remote`): unicast, of `local`'s family, each once;
+/// required unless the port has a multicast `group`.
+fn remotes(
+    cx: &mut Ctx<'_>,
+    p: &RawPort,
+    here: &str,
+    local: std::net::IpAddr,
+    kind: &str,
+) -> Vec<std::net::IpAddr> {
     let mut remote = Vec::new();
     match &p.remote {
         None if p.group.is_some() => {}
@@ -149,46 +204,5 @@ pub(super) fn vxlan_port(
             }
         }
     }
-    VxlanConfig {
-        encap,
-        vni,
-        local,
-        remote,
-        group,
-        port,
-    }
-}
-
-/// The multicast underlay group of `p` (`group`), if any: IPv4, like `local`.
-fn tunnel_group(
-    cx: &mut Ctx<'_>,
-    p: &RawPort,
-    here: &str,
-    local: std::net::IpAddr,
-) -> Option<std::net::IpAddr> {
-    match &p.group {
-        None => None,
-        Some(g) => match g.get_ref().parse::<std::net::IpAddr>() {
-            Ok(a @ std::net::IpAddr::V4(v4)) if v4.is_multicast() && local.is_ipv4() => Some(a),
-            Ok(a) if a.is_multicast() => {
-                cx.error(
-                    g.span(),
-                    format!("{here}: group"),
-                    format!("{a}: multicast underlays are IPv4 for now (local too)"),
-                );
-                None
-            }
-            _ => {
-                cx.error(
-                    g.span(),
-                    format!("{here}: group"),
-                    format!(
-                        "`{}` is not a multicast group (like \"239.1.1.1\")",
-                        g.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-    }
+    remote
 }
