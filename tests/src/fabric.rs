@@ -93,6 +93,8 @@ pub struct Fabric {
     run_args: Vec<String>,
     /// The web console's address (`run --http`), as vfabric announced it.
     console: Option<String>,
+    /// The [[host]] it serves of a topology across hosts (`ctl --host`).
+    host: Option<String>,
 }
 
 impl Fabric {
@@ -151,9 +153,50 @@ impl Fabric {
             netns: netns.map(str::to_string),
             run_args: run_args.to_vec(),
             console: None,
+            host: None,
         };
         f.launch()?;
         Ok(f)
+    }
+
+    /// vfabric serving host `host`'s share of the topology file `topology` (written by the
+    /// test; several hosts' vfabrics share it), inside namespace `netns`, logging to
+    /// `<dir>/vfabric-<host>.log`. `ports`: the ports it serves (its meshes included), whose
+    /// counters `stats` waits for. `named`: pass `--host` (else vfabric finds its host by
+    /// address).
+    pub fn start_host(
+        topology: &Path,
+        host: &str,
+        named: bool,
+        netns: &str,
+        ports: &[&str],
+    ) -> Result<Fabric> {
+        let dir = topology.parent().context("the topology's directory")?;
+        let mut f = Fabric {
+            dir: dir.to_path_buf(),
+            topology: topology.to_path_buf(),
+            child: None,
+            lines: None,
+            log: dir.join(format!("vfabric-{host}.log")),
+            ports: ports.iter().map(|p| PortSpec::new(p)).collect(),
+            env: Vec::new(),
+            control: None,
+            netns: Some(netns.to_string()),
+            run_args: if named {
+                vec!["--host".into(), host.into()]
+            } else {
+                Vec::new()
+            },
+            console: None,
+            host: Some(host.to_string()),
+        };
+        f.launch()?;
+        Ok(f)
+    }
+
+    /// The ports whose counters `stats` waits for.
+    pub fn set_ports(&mut self, ports: &[&str]) {
+        self.ports = ports.iter().map(|p| PortSpec::new(p)).collect();
     }
 
     /// The control socket vfabric announced.
@@ -168,12 +211,12 @@ impl Fabric {
 
     /// Runs `vfabric ctl -t <topology> ARGS...` and returns (exit code, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> Result<(i32, String, String)> {
-        let out = Command::new(vfabric_bin()?)
-            .arg("ctl")
-            .arg("-t")
-            .arg(&self.topology)
-            .args(args)
-            .output()?;
+        let mut cmd = Command::new(vfabric_bin()?);
+        cmd.arg("ctl").arg("-t").arg(&self.topology);
+        if let Some(h) = &self.host {
+            cmd.args(["--host", h]);
+        }
+        let out = cmd.args(args).output()?;
         Ok((
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,6 +10,7 @@ pub mod libvirt;
 pub mod netns;
 pub mod ovs;
 pub mod qemu;
+pub mod raw;
 
 /// Polls `ready` every 100 ms until it says yes; an error naming `what` once `timeout`
 /// passed without it (or the first error `ready` returns). The one way tests wait for a
