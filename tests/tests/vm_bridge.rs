@@ -399,6 +399,9 @@ fn two_vfabrics_joined_by_vxlan_guests_reach_each_other_and_big_frames_are_dropp
     la.vm(1)
         .run_ok(&format!("ping -c 2 -W 5 -s 1422 {}", ip(2)), CMD)?;
     transfer_4mib(&mut la, &mut lb)?;
+    // The download's segments came in batches: runs of them were merged into TCP
+    // super-frames (receive coalescing) before the guest got them, byte-exact as checked.
+    assert!(la.fabric.counter("tunnel", "rx_coalesced")? > 0);
     // The remote guest's MAC is learned behind the peer VTEP: unicast is not flooded.
     let tunnel = la.fabric.port_info("tunnel")?;
     assert_eq!(tunnel["type"], "vxlan");

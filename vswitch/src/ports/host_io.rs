@@ -33,6 +33,8 @@ pub struct HostCounters {
     pub rx_drop_critical_option: AtomicU64,
     /// Datagrams from an address that is not one of the port's remote VTEPs.
     pub rx_drop_unknown_vtep: AtomicU64,
+    /// TCP segments merged into the one before them (a tunnel's receive coalescing).
+    pub rx_coalesced: AtomicU64,
 }
 
 impl HostCounters {
@@ -51,6 +53,7 @@ impl HostCounters {
                 "rx_drop_unknown_vtep",
                 self.rx_drop_unknown_vtep.load(Relaxed),
             ),
+            ("rx_coalesced", self.rx_coalesced.load(Relaxed)),
         ]);
         v
     }
@@ -91,6 +94,7 @@ impl HostCounters {
 
 /// One frame read from the host: its virtio-net header and where the Ethernet frame lies in
 /// the buffer.
+#[derive(Clone, Copy)]
 pub struct Received {
     pub vnet: [u8; VNET_HDR_LEN],
     pub start: usize,

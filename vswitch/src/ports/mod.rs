@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 
 use vhost_backends::frame::{FrameEdit, TxFrame};
 
+pub mod gro;
 pub mod host_io;
 pub mod nat;
 mod switch_port;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 use vhost_backends::offload::Offloads;
 
+use super::gro;
 use super::host_io::HostCounters;
 use super::host_io::{HOST_BATCH, RECV_BUF, Received, forward_batch, wait_readable};
 use super::switch_port::{Ingress, PortKey, spawn_data_path};
@@ -40,6 +41,14 @@ pub trait TunnelMember: Send + Sync + 'static {
     /// The port's counters.
     fn host_counters(&self) -> &HostCounters;
 }
+
+/// What a coalesced frame may ask for: a partial checksum and TCP/IPv4 segmentation.
+const GRO_OFFLOADS: Offloads = Offloads {
+    csum: true,
+    tso4: true,
+    tso6: false,
+    ecn: false,
+};
 
 /// Batches the reader hands over before it lets go of the member list.
 const MAX_BATCHES_HELD: usize = 64;
@@ -216,12 +225,20 @@ impl Endpoint {
                 let (got, drained) = self.read_batch(&mut bufs, &ports);
                 for (mi, m) in members.iter().enumerate() {
                     let Some(port) = &ports[mi] else { continue };
-                    let mut next = got.iter().filter(|g| g.1 == mi).peekable();
+                    let mut mine: ArrayVec<(usize, Received), HOST_BATCH> = (got.iter())
+                        .filter(|g| g.1 == mi)
+                        .map(|(i, _, r)| (*i, *r))
+                        .collect();
+                    let merged = gro::coalesce(&mut bufs, &mut mine);
+                    let counters = port.host_counters();
+                    counters.rx_coalesced.fetch_add(merged as u64, Relaxed);
+                    let mut next = mine.iter().peekable();
                     let items = bufs.iter_mut().enumerate().filter_map(|(i, buf)| {
-                        let (_, _, r) = next.next_if(|(j, _, _)| *j == i)?;
+                        let (_, r) = next.next_if(|(j, _)| *j == i)?;
                         Some((r.vnet, buf.get_mut(r.start..r.start + r.len)?))
                     });
-                    forward_batch(items, Offloads::default(), port.host_counters(), &mut |f| {
+                    // Merged frames carry TSO4 and a partial checksum (`gro.rs`).
+                    forward_batch(items, GRO_OFFLOADS, counters, &mut |f| {
                         m.ingress.forward(m.key, 0, f)
                     });
                 }
