@@ -257,17 +257,22 @@ impl Endpoint {
         ports: &[Option<Arc<dyn TunnelMember>>],
     ) -> (ArrayVec<(usize, usize, Received), HOST_BATCH>, bool) {
         let mut got = ArrayVec::new();
-        for (i, buf) in bufs.iter_mut().enumerate() {
-            let (n, from) = match self.socket.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::warn!("tunnel endpoint {}: {e}", self.at);
-                    }
-                    return (got, true);
+        let received = match self.recv_many(bufs) {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    tracing::warn!("tunnel endpoint {}: {e}", self.at);
                 }
-            };
+                return (got, true);
+            }
+        };
+        // Fewer than a batch: the socket is drained for now.
+        let drained = received.len() < bufs.len();
+        for (i, &(n, from)) in received.iter().enumerate() {
+            let buf = &mut bufs[i];
             let vni = match buf.get(4..7) {
                 Some(v) => u32::from_be_bytes([0, v[0], v[1], v[2]]),
                 None => u32::MAX,
@@ -277,8 +282,8 @@ impl Endpoint {
                 .position(|p| p.as_ref().is_some_and(|p| p.has_vni(vni)));
             match owner {
                 Some(mi) => {
-                    let taken = (ports[mi].as_ref())
-                        .and_then(|port| port.take_datagram(buf, n, from.ip(), vni));
+                    let taken =
+                        (ports[mi].as_ref()).and_then(|port| port.take_datagram(buf, n, from, vni));
                     if let Some(r) = taken {
                         got.push((i, mi, r));
                     }
@@ -291,7 +296,68 @@ impl Endpoint {
                 }
             }
         }
-        (got, false)
+        (got, drained)
+    }
+
+    /// Up to one datagram per buffer of `bufs`, in one system call (recvmmsg): each one's
+    /// length and sender. An error if none was waiting (WouldBlock).
+    fn recv_many(&self, bufs: &mut [Vec<u8>]) -> io::Result<ArrayVec<(usize, IpAddr), HOST_BATCH>> {
+        let count = bufs.len().min(HOST_BATCH);
+        // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+        let mut names: [libc::sockaddr_storage; HOST_BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovs: ArrayVec<libc::iovec, HOST_BATCH> = (bufs.iter_mut().take(count))
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut hdrs: ArrayVec<libc::mmsghdr, HOST_BATCH> = ArrayVec::new();
+        for (iov, name) in iovs.iter_mut().zip(names.iter_mut()) {
+            // SAFETY: mmsghdr is plain data; zero is a valid value, filled in below.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            hdrs.push(h);
+        }
+        // SAFETY: `hdrs` holds `count` headers whose names and iovecs point into `names`,
+        // `iovs` and `bufs`, all alive and unmoved until the call returns; the kernel
+        // writes at most each iovec's length and each name's size.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                count as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = ArrayVec::new();
+        for (h, name) in hdrs.iter().zip(&names).take(n as usize) {
+            let from = match i32::from(name.ss_family) {
+                libc::AF_INET => {
+                    // SAFETY: the family says the storage holds a sockaddr_in.
+                    let a = unsafe {
+                        &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                    };
+                    IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: the family says the storage holds a sockaddr_in6.
+                    let a = unsafe {
+                        &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                    };
+                    IpAddr::from(a.sin6_addr.s6_addr)
+                }
+                _ => IpAddr::from([0u8; 4]),
+            };
+            out.push((h.msg_len as usize, from));
+        }
+        Ok(out)
     }
 }
 
@@ -371,4 +437,162 @@ fn set_int(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Most datagrams an `Outbox` holds before they are sent.
+const OUTBOX_MAX: usize = 64;
+
+/// Datagrams built by a tunnel port's sender (one per thread), sent together by
+/// `Endpoint::flush`: one system call (sendmmsg) per run of datagrams that leave from one
+/// source socket.
+#[derive(Default)]
+pub struct Outbox {
+    data: Vec<u8>,
+    msgs: Vec<Out>,
+}
+
+/// One datagram of an `Outbox`: `data[start..start + len]` to `to`, from source socket
+/// `source`, carrying a frame of `frame_len` bytes (for the counters).
+struct Out {
+    source: usize,
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+    frame_len: usize,
+}
+
+impl Outbox {
+    /// Where the next datagram's bytes go (append them, then `push` it once per target).
+    pub fn data(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// The bytes from `start` to the end of `data` go to `to` from source socket `source`.
+    pub fn push(&mut self, source: usize, to: SocketAddr, start: usize, frame_len: usize) {
+        let len = self.data.len() - start;
+        self.msgs.push(Out {
+            source,
+            to,
+            start,
+            len,
+            frame_len,
+        });
+    }
+
+    /// Whether it holds enough to be sent now.
+    pub fn full(&self) -> bool {
+        self.msgs.len() >= OUTBOX_MAX
+    }
+}
+
+impl Endpoint {
+    /// The source socket (index) of a frame of flow `hash`.
+    pub fn source_index(&self, hash: u32) -> usize {
+        hash as usize % self.sources.len().max(1)
+    }
+
+    /// Sends what `out` holds and empties it, counting each datagram's frame in `counters`
+    /// (sent, or the error of its send).
+    pub fn flush(&self, out: &mut Outbox, counters: &HostCounters) {
+        let mut i = 0;
+        while i < out.msgs.len() {
+            let src = out.msgs[i].source;
+            let run = out.msgs[i..].iter().take_while(|m| m.source == src).count();
+            let socket = self.sources.get(src).unwrap_or(&self.socket);
+            send_run(socket, &out.data, &out.msgs[i..i + run], counters);
+            i += run;
+        }
+        out.msgs.clear();
+        out.data.clear();
+    }
+}
+
+/// Sends `msgs` (at most `OUTBOX_MAX`) from `socket` with sendmmsg, retrying after each
+/// datagram the kernel refused (counted with its error).
+fn send_run(socket: &UdpSocket, data: &[u8], msgs: &[Out], counters: &HostCounters) {
+    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+    let mut names: [libc::sockaddr_storage; OUTBOX_MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: ArrayVec<libc::iovec, OUTBOX_MAX> = ArrayVec::new();
+    let mut lens: ArrayVec<u32, OUTBOX_MAX> = ArrayVec::new();
+    for (m, name) in msgs.iter().zip(names.iter_mut()) {
+        lens.push(write_sockaddr(m.to, name));
+        iovs.push(libc::iovec {
+            // The kernel only reads through it (sendmmsg).
+            iov_base: data[m.start..].as_ptr() as *mut libc::c_void,
+            iov_len: m.len,
+        });
+    }
+    let mut hdrs: ArrayVec<libc::mmsghdr, OUTBOX_MAX> = ArrayVec::new();
+    for ((iov, name), len) in iovs.iter_mut().zip(names.iter_mut()).zip(&lens) {
+        // SAFETY: mmsghdr is plain data; zero is a valid value, filled in below.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = *len;
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        hdrs.push(h);
+    }
+    let mut sent = 0;
+    while sent < hdrs.len() {
+        let left = &mut hdrs[sent..];
+        // SAFETY: `left` holds valid headers whose names and iovecs point into `names`,
+        // `iovs` and `data`, alive and unmoved until the call returns; the kernel reads
+        // them and writes only each header's msg_len.
+        let r = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                left.as_mut_ptr(),
+                left.len() as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The first datagram left failed: count it, go on with the next.
+            counters.count_tx_error(&e);
+            sent += 1;
+            continue;
+        }
+        for m in &msgs[sent..sent + r as usize] {
+            counters.count_tx(m.frame_len);
+        }
+        sent += (r as usize).max(1);
+    }
+}
+
+/// Writes `to` into `name` as a sockaddr_in or sockaddr_in6; returns its length.
+fn write_sockaddr(to: SocketAddr, name: &mut libc::sockaddr_storage) -> u32 {
+    let at = (name as *mut libc::sockaddr_storage).cast::<u8>();
+    match to {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { at.cast::<libc::sockaddr_in>().write(sin) };
+            std::mem::size_of::<libc::sockaddr_in>() as u32
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { at.cast::<libc::sockaddr_in6>().write(sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>() as u32
+        }
+    }
 }

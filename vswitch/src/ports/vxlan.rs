@@ -41,7 +41,7 @@ use vhost_backends::offload::Offloads;
 use super::host_io::{HostCounters, Received, receive_loop};
 use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
 pub use super::tunnel_endpoint::SOURCE_SOCKETS;
-use super::tunnel_endpoint::{Endpoint, TunnelMember};
+use super::tunnel_endpoint::{Endpoint, Outbox, TunnelMember};
 use crate::topology::{Encap, VxlanConfig};
 
 /// Length of the VXLAN header.
@@ -367,7 +367,7 @@ impl VxlanPort {
 
     /// Sends one plain frame (wrapped) to its VTEP or to every remote. A frame of a VLAN
     /// with its own VNI leaves untagged under that VNI.
-    fn send(&self, frame: &[u8], wrapped: &mut Vec<u8>) {
+    fn send(&self, frame: &[u8], out: &mut Outbox) {
         let mapped = (frame.get(12..16))
             .filter(|t| t[..2] == [0x81, 0])
             .and_then(|t| {
@@ -375,16 +375,17 @@ impl VxlanPort {
                 self.config.vlan_vnis.iter().find(|(v, _)| *v == vlan)
             });
         let vni = mapped.map_or(self.config.vni, |(_, vni)| *vni);
-        wrapped.clear();
-        wrapped.extend_from_slice(&match self.config.encap {
+        let data = out.data();
+        let start = data.len();
+        data.extend_from_slice(&match self.config.encap {
             Encap::Vxlan => header(vni),
             Encap::Geneve => geneve_header(vni),
         });
         if mapped.is_some() {
-            wrapped.extend_from_slice(&frame[..12]);
-            wrapped.extend_from_slice(&frame[16..]);
+            data.extend_from_slice(&frame[..12]);
+            data.extend_from_slice(&frame[16..]);
         } else {
-            wrapped.extend_from_slice(frame);
+            data.extend_from_slice(frame);
         }
         // Its VTEP if learned, else every static remote and the multicast group.
         let learned = self.vtep_of(frame);
@@ -395,12 +396,17 @@ impl VxlanPort {
                 .chain(self.config.group)
                 .filter(|_| flood),
         );
-        let from = self.endpoint.source(flow_hash(frame));
+        let source = self.endpoint.source_index(flow_hash(frame));
         for ip in targets {
-            match from.send_to(wrapped, SocketAddr::new(ip, self.config.port)) {
-                Ok(_) => self.counters.count_tx(frame.len()),
-                Err(e) => self.counters.count_tx_error(&e),
-            }
+            out.push(
+                source,
+                SocketAddr::new(ip, self.config.port),
+                start,
+                frame.len(),
+            );
+        }
+        if out.full() {
+            self.endpoint.flush(out, &self.counters);
         }
     }
 }
@@ -462,19 +468,21 @@ impl SwitchPort for VxlanPort {
         frames: impl Iterator<Item = (&'f TxFrame<'a>, FrameEdit)>,
         _hint: u16,
     ) {
-        WRAPPED.with_borrow_mut(|wrapped| {
+        OUTBOX.with_borrow_mut(|out| {
             for (frame, edit) in frames {
-                self.plain_frames(frame, edit, |b| self.send(b, wrapped));
+                self.plain_frames(frame, edit, |b| self.send(b, out));
             }
+            self.endpoint.flush(out, &self.counters);
         });
     }
 
     /// Sends plain frames held by vfabric.
     fn deliver_bytes(&self, frames: &[Vec<u8>], _hint: u16) {
-        WRAPPED.with_borrow_mut(|wrapped| {
+        OUTBOX.with_borrow_mut(|out| {
             for f in frames {
-                self.send(f, wrapped);
+                self.send(f, out);
             }
+            self.endpoint.flush(out, &self.counters);
         });
     }
 
@@ -563,8 +571,8 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
 }
 
 thread_local! {
-    /// The datagram being built.
-    static WRAPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The datagrams being built, sent at the end of each batch (or when it fills up).
+    static OUTBOX: std::cell::RefCell<Outbox> = std::cell::RefCell::new(Outbox::default());
 }
 
 #[cfg(test)]
