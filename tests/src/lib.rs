@@ -57,6 +57,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The average of a busybox ping summary: "round-trip min/avg/max = 0.314/0.420/0.912 ms".
+pub fn ping_avg_ms(out: &str) -> Option<f64> {
+    let l = out.lines().find(|l| l.contains("round-trip"))?;
+    l.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok()
+}
+
+/// What the guest benchmarks measure between guest `a` and guest `b` (10.0.0.2): the
+/// average ping RTT in ms (20 pings after 2 to warm up ARP and the path) and iperf3 TCP
+/// from `a` to `b` over 5 s in Gbit/s.
+pub fn ping_and_tcp(a: &mut qemu::Vm, b: &mut qemu::Vm) -> anyhow::Result<(f64, f64)> {
+    use anyhow::Context;
+    use lab::{CMD, listening_cmd};
+    a.run_ok("ping -c 2 -W 5 10.0.0.2", CMD)?;
+    let ping = a.run_ok("ping -c 20 -i 0.2 -W 5 10.0.0.2", CMD)?;
+    b.run_ok("iperf3 -s -D", CMD)?;
+    b.run_ok(&listening_cmd(5201), CMD)?;
+    let ip = a.run_ok("iperf3 -c 10.0.0.2 -t 5", CMD)?;
+    let rtt = ping_avg_ms(&ping).with_context(|| format!("ping output:\n{ping}"))?;
+    let gbps = iperf_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?;
+    Ok((rtt, gbps))
+}
+
 /// The receiver's rate of an iperf3 client report, in Gbit/s:
 /// "[  5]   0.00-5.00   sec   187 MBytes   314 Mbits/sec    receiver".
 pub fn iperf_gbps(out: &str) -> Option<f64> {

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use vfabric_tests::dpdk::testpmd_io;
 use vfabric_tests::fabric::{Fabric, PortSpec};
-use vfabric_tests::lab::{BOOT, CMD, listening_cmd};
+use vfabric_tests::lab::BOOT;
 use vfabric_tests::median;
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
 
@@ -151,12 +151,6 @@ fn guest(name: &str, i: usize, nic: Nic<'_>, qemu: &Qemu, dir: &Path) -> Result<
     Ok(vm)
 }
 
-fn parse_avg_rtt(out: &str) -> Option<f64> {
-    // "round-trip min/avg/max = 0.314/0.420/0.912 ms"
-    let l = out.lines().find(|l| l.contains("round-trip"))?;
-    l.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok()
-}
-
 fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     let dir = tempfile::Builder::new().prefix("vfb").tempdir_in("/tmp")?;
     let (_backend, socks, ns) = match who {
@@ -188,17 +182,8 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     let mut b = guest("vm2", 2, nic(1), qemu, dir.path())?;
     a.wait_ready(BOOT)?;
     b.wait_ready(BOOT)?;
-    // Warm up ARP and the path, then measure.
-    a.run_ok("ping -c 2 -W 5 10.0.0.2", CMD)?;
-    let ping = a.run_ok("ping -c 20 -i 0.2 -W 5 10.0.0.2", CMD)?;
-    b.run_ok("iperf3 -s -D", CMD)?;
-    b.run_ok(&listening_cmd(5201), CMD)?;
-    let ip = a.run_ok("iperf3 -c 10.0.0.2 -t 5", CMD)?;
-    Ok(Round {
-        who,
-        rtt_ms: parse_avg_rtt(&ping).with_context(|| format!("ping output:\n{ping}"))?,
-        gbps: vfabric_tests::iperf_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
-    })
+    let (rtt_ms, gbps) = vfabric_tests::ping_and_tcp(&mut a, &mut b)?;
+    Ok(Round { who, rtt_ms, gbps })
 }
 
 fn main() -> Result<()> {

@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use vfabric_tests::fabric::{Fabric, PortSpec};
-use vfabric_tests::lab::{BOOT, CMD, listening_cmd};
+use vfabric_tests::lab::BOOT;
 use vfabric_tests::median;
 use vfabric_tests::netns::Netns;
 use vfabric_tests::qemu::{NetDev, Qemu, Vm, VmConfig};
@@ -96,21 +96,8 @@ fn round(who: Contender, qemu: &Qemu) -> Result<Round> {
     let mut b = guest("vm2", 2, &sock("vm2"), qemu, dir.path())?;
     a.wait_ready(BOOT)?;
     b.wait_ready(BOOT)?;
-    a.run_ok("ping -c 2 -W 5 10.0.0.2", CMD)?;
-    let ping = a.run_ok("ping -c 20 -i 0.2 -W 5 10.0.0.2", CMD)?;
-    b.run_ok("iperf3 -s -D", CMD)?;
-    b.run_ok(&listening_cmd(5201), CMD)?;
-    let ip = a.run_ok("iperf3 -c 10.0.0.2 -t 5", CMD)?;
-    let rtt = ping
-        .lines()
-        .find(|l| l.contains("round-trip"))
-        .and_then(|l| l.split('=').nth(1)?.trim().split('/').nth(1)?.parse().ok())
-        .with_context(|| format!("ping output:\n{ping}"))?;
-    Ok(Round {
-        who,
-        rtt_ms: rtt,
-        gbps: vfabric_tests::iperf_gbps(&ip).with_context(|| format!("iperf3 output:\n{ip}"))?,
-    })
+    let (rtt_ms, gbps) = vfabric_tests::ping_and_tcp(&mut a, &mut b)?;
+    Ok(Round { who, rtt_ms, gbps })
 }
 
 fn main() -> Result<()> {

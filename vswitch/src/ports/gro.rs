@@ -118,9 +118,15 @@ pub fn coalesce(
 ) -> usize {
     let mut merged = 0;
     let mut k = 0;
+    // Item k's parse when the run before it already did it (checksums are not checked twice).
+    let mut parsed: Option<Option<Seg>> = None;
     while k < items.len() {
         let (hi, hr) = (items[k].0, items[k].1.start);
-        let Some(head) = bufs[hi].get(hr..hr + items[k].1.len).and_then(segment) else {
+        let head = match parsed.take() {
+            Some(p) => p,
+            None => bufs[hi].get(hr..hr + items[k].1.len).and_then(segment),
+        };
+        let Some(head) = head else {
             k += 1;
             continue;
         };
@@ -128,9 +134,13 @@ pub fn coalesce(
         while let Some((ni, ns, nl)) = items.get(k + 1).map(|(i, r)| (*i, r.start, r.len)) {
             let b = &bufs[ni][ns..ns + nl];
             let a = &bufs[hi][hr..hr + head.len];
-            let Some(next) = segment(b) else { break };
+            let Some(next) = segment(b) else {
+                parsed = Some(None);
+                break;
+            };
             let fits = head.payload + run_payload + next.payload_len() <= bufs[hi].len() - hr;
             if !fits || !continues(a, &head, &last, run_payload, b, &next) {
+                parsed = Some(Some(next));
                 break;
             }
             // Append the payload to the run's frame (two buffers of `bufs`).

@@ -151,14 +151,6 @@ impl Endpoint {
         }
     }
 
-    /// The socket a frame of flow `hash` leaves from.
-    pub fn source(&self, hash: u32) -> &UdpSocket {
-        match self.sources.len() {
-            0 => &self.socket,
-            n => &self.sources[hash as usize % n],
-        }
-    }
-
     /// The outer UDP source ports, in socket order.
     pub fn source_ports(&self) -> Vec<u16> {
         let port = |s: &UdpSocket| s.local_addr().map_or(0, |a| a.port());
@@ -273,10 +265,7 @@ impl Endpoint {
         let drained = received.len() < bufs.len();
         for (i, &(n, from)) in received.iter().enumerate() {
             let buf = &mut bufs[i];
-            let vni = match buf.get(4..7) {
-                Some(v) => u32::from_be_bytes([0, v[0], v[1], v[2]]),
-                None => u32::MAX,
-            };
+            let vni = vni_of(buf);
             let owner = ports
                 .iter()
                 .position(|p| p.as_ref().is_some_and(|p| p.has_vni(vni)));
@@ -359,6 +348,14 @@ impl Endpoint {
         }
         Ok(out)
     }
+}
+
+/// The VNI field of a VXLAN or GENEVE datagram (bytes 4 to 6 of either header); `u32::MAX`,
+/// which no port has, for one too short to hold it.
+pub fn vni_of(datagram: &[u8]) -> u32 {
+    datagram
+        .get(4..7)
+        .map_or(u32::MAX, |v| u32::from_be_bytes([0, v[0], v[1], v[2]]))
 }
 
 /// A non-blocking UDP socket bound to `at` that never fragments (IP_PMTUDISC_DO).

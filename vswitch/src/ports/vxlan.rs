@@ -41,7 +41,7 @@ use vhost_backends::offload::Offloads;
 use super::host_io::{HostCounters, Received, receive_loop};
 use super::switch_port::{Ingress, PortKey, SwitchPort, spawn_data_path};
 pub use super::tunnel_endpoint::SOURCE_SOCKETS;
-use super::tunnel_endpoint::{Endpoint, Outbox, TunnelMember};
+use super::tunnel_endpoint::{Endpoint, Outbox, TunnelMember, vni_of};
 use crate::topology::{Encap, VxlanConfig};
 
 /// Length of the VXLAN header.
@@ -270,10 +270,7 @@ impl VxlanPort {
             &self.counters,
             |buf| {
                 let (n, from) = socket.recv_from(buf)?;
-                let vni = buf
-                    .get(4..7)
-                    .map_or(u32::MAX, |v| u32::from_be_bytes([0, v[0], v[1], v[2]]));
-                Ok(self.take(buf, n, from.ip(), vni))
+                Ok(self.take(buf, n, from.ip(), vni_of(buf)))
             },
             forward,
         );

@@ -28,16 +28,7 @@ use crate::core::MacAddr;
 
 /// Reads and validates a topology file.
 pub fn load(path: &Path) -> Result<Topology, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: "file".into(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    parse_inner(path, &src, true, None)
+    load_for(path, None)
 }
 
 /// `load` for host `host` of a topology that spans hosts: the images checked are its
