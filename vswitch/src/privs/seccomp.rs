@@ -149,7 +149,6 @@ const BASE: Calls = calls![
     munmap,
     nanosleep,
     newfstatat,
-    openat,
     ppoll,
     prctl,
     read,
@@ -230,13 +229,15 @@ const DISK: Calls = calls![
     unlink,
 ];
 
-/// The control plane's own (beyond the data path's and NAT's): signals taken by the main
-/// thread, socket files made with their directory, owner and mode (on reload, and by the
-/// socket keeper), a NAT gateway's wake-up pair, TAPs made on reload (a namespace entered, netlink, TUN ioctls), paths
+/// The control plane's own (beyond the data path's and NAT's): files opened (the topology
+/// file on reload, capture files, images and TAPs of ports added by reload, /proc for `ctl
+/// ports`), signals taken by the main thread, socket files made with their directory,
+/// owner and mode (on reload, and by the socket keeper), a NAT gateway's wake-up pair, TAPs made on reload (a namespace entered, netlink, TUN ioctls), paths
 /// resolved, and a qcow2 image's metadata written and flushed when the main thread closes it
 /// at exit.
 const CONTROL: Calls = calls![
     fchmodat,
+    openat,
     fchownat,
     fdatasync,
     fsync,
@@ -257,6 +258,17 @@ const CONTROL: Calls = calls![
     #[cfg(target_arch = "x86_64")]
     readlink,
 ];
+
+/// Calls outside a kind's list that code it runs may still try without meaning harm (a
+/// panic's backtrace opening the binary for its symbols, a library reading a /proc file):
+/// refused with EACCES instead of killing the process, by a second filter stacked on the
+/// kind's own (`guard`). The control plane opens files and has none.
+fn refused_gently(kind: ThreadKind) -> Calls {
+    match kind {
+        ThreadKind::Control => &[],
+        _ => calls![openat],
+    }
+}
 
 /// Argument rules: the call is allowed only when argument `arg` is one of `values`.
 struct ArgRule {
@@ -342,7 +354,8 @@ pub fn filter(
     mismatch: SeccompAction,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for list in lists(kind) {
+    // Passed on to the guard stacked on this filter, which refuses them gently.
+    for list in lists(kind).into_iter().chain([refused_gently(kind)]) {
         for &(nr, _) in list {
             rules.insert(nr, Vec::new());
         }
@@ -362,22 +375,50 @@ pub fn filter(
     SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)?.try_into()
 }
 
-/// The compiled filters, when asked for (set once, before any thread starts).
-static FILTERS: std::sync::OnceLock<BTreeMap<ThreadKind, BpfProgram>> = std::sync::OnceLock::new();
+/// The filter stacked on `kind`'s own: its `refused_gently` calls get `action` (EACCES in
+/// kill mode, a log record in log mode), everything else passes on to the kind's filter.
+/// `None` when the kind has no such call.
+pub fn guard(
+    kind: ThreadKind,
+    action: SeccompAction,
+) -> Result<Option<BpfProgram>, seccompiler::BackendError> {
+    let calls = refused_gently(kind);
+    if calls.is_empty() {
+        return Ok(None);
+    }
+    let rules = calls.iter().map(|&(nr, _)| (nr, Vec::new())).collect();
+    let arch = if cfg!(target_arch = "aarch64") {
+        seccompiler::TargetArch::aarch64
+    } else {
+        seccompiler::TargetArch::x86_64
+    };
+    Ok(Some(
+        SeccompFilter::new(rules, SeccompAction::Allow, action, arch)?.try_into()?,
+    ))
+}
+
+/// The compiled filters of each kind (its own, then its guard), when asked for (set once,
+/// before any thread starts).
+static FILTERS: std::sync::OnceLock<BTreeMap<ThreadKind, Vec<BpfProgram>>> =
+    std::sync::OnceLock::new();
 
 /// Compiles every kind's filter for `mode`, for [`enter`] to apply. Call before any thread
 /// starts.
 pub fn set_filters(mode: SeccompMode) -> Result<(), String> {
-    let mismatch = match mode {
+    let (mismatch, gently) = match mode {
         SeccompMode::Off => return Ok(()),
-        SeccompMode::Log => SeccompAction::Log,
-        SeccompMode::Kill => SeccompAction::KillProcess,
+        SeccompMode::Log => (SeccompAction::Log, SeccompAction::Log),
+        SeccompMode::Kill => (
+            SeccompAction::KillProcess,
+            SeccompAction::Errno(libc::EACCES as u32),
+        ),
     };
     let mut progs = BTreeMap::new();
     for kind in ThreadKind::ALL {
-        let prog = filter(kind, mismatch.clone())
-            .map_err(|e| format!("seccomp filter ({}): {e}", kind.name()))?;
-        progs.insert(kind, prog);
+        let err = |e| format!("seccomp filter ({}): {e}", kind.name());
+        let mut both = vec![filter(kind, mismatch.clone()).map_err(err)?];
+        both.extend(guard(kind, gently.clone()).map_err(err)?);
+        progs.insert(kind, both);
     }
     let _ = FILTERS.set(progs);
     Ok(())
@@ -387,12 +428,15 @@ pub fn set_filters(mode: SeccompMode) -> Result<(), String> {
 /// `kind`'s, when filters were set. Returns an error only if a filter was set and could not
 /// be applied.
 pub fn enter(kind: ThreadKind) -> Result<(), String> {
-    match FILTERS.get().and_then(|f| f.get(&kind)) {
-        Some(prog) => {
-            seccompiler::apply_filter(prog).map_err(|e| format!("seccomp ({}): {e}", kind.name()))
-        }
-        None => Ok(()),
+    for prog in FILTERS
+        .get()
+        .and_then(|f| f.get(&kind))
+        .into_iter()
+        .flatten()
+    {
+        seccompiler::apply_filter(prog).map_err(|e| format!("seccomp ({}): {e}", kind.name()))?;
     }
+    Ok(())
 }
 
 /// Starts a thread named `name` that confines itself to `kind`'s list before it runs
@@ -444,12 +488,23 @@ mod tests {
     /// instead of "kill".
     fn confined(kind: ThreadKind, body: impl FnOnce() + Send + 'static) {
         let prog = filter(kind, SeccompAction::Errno(libc::EPERM as u32)).unwrap();
+        let guard = guard(kind, SeccompAction::Errno(libc::EACCES as u32)).unwrap();
         std::thread::spawn(move || {
             seccompiler::apply_filter(&prog).unwrap();
+            if let Some(g) = &guard {
+                seccompiler::apply_filter(g).unwrap();
+            }
             body()
         })
         .join()
         .unwrap();
+    }
+
+    /// Refused with EACCES (not a kill) to every kind but the control plane: opening files,
+    /// even for reading.
+    fn no_open() {
+        let e = std::fs::File::open("/proc/self/status").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
     }
 
     /// Refused to every kind: running programs.
@@ -482,6 +537,7 @@ mod tests {
             assert_eq!(udp.raw_os_error(), EPERM);
             let d = std::fs::create_dir(path.join("d")).unwrap_err();
             assert_eq!(d.raw_os_error(), EPERM);
+            no_open();
             no_exec();
         });
     }
@@ -509,6 +565,7 @@ mod tests {
             assert_eq!(u.raw_os_error(), EPERM);
             let d = std::fs::create_dir(path.join("d")).unwrap_err();
             assert_eq!(d.raw_os_error(), EPERM);
+            no_open();
             no_exec();
         });
     }
@@ -547,6 +604,7 @@ mod tests {
             unsafe { libc::close(fd as i32) };
             let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_err();
             assert_eq!(udp.raw_os_error(), EPERM);
+            no_open();
             no_exec();
         });
     }
@@ -585,6 +643,8 @@ mod tests {
                 prog.len()
             );
             assert!(prog.len() <= 4096, "{}: {}", kind.name(), prog.len());
+            let guard = guard(kind, SeccompAction::Errno(libc::EACCES as u32)).unwrap();
+            assert_eq!(guard.is_some(), kind != ThreadKind::Control);
         }
     }
 
