@@ -168,10 +168,11 @@ impl NetPort {
                 continue;
             };
             // A new connection starts with kicks on: off while polling.
+            // (Loaded first: a locked swap on every pass would wait for the pass's stores.)
             if conn
                 .tx_kicks
                 .get(pair)
-                .is_some_and(|k| k.swap(false, Ordering::Relaxed))
+                .is_some_and(|k| k.load(Ordering::Relaxed) && k.swap(false, Ordering::Relaxed))
             {
                 let _ = set_kicks(vring, &conn.mem.memory(), conn.packed(), false);
             }
