@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
-use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
+use virtio_bindings::virtio_config::{VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
@@ -293,6 +293,10 @@ impl VhostUserBackend for NetBackend {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             // Packed rings when the VMM asks for them (QEMU: packed=on).
             | (1 << VIRTIO_F_RING_PACKED)
+            // Buffers used in the order they were made available (vfabric always does):
+            // a TX batch is returned with one used element, and drivers that know it
+            // (DPDK's virtio driver) take their faster in-order paths.
+            | (1 << VIRTIO_F_IN_ORDER)
             | (1 << VIRTIO_NET_F_STATUS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         if self.port.config.offloads {

@@ -119,7 +119,7 @@ impl Connection {
                         outcome(Err(RxDrop::BadDescriptor));
                     }
                 }
-                publish_used_any(&mut st, &map, packed, used);
+                publish_used_any(&mut st, &map, packed, false, used);
                 if !used.is_empty() {
                     self.rx_pending[q].store(true, Ordering::Relaxed);
                 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use arrayvec::ArrayVec;
 use vhost_user_backend::{VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_IN_ORDER;
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 
@@ -40,6 +41,7 @@ pub(super) fn drain_tx_batch(
     let features = conn.features.load(Ordering::Relaxed);
     let offloads = Offloads::from_guest_tx(features);
     let packed = Connection::is_packed(features);
+    let in_order = features & (1 << VIRTIO_F_IN_ORDER) != 0;
     let mut heads = ArrayVec::<Used, TX_BATCH>::new();
     let mut infos = ArrayVec::<FrameInfo, TX_BATCH>::new();
     let mut store = SegStore::new();
@@ -97,7 +99,7 @@ pub(super) fn drain_tx_batch(
     drop(frames);
     let wanted = {
         let mut st = vring.get_mut();
-        let (old, new) = publish_used_any(&mut st, &map, packed, &heads);
+        let (old, new) = publish_used_any(&mut st, &map, packed, in_order, &heads);
         let event_idx = conn.event_idx.load(Ordering::Relaxed);
         wants_interrupt_any(&st, &map, packed, event_idx, old, new)
     };

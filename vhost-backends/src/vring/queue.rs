@@ -18,13 +18,25 @@ type VringState = vhost_user_backend::VringState<GuestMemoryAtomic<GuestMemoryMm
 /// single store of the used index, after the elements. (`virtio-queue`'s `add_used` stores
 /// the index once per entry, a cache line bounced to the guest's CPU every time.) Returns
 /// the used index before and after.
-fn publish_used<E: UsedElem>(st: &mut VringState, map: &GuestMap<'_>, entries: &[E]) -> (u16, u16) {
+/// With `last_only` (VIRTIO_F_IN_ORDER and chains the device wrote nothing into), only the
+/// batch's last element is written.
+fn publish_used<E: UsedElem>(
+    st: &mut VringState,
+    map: &GuestMap<'_>,
+    entries: &[E],
+    last_only: bool,
+) -> (u16, u16) {
     let q = st.get_queue_mut();
     let old = q.next_used();
     if entries.is_empty() {
         return (old, old);
     }
-    let new = UsedRing::new(map, q.used_ring(), q.size()).publish(old, entries);
+    let used = UsedRing::new(map, q.used_ring(), q.size());
+    let new = if last_only {
+        used.publish_in_order(old, entries)
+    } else {
+        used.publish(old, entries)
+    };
     q.set_next_used(new);
     (old, new)
 }
@@ -77,17 +89,21 @@ pub(crate) fn publish_used_packed(
     (first.pos, new)
 }
 
-/// Publishes a batch's used entries on a ring of either layout.
+/// Publishes a batch's used entries on a ring of either layout. `in_order_tx`: the guest
+/// took VIRTIO_F_IN_ORDER and the chains were only read (a TX ring), so a split ring gets
+/// only the batch's last element (packed rings get every used descriptor, which the spec
+/// also allows).
 pub(crate) fn publish_used_any(
     st: &mut VringState,
     map: &GuestMap<'_>,
     packed: bool,
+    in_order_tx: bool,
     entries: &[Used],
 ) -> (u16, u16) {
     if packed {
         publish_used_packed(st, map, entries)
     } else {
-        publish_used(st, map, entries)
+        publish_used(st, map, entries, in_order_tx)
     }
 }
 

@@ -454,6 +454,21 @@ impl<'m> UsedRing<'m> {
         }
     }
 
+    /// VIRTIO_F_IN_ORDER, a batch whose chains all came back unwritten (TX): writes only the
+    /// batch's last entry (the driver knows the others from their order, as the spec allows)
+    /// and publishes the whole batch with one store of the used index. Returns the new used
+    /// index.
+    pub fn publish_in_order<E: UsedElem>(&self, idx: u16, entries: &[E]) -> u16 {
+        match entries.last() {
+            // The last entry at its place; the index stored after it covers the whole batch.
+            Some(last) if self.size != 0 => self.publish(
+                idx.wrapping_add(entries.len() as u16 - 1),
+                std::slice::from_ref(last),
+            ),
+            _ => idx,
+        }
+    }
+
     /// Writes `entries` (head, length) from used index `idx` on, then publishes them with a
     /// single release store of the used index (the elements are visible first). Returns the
     /// new used index. One store of the index per batch, not per entry: that cache line
@@ -641,6 +656,37 @@ mod tests {
     fn used_entries_and_index_are_virtio_queue_s_in_one_region_and_across_two() {
         same_used(0x1000);
         same_used(0x2000 - 16);
+    }
+
+    /// VIRTIO_F_IN_ORDER: a batch is published with its last element only, at its place
+    /// (across the ring's end too), and the index covers the whole batch; the slots before
+    /// it keep what the driver left there.
+    #[test]
+    fn an_in_order_batch_writes_its_last_element_and_the_whole_index() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let ring_at = 0x1000u64;
+        mem.write_slice(&[0xee; 4 + 8 * SIZE as usize], GuestAddress(ring_at))
+            .unwrap();
+        let map = GuestMap::new(&mem);
+        let used = UsedRing::new(&map, ring_at, SIZE);
+        let elem = |slot: u16| {
+            let mut e = [0u8; 8];
+            mem.read_slice(&mut e, GuestAddress(ring_at + 4 + 8 * u64::from(slot)))
+                .unwrap();
+            e
+        };
+        let idx = |m: &GuestMemoryMmap| m.read_obj::<u16>(GuestAddress(ring_at + 2)).unwrap();
+        // Used index 6: a batch of 3 (heads 6, 7, 0) ends in slot 0, after the ring's end.
+        assert_eq!(used.publish_in_order(6, &[(6u16, 0u32), (7, 0), (0, 0)]), 9);
+        assert_eq!(idx(&mem), 9);
+        assert_eq!(elem(0), [0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(elem(6), [0xee; 8]);
+        assert_eq!(elem(7), [0xee; 8]);
+        // One chain: written as `publish` would; nothing: nothing at all.
+        assert_eq!(used.publish_in_order(9, &[(1u16, 0u32)]), 10);
+        assert_eq!(elem(1), [1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(used.publish_in_order::<(u16, u32)>(10, &[]), 10);
+        assert_eq!(idx(&mem), 10);
     }
 
     /// An avail ring laid over the used ring (its flags, index or entries) is broken:
