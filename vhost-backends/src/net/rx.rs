@@ -56,7 +56,11 @@ impl Connection {
         let rx_offloads = Offloads::for_guest_rx(features);
         let packed = Connection::is_packed(features);
         for i in 0..pairs {
-            let q = (hint as usize + i) % pairs;
+            let q = if pairs == 1 {
+                0
+            } else {
+                (hint as usize + i) % pairs
+            };
             let vring = &vrings[2 * q];
             let mut st = vring.get_mut();
             if !st.is_enabled() || !st.get_queue().ready() {

@@ -301,14 +301,22 @@ impl Chain<'_, '_, '_> {
         let n = self.last.wrapping_sub(pos).min(AVAIL_CHUNK as u16);
         self.from = pos;
         self.cached = 0;
-        for (i, slot) in self.heads.iter_mut().take(usize::from(n)).enumerate() {
-            let at = pos.wrapping_add(i as u16).checked_rem(self.ring.size)?;
+        let size = self.ring.size;
+        // One division for the chunk: the slots that follow wrap by comparison.
+        let mut at = pos.checked_rem(size)?;
+        let mut cached = 0;
+        for slot in self.heads.iter_mut().take(usize::from(n)) {
             match self.ring.avail_u16(4 + 2 * u64::from(at)) {
                 Some(h) => *slot = h,
                 None => break,
             }
-            self.cached += 1;
+            cached += 1;
+            at += 1;
+            if at == size {
+                at = 0;
+            }
         }
+        self.cached = cached;
         // Their descriptors are read soon: start bringing them in together.
         if let Some(table) = &self.ring.desc_host {
             for &h in &self.heads[..usize::from(self.cached)] {
@@ -477,9 +485,15 @@ impl<'m> UsedRing<'m> {
         if entries.is_empty() || self.size == 0 {
             return idx;
         }
+        // One division for the batch: the slots that follow wrap by comparison.
+        let mut slot = idx % self.size;
         for e in entries {
             let (head, len) = (e.head(), e.written());
-            let at = 4 + 8 * usize::from(idx % self.size);
+            let at = 4 + 8 * usize::from(slot);
+            slot += 1;
+            if slot == self.size {
+                slot = 0;
+            }
             match &self.host {
                 Some(h) => {
                     h.write_used_elem(at, u32::from(head), len);

@@ -44,7 +44,14 @@ impl Fabric {
         let sw = &self.switches[si];
         let n = sw.pollers.len().max(1);
         // The first pair of port `p` this thread serves (then every n-th).
-        let first = |p: usize| ((t + n - p % n) % n) as u16;
+        // (No division on every pass when one thread serves every pair.)
+        let first = |p: usize| {
+            if n == 1 {
+                0
+            } else {
+                ((t + n - p % n) % n) as u16
+            }
+        };
         let step = n as u16;
         let mut last_work = Instant::now();
         let mut passes = 0u32;
