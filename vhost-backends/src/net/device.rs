@@ -42,8 +42,14 @@ const RESUME_EVENT_OFFSET: u16 = 2;
 /// queue pairs on it, or keep it from seeing the end of the connection.
 const TX_BUDGET: usize = 64;
 
-/// How long a TX ring that ran dry is polled before the guest's kicks are turned back on.
+/// How long a TX ring that ran dry is polled before the guest's kicks are turned back on,
+/// when its last batch had at least `TX_POLL_MIN_BATCH` chains: a guest sending small
+/// frames at a high rate (a DPDK application) refills it within that time, and neither side
+/// pays for a kick. A guest sending few chains per kick (TCP with TSO: a few 64 KiB frames)
+/// gets no polling: the spinning would only take CPU time from the guests themselves (with
+/// two TCG guests on two CPUs, TCP between them went from 4.8 to 5.4-6.8 Gbit/s without it).
 const TX_POLL_WINDOW: Duration = Duration::from_micros(32);
+const TX_POLL_MIN_BATCH: usize = 16;
 
 /// The `VhostUserBackend` for one connection of one port.
 pub struct NetBackend {
@@ -203,7 +209,7 @@ impl NetBackend {
             return Ok(());
         }
         // No kicks while draining (VRING_USED_F_NO_NOTIFY, or EVENT_IDX's avail_event left
-        // behind), nor for `TX_POLL_WINDOW` after the ring ran dry (at high rates the guest
+        // behind), nor for `TX_POLL_WINDOW` after a busy ring ran dry (at high rates the guest
         // refills it sooner, and neither side pays for a kick: QEMU's iothreads poll the same
         // way); on again after that, and drain again if work raced in.
         let mut budget = TX_BUDGET;
@@ -211,14 +217,21 @@ impl NetBackend {
         loop {
             set_kicks(vring, &mem, packed, false)?;
             let mut dry_since: Option<Instant> = None;
+            // Whether the last batch was large enough to poll the ring when it runs dry.
+            let mut busy = false;
             loop {
-                if drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)? > 0 {
+                let taken = drain_tx_batch(&self.port, &self.conn, &*self.switch, pair, vring)?;
+                if taken > 0 {
                     dry_since = None;
+                    busy = taken >= TX_POLL_MIN_BATCH;
                     budget -= 1;
                     if budget == 0 {
                         return self.give_way(pair);
                     }
                     continue;
+                }
+                if !busy {
+                    break;
                 }
                 let now = Instant::now();
                 if now.duration_since(*dry_since.get_or_insert(now)) >= TX_POLL_WINDOW {
